@@ -1,0 +1,214 @@
+//! Records and sizes shared with the kernel programs.
+//!
+//! Each struct is declared once with [`abi_struct!`], which emits the
+//! `#[repr(C)]` Rust type, its C definition for the generated header, and
+//! the field offsets the BTF layout test compares against the object.
+
+use crate::{Hook, class};
+
+/// Rust's view of a C field type, for rendering the generated header.
+pub trait CField {
+    fn c_decl(name: &str) -> String;
+}
+
+macro_rules! c_scalar {
+    ($($ty:ty => $c:literal),* $(,)?) => {
+        $(impl CField for $ty {
+            fn c_decl(name: &str) -> String {
+                format!("{} {name}", $c)
+            }
+        })*
+    };
+}
+c_scalar!(u8 => "__u8", u16 => "__u16", u32 => "__u32", u64 => "__u64", i32 => "__s32", i64 => "__s64");
+
+/// Byte arrays are NUL-padded strings on the C side.
+impl<const N: usize> CField for [u8; N] {
+    fn c_decl(name: &str) -> String {
+        format!("char {name}[{N}]")
+    }
+}
+
+macro_rules! abi_struct {
+    (
+        $(#[doc = $doc:literal])*
+        pub struct $name:ident as $cname:literal {
+            $( $(#[doc = $fdoc:literal])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name { $( $(#[doc = $fdoc])* pub $field: $ty, )* }
+
+        impl $name {
+            /// The C struct tag.
+            pub const C_NAME: &'static str = $cname;
+
+            /// Field names and byte offsets, in declaration order.
+            pub const FIELDS: &'static [(&'static str, usize)] =
+                &[$((stringify!($field), core::mem::offset_of!($name, $field))),*];
+
+            /// The C definition, as the kernel programs see it.
+            pub fn c_definition() -> String {
+                let mut out = format!("struct {} {{\n", $cname);
+                $(out.push_str(&format!("\t{};\n", <$ty as CField>::c_decl(stringify!($field))));)*
+                out.push_str("};\n");
+                out
+            }
+        }
+    };
+}
+
+pub const COMM_LEN: usize = 16;
+pub const NAME_LEN: usize = 32;
+
+abi_struct! {
+    /// One detail record, sent through the `events` ring buffer for the
+    /// (hook, class) pairs user space asked for.
+    pub struct Event as "pfnwatch_event" {
+        /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+        pub ts_ns: u64,
+        pub cgroup_id: u64,
+        /// `vma->vm_flags` when the hooked function returned.
+        pub vm_flags: u64,
+        pub vm_start: u64,
+        pub vm_end: u64,
+        /// `vma->vm_pgoff` when the hooked function returned.
+        pub vm_pgoff: u64,
+        /// `vma->vm_pgoff` when a remap was entered (see [`EVENT_PGOFF_BEFORE`]).
+        pub pgoff_before: u64,
+        /// The address looked up or mapped (a remap's start).
+        pub addr: u64,
+        /// The pfn at `addr`, when known (see [`EVENT_PFN_KNOWN`]).
+        pub pfn: u64,
+        /// Bytes covered: a remap's size, else the page or huge page size.
+        pub size: u64,
+        /// The raw pte/pmd value, for the page-table hooks.
+        pub entry: u64,
+        /// Return value: -errno, a vm_fault_t, or 1/0 for page present/NULL.
+        pub ret: i64,
+        /// `vm_file`'s inode number.
+        pub ino: u64,
+        /// `vm_file`'s `i_rdev` (kernel encoding: major << 20 | minor).
+        pub rdev: u32,
+        /// `vm_file`'s superblock `s_dev` (kernel encoding).
+        pub sdev: u32,
+        pub pid: u32,
+        pub tgid: u32,
+        /// A [`Hook`] id.
+        pub hook: u16,
+        /// A [`class::Class`] bit set.
+        pub class: u16,
+        /// `EVENT_*` bits.
+        pub flags: u32,
+        pub comm: [u8; COMM_LEN],
+        /// `vm_file`'s dentry name.
+        pub file: [u8; NAME_LEN],
+        /// `vm_file`'s parent dentry name (the PCI device of a BAR file).
+        pub parent: [u8; NAME_LEN],
+    }
+}
+
+/// `Event::pfn` is valid.
+pub const EVENT_PFN_KNOWN: u32 = 1 << 0;
+/// `Event::pgoff_before` was captured on entry.
+pub const EVENT_PGOFF_BEFORE: u32 = 1 << 1;
+/// The vma has a `vm_file`; `ino`, `rdev`, `sdev`, `file`, `parent` are set.
+pub const EVENT_FILE: u32 = 1 << 2;
+
+/// Named event flags, for the C header.
+pub const EVENT_FLAGS: [(&str, u32); 3] = [
+    ("PFN_KNOWN", EVENT_PFN_KNOWN),
+    ("PGOFF_BEFORE", EVENT_PGOFF_BEFORE),
+    ("FILE", EVENT_FILE),
+];
+
+/// `u64` words of one hook's record mask (one bit per class).
+pub const CLASS_WORDS: usize = class::SLOTS / 64;
+/// Entries of the `counts` per-CPU array: index `hook * class::SLOTS + class`.
+pub const COUNTS_LEN: usize = Hook::COUNT * class::SLOTS;
+/// Errno slots per hook in the `errors` per-CPU array; the last one
+/// collects every larger errno.
+pub const ERRNO_SLOTS: usize = 64;
+/// Entries of the `errors` per-CPU array: index `hook * ERRNO_SLOTS + errno`.
+pub const ERRORS_LEN: usize = Hook::COUNT * ERRNO_SLOTS;
+/// Default size of the `events` ring buffer in bytes.
+pub const RINGBUF_BYTES: u32 = 256 * 1024;
+
+/// Names of the kernel objects user space looks up.
+pub mod names {
+    pub const COUNTS: &str = "counts";
+    pub const ERRORS: &str = "errors";
+    pub const DROPS: &str = "drops";
+    pub const EVENTS: &str = "events";
+    /// `const volatile __u32`: the tgid whose calls are never reported.
+    pub const SELF_TGID: &str = "self_tgid";
+    /// `const volatile __u64[Hook::COUNT * CLASS_WORDS]`: which
+    /// (hook, class) pairs send a record.
+    pub const RECORD_MASK: &str = "record_mask";
+}
+
+/// Index into `counts` for a (hook, class) pair.
+pub const fn counts_index(hook: Hook, class: u16) -> u32 {
+    (hook.id() as u32) * (class::SLOTS as u32) + (class as u32 & (class::SLOTS as u32 - 1))
+}
+
+impl Event {
+    /// Decodes a ring buffer record. `None` if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        bytes
+            .get(..size_of::<Event>())
+            .map(bytemuck::pod_read_unaligned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_has_no_padding_and_is_8_aligned() {
+        // bytemuck::Pod already refuses padding; check the size stays put.
+        assert_eq!(size_of::<Event>(), 208);
+        assert_eq!(size_of::<Event>() % 8, 0);
+    }
+
+    #[test]
+    fn c_definition_lists_every_field_in_order() {
+        let c = Event::c_definition();
+        let mut last = 0;
+        for (name, _) in Event::FIELDS {
+            let at = c
+                .find(&format!(" {name};"))
+                .or_else(|| c.find(&format!(" {name}[")))
+                .unwrap_or_else(|| panic!("{name} missing from {c}"));
+            assert!(at > last, "{name} out of order");
+            last = at;
+        }
+        assert!(c.contains("char comm[16];"));
+        assert!(c.contains("__s64 ret;"));
+    }
+
+    #[test]
+    fn from_bytes_rejects_short_and_reads_fields() {
+        assert!(Event::from_bytes(&[0u8; 100]).is_none());
+        let mut ev = Event::zeroed();
+        ev.pfn = 0xf0;
+        ev.hook = Hook::RemapPfnRange.id();
+        let mut bytes = bytemuck::bytes_of(&ev).to_vec();
+        bytes.extend_from_slice(&[0xff; 8]); // ring buffer records are padded
+        assert_eq!(Event::from_bytes(&bytes), Some(ev));
+    }
+
+    #[test]
+    fn counts_index_is_dense() {
+        assert_eq!(counts_index(Hook::VmNormalPage, 0), 0);
+        assert_eq!(
+            counts_index(Hook::VmfInsertMixed, 255) as usize,
+            COUNTS_LEN - 1
+        );
+    }
+
+    use bytemuck::Zeroable;
+}

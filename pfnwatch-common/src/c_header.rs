@@ -1,0 +1,60 @@
+//! Renders the ABI as the C header the kernel programs include.
+
+use crate::{Event, Hook, abi, class, vm_flags};
+use std::fmt::Write;
+
+/// The generated `pfnwatch_abi.h`.
+pub fn c_header() -> String {
+    let mut h = String::new();
+    // Writing to a String cannot fail; ignore the fmt::Result.
+    let _ = write_header(&mut h);
+    h
+}
+
+fn write_header(h: &mut String) -> std::fmt::Result {
+    writeln!(h, "/* Generated from pfnwatch-common by pfnwatch-ebpf's build script. */")?;
+    writeln!(h, "/* Do not edit: change pfnwatch-common/src instead. */")?;
+    writeln!(h, "#ifndef PFNWATCH_ABI_H\n#define PFNWATCH_ABI_H\n")?;
+    for hook in Hook::ALL {
+        let name = hook.function().to_ascii_uppercase();
+        writeln!(h, "#define PFNW_HOOK_{name} {}", hook.id())?;
+    }
+    writeln!(h, "#define PFNW_HOOK_COUNT {}\n", Hook::COUNT)?;
+    for bit in class::BITS {
+        writeln!(h, "#define PFNW_CLASS_{} 0x{:x}u /* {} */", bit.c_name, bit.mask, bit.doc)?;
+    }
+    writeln!(h, "#define PFNW_CLASS_SLOTS {}", class::SLOTS)?;
+    writeln!(h, "#define PFNW_CLASS_WORDS {}", abi::CLASS_WORDS)?;
+    writeln!(h, "#define PFNW_COUNTS_LEN {}", abi::COUNTS_LEN)?;
+    writeln!(h, "#define PFNW_ERRNO_SLOTS {}", abi::ERRNO_SLOTS)?;
+    writeln!(h, "#define PFNW_ERRORS_LEN {}", abi::ERRORS_LEN)?;
+    writeln!(h, "#define PFNW_RINGBUF_BYTES {}\n", abi::RINGBUF_BYTES)?;
+    for (name, bit) in abi::EVENT_FLAGS {
+        writeln!(h, "#define PFNW_EVENT_{name} 0x{bit:x}u")?;
+    }
+    writeln!(h)?;
+    for (name, bit) in vm_flags::NAMED {
+        writeln!(h, "#define {name} 0x{bit:x}ul")?;
+    }
+    writeln!(h, "#define PFNW_COMM_LEN {}", abi::COMM_LEN)?;
+    writeln!(h, "#define PFNW_NAME_LEN {}\n", abi::NAME_LEN)?;
+    writeln!(h, "{}", Event::c_definition())?;
+    writeln!(h, "#endif /* PFNWATCH_ABI_H */")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_defines_every_hook_class_and_struct() {
+        let h = c_header();
+        assert!(h.contains("#define PFNW_HOOK_VM_NORMAL_PAGE 0\n"));
+        assert!(h.contains("#define PFNW_HOOK_VMF_INSERT_MIXED 6\n"));
+        assert!(h.contains("#define PFNW_HOOK_COUNT 7\n"));
+        assert!(h.contains("#define PFNW_CLASS_ERROR 0x80u"));
+        assert!(h.contains("#define VM_PFNMAP 0x400ul"));
+        assert!(h.contains("struct pfnwatch_event {"));
+        assert!(h.trim_end().ends_with("#endif /* PFNWATCH_ABI_H */"));
+    }
+}

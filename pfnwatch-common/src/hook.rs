@@ -1,0 +1,95 @@
+//! The kernel functions pfnwatch hooks, by the id the kernel programs use.
+
+/// One hooked kernel function. The discriminant is the id the kernel
+/// programs write into records and use to index the counter maps.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    /// `vm_normal_page(vma, addr, pte)`: is the page behind this pte normal?
+    VmNormalPage = 0,
+    /// `vm_normal_page_pmd(vma, addr, pmd)`: the same for a huge pmd.
+    VmNormalPagePmd = 1,
+    /// `folio_walk_start(fw, vma, addr, flags)` (6.12+).
+    FolioWalkStart = 2,
+    /// `remap_pfn_range(vma, addr, pfn, size, prot)`: a driver maps pfns.
+    RemapPfnRange = 3,
+    /// `remap_pfn_range_complete(vma, action)`: the mmap_prepare path (7.x).
+    RemapPfnRangeComplete = 4,
+    /// `vmf_insert_pfn_prot(vma, addr, pfn, prot)`: fault-time pfn insert.
+    VmfInsertPfnProt = 5,
+    /// `vmf_insert_mixed(vma, addr, pfn)`: fault-time insert, VM_MIXEDMAP.
+    VmfInsertMixed = 6,
+}
+
+impl Hook {
+    pub const COUNT: usize = 7;
+
+    pub const ALL: [Hook; Hook::COUNT] = [
+        Hook::VmNormalPage,
+        Hook::VmNormalPagePmd,
+        Hook::FolioWalkStart,
+        Hook::RemapPfnRange,
+        Hook::RemapPfnRangeComplete,
+        Hook::VmfInsertPfnProt,
+        Hook::VmfInsertMixed,
+    ];
+
+    pub const fn id(self) -> u16 {
+        self as u16
+    }
+
+    pub fn from_id(id: u16) -> Option<Hook> {
+        Hook::ALL.get(usize::from(id)).copied()
+    }
+
+    /// The kernel function this hook attaches to; also its name in output.
+    pub const fn function(self) -> &'static str {
+        match self {
+            Hook::VmNormalPage => "vm_normal_page",
+            Hook::VmNormalPagePmd => "vm_normal_page_pmd",
+            Hook::FolioWalkStart => "folio_walk_start",
+            Hook::RemapPfnRange => "remap_pfn_range",
+            Hook::RemapPfnRangeComplete => "remap_pfn_range_complete",
+            Hook::VmfInsertPfnProt => "vmf_insert_pfn_prot",
+            Hook::VmfInsertMixed => "vmf_insert_mixed",
+        }
+    }
+
+    pub fn from_function(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.function() == name)
+    }
+
+    /// True for hooks that create or populate a pfn mapping (as opposed to
+    /// the ones that look pages up in one).
+    pub const fn maps_pfns(self) -> bool {
+        matches!(
+            self,
+            Hook::RemapPfnRange
+                | Hook::RemapPfnRangeComplete
+                | Hook::VmfInsertPfnProt
+                | Hook::VmfInsertMixed
+        )
+    }
+}
+
+impl core::fmt::Display for Hook {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.function())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_dense_and_round_trip() {
+        for (i, hook) in Hook::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(hook.id()), i);
+            assert_eq!(Hook::from_id(hook.id()), Some(hook));
+            assert_eq!(Hook::from_function(hook.function()), Some(hook));
+        }
+        assert_eq!(Hook::from_id(Hook::COUNT as u16), None);
+        assert_eq!(Hook::from_function("do_wp_page"), None);
+    }
+}

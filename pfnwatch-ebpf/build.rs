@@ -1,0 +1,51 @@
+//! Compiles the kernel programs into one CO-RE object with clang.
+//!
+//! The ABI header is generated from pfnwatch-common first, so the C side
+//! never carries its own copy of the record layout or constants.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+const SOURCES: &[&str] = &["src/bpf/pfnwatch.bpf.c", "src/bpf/kernel_types.h"];
+
+fn main() {
+    if let Err(err) = build() {
+        // A build script reports failure by panicking; say what to do.
+        panic!("pfnwatch-ebpf: {err}");
+    }
+}
+
+fn build() -> Result<(), String> {
+    let out = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
+    for src in SOURCES {
+        println!("cargo:rerun-if-changed={src}");
+    }
+    println!("cargo:rerun-if-env-changed=PFNWATCH_CLANG");
+
+    let header = out.join("pfnwatch_abi.h");
+    std::fs::write(&header, pfnwatch_common::c_header())
+        .map_err(|e| format!("writing {}: {e}", header.display()))?;
+
+    let clang = env::var("PFNWATCH_CLANG").unwrap_or_else(|_| "clang-19".to_owned());
+    let object = out.join("pfnwatch.bpf.o");
+    let status = Command::new(&clang)
+        .args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"])
+        .args(["-D__TARGET_ARCH_x86", "-mcpu=v3"])
+        // <linux/types.h> includes <asm/types.h> from the multiarch dir.
+        .arg("-I/usr/include/x86_64-linux-gnu")
+        .arg(format!("-I{}", out.display()))
+        .args(["-c", "src/bpf/pfnwatch.bpf.c", "-o"])
+        .arg(&object)
+        .status()
+        .map_err(|e| {
+            format!(
+                "cannot run {clang}: {e}. Install clang-19 and libbpf-dev \
+                 (apt-get install clang-19 libbpf-dev), or point PFNWATCH_CLANG at a clang"
+            )
+        })?;
+    if !status.success() {
+        return Err(format!("{clang} failed ({status}) compiling src/bpf/pfnwatch.bpf.c"));
+    }
+    Ok(())
+}
