@@ -45,7 +45,9 @@ fn build() -> Result<(), String> {
             )
         })?;
     if !status.success() {
-        return Err(format!("{clang} failed ({status}) compiling src/bpf/pfnwatch.bpf.c"));
+        return Err(format!(
+            "{clang} failed ({status}) compiling src/bpf/pfnwatch.bpf.c"
+        ));
     }
     Ok(())
 }

@@ -12,7 +12,10 @@ pub fn c_header() -> String {
 }
 
 fn write_header(h: &mut String) -> std::fmt::Result {
-    writeln!(h, "/* Generated from pfnwatch-common by pfnwatch-ebpf's build script. */")?;
+    writeln!(
+        h,
+        "/* Generated from pfnwatch-common by pfnwatch-ebpf's build script. */"
+    )?;
     writeln!(h, "/* Do not edit: change pfnwatch-common/src instead. */")?;
     writeln!(h, "#ifndef PFNWATCH_ABI_H\n#define PFNWATCH_ABI_H\n")?;
     for hook in Hook::ALL {
@@ -21,7 +24,11 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     }
     writeln!(h, "#define PFNW_HOOK_COUNT {}\n", Hook::COUNT)?;
     for bit in class::BITS {
-        writeln!(h, "#define PFNW_CLASS_{} 0x{:x}u /* {} */", bit.c_name, bit.mask, bit.doc)?;
+        writeln!(
+            h,
+            "#define PFNW_CLASS_{} 0x{:x}u /* {} */",
+            bit.c_name, bit.mask, bit.doc
+        )?;
     }
     writeln!(h, "#define PFNW_CLASS_SLOTS {}", class::SLOTS)?;
     writeln!(h, "#define PFNW_CLASS_WORDS {}", abi::CLASS_WORDS)?;

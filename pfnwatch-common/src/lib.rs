@@ -10,6 +10,8 @@ pub mod abi;
 mod c_header;
 pub mod class;
 pub mod hook;
+#[cfg(feature = "serde")]
+mod serde_impls;
 pub mod vm_flags;
 
 pub use abi::Event;

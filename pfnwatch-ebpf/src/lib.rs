@@ -6,10 +6,8 @@
 struct Aligned<B: ?Sized>(B);
 
 // ELF parsing wants the object 8-byte aligned; include_bytes! is not.
-static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(
-    env!("OUT_DIR"),
-    "/pfnwatch.bpf.o"
-)));
+static ALIGNED: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/pfnwatch.bpf.o")));
 
 /// The compiled BPF object (ELF, little endian, with BTF and CO-RE relocations).
 pub static OBJECT: &[u8] = &ALIGNED.0;

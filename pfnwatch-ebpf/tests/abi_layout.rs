@@ -1,7 +1,9 @@
 //! The compiled object's BTF must describe exactly the layout pfnwatch-common
 //! defines: if the C side and the Rust side ever disagree, this fails.
 
-use btf_rs::{Btf, BtfType, Type};
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
 use pfnwatch_common::{Event, abi};
 

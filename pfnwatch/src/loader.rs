@@ -1,0 +1,120 @@
+//! Loads the embedded object against the kernel's BTF and attaches every
+//! program whose target this kernel has. A missing target is left out
+//! before load and reported; a refusal is reported with its errno. Neither
+//! stops the others.
+
+use crate::programs::{Attach, PROGRAMS, ProgramSpec};
+use crate::rules::{self, Selection};
+use crate::{errors, kernel};
+use anyhow::{Context, Result};
+use aya::programs::{FEntry, FExit, ProgramError};
+use aya::{Btf, Ebpf, EbpfLoader};
+use pfnwatch_common::{Hook, abi::names};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum ProgramState {
+    Attached,
+    /// The kernel has no such function (or it was inlined away).
+    Missing,
+    Refused {
+        errno: Option<i32>,
+        error: String,
+        hint: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramReport {
+    pub program: String,
+    pub attach: String,
+    pub function: String,
+    #[serde(flatten)]
+    pub state: ProgramState,
+}
+
+impl ProgramReport {
+    pub fn hook(&self) -> Option<Hook> {
+        Hook::from_function(&self.function)
+    }
+}
+
+pub struct LoadOptions<'a> {
+    pub btf: &'a Btf,
+    pub selection: Selection,
+    pub ringbuf_bytes: u32,
+}
+
+/// The loaded object and what happened to each program. Dropping it
+/// detaches everything.
+pub struct Watcher {
+    pub ebpf: Ebpf,
+    pub programs: Vec<ProgramReport>,
+}
+
+impl Watcher {
+    pub fn attached(&self) -> impl Iterator<Item = &ProgramReport> {
+        self.programs
+            .iter()
+            .filter(|p| p.state == ProgramState::Attached)
+    }
+}
+
+pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
+    let mask = rules::record_mask(opts.selection);
+    let self_tgid = std::process::id();
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(opts.btf))
+        .override_global(names::SELF_TGID, &self_tgid, true)
+        .override_global(names::RECORD_MASK, &mask, true)
+        .map_max_entries(names::EVENTS, opts.ringbuf_bytes)
+        .load(pfnwatch_ebpf::OBJECT)
+        .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;
+    let programs = PROGRAMS
+        .iter()
+        .map(|spec| ProgramReport {
+            program: spec.name.to_owned(),
+            attach: spec.attach.section_prefix().to_owned(),
+            function: spec.target().to_owned(),
+            state: attach_one(&mut ebpf, spec, opts.btf),
+        })
+        .collect();
+    Ok(Watcher { ebpf, programs })
+}
+
+fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> ProgramState {
+    if !kernel::has_function(btf, spec.target()) {
+        return ProgramState::Missing;
+    }
+    match try_attach(ebpf, spec, btf) {
+        Ok(()) => ProgramState::Attached,
+        Err(err) => {
+            let errno = errors::errno(&err);
+            ProgramState::Refused {
+                errno,
+                error: errors::describe(&err),
+                hint: errors::hint(errno).to_owned(),
+            }
+        }
+    }
+}
+
+fn try_attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), ProgramError> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    match spec.attach {
+        Attach::Fentry => {
+            let p: &mut FEntry = program.try_into()?;
+            p.load(spec.target(), btf)?;
+            p.attach()?;
+        }
+        Attach::Fexit => {
+            let p: &mut FExit = program.try_into()?;
+            p.load(spec.target(), btf)?;
+            p.attach()?;
+        }
+    }
+    Ok(())
+}

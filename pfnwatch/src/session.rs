@@ -1,0 +1,141 @@
+//! A running watch: the attached programs, the ring buffer registered with
+//! tokio, and the signals that steer trace and run.
+
+use crate::counters::Counts;
+use crate::loader::{self, LoadOptions, ProgramState, Watcher};
+use crate::record::Record;
+use crate::rules::Selection;
+use crate::{kernel, programs};
+use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use pfnwatch_common::{Event, Hook, abi};
+use std::path::Path;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::time::Interval;
+
+/// Why [`Session::wait`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Records may be waiting: call [`Session::drain`].
+    Records,
+    /// SIGUSR1: the user asks for the counters.
+    Snapshot,
+    /// The interval ticked.
+    Tick,
+    /// SIGINT or SIGTERM.
+    Stop,
+}
+
+pub struct Session {
+    pub watcher: Watcher,
+    pub release: String,
+    ring: AsyncFd<RingBuf<MapData>>,
+    usr1: Signal,
+    term: Signal,
+    int: Signal,
+    /// Records whose hook id this binary does not know (object/binary skew).
+    pub undecodable: u64,
+}
+
+impl Session {
+    /// Loads and attaches; fails if the kernel lacks BTF or if not one
+    /// program attached (the errors say why), or if what attached leaves
+    /// pfnwatch blind to something it must see.
+    pub fn start(
+        btf_path: Option<&Path>,
+        selection: Selection,
+        ringbuf_bytes: u32,
+    ) -> Result<Session> {
+        let (btf, _) = kernel::load_btf(btf_path)?;
+        let mut watcher = loader::load(&LoadOptions {
+            btf: &btf,
+            selection,
+            ringbuf_bytes,
+        })?;
+        let refused: Vec<String> = watcher
+            .programs
+            .iter()
+            .filter_map(|p| match &p.state {
+                ProgramState::Refused { error, hint, .. } => Some(format!(
+                    "{} ({} {}): {error}; {hint}",
+                    p.program, p.attach, p.function
+                )),
+                _ => None,
+            })
+            .collect();
+        let attached_hooks: Vec<Hook> = watcher.attached().filter_map(|p| p.hook()).collect();
+        if attached_hooks.is_empty() {
+            bail!(
+                "no program could be attached:\n  {}\n(`pfnwatch check` explains what this kernel supports)",
+                refused.join("\n  ")
+            );
+        }
+        for line in &refused {
+            tracing::warn!("not attached: {line}");
+        }
+        let gaps = programs::coverage_gaps(|h| attached_hooks.contains(&h));
+        if !gaps.is_empty() {
+            bail!("pfnwatch would be blind here: {}", gaps.join("; "));
+        }
+        let map = watcher
+            .ebpf
+            .take_map(abi::names::EVENTS)
+            .context("the object has no events ring buffer")?;
+        let ring = RingBuf::try_from(map).context("opening the events ring buffer")?;
+        // SAFETY: the RingBuf owns the map's fd and the AsyncFd owns the
+        // RingBuf, so the fd stays open and unchanged while registered.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("registering the ring buffer with tokio")?;
+        Ok(Session {
+            watcher,
+            release: kernel::release(),
+            ring,
+            usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            undecodable: 0,
+        })
+    }
+
+    /// Waits for records, a signal, or the next tick.
+    pub async fn wait(&mut self, tick: Option<&mut Interval>) -> Result<Wake> {
+        let tick = async {
+            match tick {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            guard = self.ring.readable_mut() => {
+                // Clear before draining: a record committed after the
+                // drain sets readiness again instead of being missed.
+                guard.context("waiting on the ring buffer")?.clear_ready();
+                Ok(Wake::Records)
+            }
+            _ = self.usr1.recv() => Ok(Wake::Snapshot),
+            _ = self.term.recv() => Ok(Wake::Stop),
+            _ = self.int.recv() => Ok(Wake::Stop),
+            _ = tick => Ok(Wake::Tick),
+        }
+    }
+
+    /// Hands every record in the ring buffer to `f`, without blocking.
+    pub fn drain(&mut self, mut f: impl FnMut(Record)) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match Event::from_bytes(&item).and_then(|e| Record::from_event(&e)) {
+                Some(record) => f(record),
+                None => self.undecodable += 1,
+            }
+        }
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        Counts::read(&self.watcher.ebpf)
+    }
+}
