@@ -90,6 +90,9 @@ fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> ProgramState {
     match try_attach(ebpf, spec, btf) {
         Ok(()) => ProgramState::Attached,
         Err(err) => {
+            if let ProgramError::LoadError { verifier_log, .. } = &err {
+                tracing::debug!(program = spec.name, "verifier log:\n{verifier_log}");
+            }
             let errno = errors::errno(&err);
             ProgramState::Refused {
                 errno,

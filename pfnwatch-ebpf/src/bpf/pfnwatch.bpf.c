@@ -108,6 +108,13 @@ static __always_inline __u64 vma_flags(struct vm_area_struct *vma)
 	return vma->flags.__vma_flags[0];
 }
 
+/* The anon bit lives in the pointer's low bits. The value is read with a
+ * probe read so the verifier sees a number, not a pointer it forbids masking. */
+static __always_inline bool mapping_is_anon(struct address_space *mapping)
+{
+	return (unsigned long)mapping & PAGE_MAPPING_ANON;
+}
+
 static __always_inline bool is_self(void)
 {
 	return (bpf_get_current_pid_tgid() >> 32) == self_tgid;
@@ -145,6 +152,9 @@ static __always_inline bool wants_record(__u16 hook, __u16 class)
 {
 	__u32 word = (__u32)hook * PFNW_CLASS_WORDS + (class >> 6);
 
+	/* clang proves the bound and drops the check, but older verifiers
+	 * (6.1) lose it when class is spilled as a u16: keep the check. */
+	barrier_var(word);
 	if (word >= PFNW_HOOK_COUNT * PFNW_CLASS_WORDS)
 		return false;
 	return record_mask[word] & (1ull << (class & 63));
@@ -246,7 +256,7 @@ static __always_inline int lookup(__u16 hook, struct vm_area_struct *vma, __u64 
 		c.class |= PFNW_CLASS_SPECIAL;
 	if (!page)
 		c.class |= PFNW_CLASS_NO_PAGE;
-	else if ((unsigned long)((struct page *)page)->mapping & PAGE_MAPPING_ANON)
+	else if (mapping_is_anon(BPF_CORE_READ((struct page *)page, mapping)))
 		c.class |= PFNW_CLASS_ANON;
 	finish(&c);
 	return 0;
@@ -304,7 +314,7 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 	else {
 		if (c.entry & PTE_SPECIAL)
 			c.class |= PFNW_CLASS_SPECIAL;
-		if ((unsigned long)folio->mapping & PAGE_MAPPING_ANON)
+		if (mapping_is_anon(BPF_CORE_READ(folio, mapping)))
 			c.class |= PFNW_CLASS_ANON;
 	}
 	finish(&c);
