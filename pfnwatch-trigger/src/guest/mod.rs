@@ -1,0 +1,84 @@
+//! PID 1 of the test VM: mounts what pfnwatch needs, runs the mode the
+//! kernel command line asks for (`pfnwatch.mode=test|demo|shell`), prints a
+//! verdict line the host reads, and powers off.
+
+mod demo_mode;
+mod report;
+mod test_mode;
+mod watch;
+
+pub use report::Reporter;
+
+use std::ffi::CString;
+
+/// Prefix of every line the host parses.
+pub const PREFIX: &str = "pfnwatch-vmtest:";
+
+pub fn main() -> ! {
+    let mounted = mount_all();
+    let mode = cmdline_param("pfnwatch.mode").unwrap_or_else(|| "test".to_owned());
+    let mut reporter = Reporter::default();
+    if let Err(e) = mounted {
+        reporter.fail("boot/mounts", &format!("{e:#}"));
+    }
+    let outcome = match mode.as_str() {
+        "test" => test_mode::run(&mut reporter),
+        "demo" => demo_mode::run(&mut reporter),
+        "shell" => shell(),
+        other => Err(anyhow::anyhow!("unknown pfnwatch.mode={other:?}")),
+    };
+    if let Err(e) = outcome {
+        reporter.fail(&format!("{mode}/run"), &format!("{e:#}"));
+    }
+    reporter.verdict();
+    power_off()
+}
+
+fn cmdline_param(key: &str) -> Option<String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+}
+
+fn mount_all() -> anyhow::Result<()> {
+    let mounts = [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/tmp", "tmpfs"),
+        ("debugfs", "/sys/kernel/debug", "debugfs"),
+    ];
+    for (source, target, fstype) in mounts {
+        let _ = std::fs::create_dir_all(target);
+        let c = |s: &str| CString::new(s).map_err(anyhow::Error::from);
+        let (src, tgt, fs) = (c(source)?, c(target)?, c(fstype)?);
+        // SAFETY: valid NUL-terminated strings, no data argument.
+        let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+        let err = std::io::Error::last_os_error();
+        // devtmpfs may already be mounted by the kernel.
+        if rc != 0 && err.raw_os_error() != Some(libc::EBUSY) {
+            anyhow::bail!("mount {fstype} on {target}: {err}");
+        }
+    }
+    Ok(())
+}
+
+fn shell() -> anyhow::Result<()> {
+    let status = std::process::Command::new("/bin/sh").status()?;
+    anyhow::ensure!(status.success(), "shell exited with {status}");
+    Ok(())
+}
+
+fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; as PID 1 we may power off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    // reboot() only returns on failure; PID 1 must not exit.
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,145 @@
+//! `pfnwatch.mode=test`: check, then every scenario under one
+//! `pfnwatch trace --all`, each judged against the kernel's expectations.
+
+use super::Reporter;
+use super::watch::Watch;
+use crate::expect::{self, KernelVersion};
+use crate::judge;
+use crate::report::Report;
+use crate::scenario::SCENARIOS;
+use anyhow::{Context, Result};
+use pfnwatch::loader::{ProgramReport, ProgramState};
+use pfnwatch::output::Line;
+use pfnwatch_common::Hook;
+use std::process::Command;
+use std::time::Duration;
+
+/// Under TCG a load takes seconds; leave room.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(rep: &mut Reporter) -> Result<()> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_owned();
+    let kernel = KernelVersion::parse(&release)
+        .with_context(|| format!("cannot parse kernel release {release:?}"))?;
+    rep.info(&format!("kernel {release} (expectations for {kernel})"));
+
+    check(rep, kernel)?;
+
+    let (mut watch, ready) = Watch::start(&["trace", "--all", "--format", "json"], READY_TIMEOUT)?;
+    if let Line::Ready { programs, .. } = &ready {
+        hooks(rep, kernel, "trace", programs);
+    }
+    watch.snapshot(SNAPSHOT_TIMEOUT)?;
+    for scenario in SCENARIOS {
+        let report = match trigger(scenario.name) {
+            Ok(r) => r,
+            Err(e) => {
+                rep.fail(&format!("{}/run", scenario.name), &format!("{e:#}"));
+                watch.snapshot(SNAPSHOT_TIMEOUT)?;
+                continue;
+            }
+        };
+        let window = watch.snapshot(SNAPSHOT_TIMEOUT)?;
+        if window.records.iter().any(|r| r.tgid == watch.pid()) {
+            rep.fail("self", "pfnwatch reported its own process");
+        }
+        if let Some(status) = &report.move_pages_status {
+            rep.info(&format!("{}: move_pages status {status:?}", scenario.name));
+        }
+        for f in judge::judge(kernel, &report, &window) {
+            rep.check(&f.check, f.ok, &f.detail);
+        }
+        if let Some(others) = strangers(&report, &window) {
+            rep.info(&format!("{}: other records in the window: {others}", scenario.name));
+        }
+    }
+    let status = watch.stop(Duration::from_secs(20))?;
+    rep.check("trace/stop", status.success(), &format!("pfnwatch trace exited: {status}"));
+    Ok(())
+}
+
+/// `pfnwatch check` must attach every hook this kernel has, report the
+/// others missing, and exit 0.
+fn check(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    let out = Command::new("/bin/pfnwatch")
+        .args(["check", "--format", "json"])
+        .output()
+        .context("running pfnwatch check")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("pfnwatch check printed {text:?}"))?;
+    rep.check(
+        "check/btf",
+        json["btf"]["found"] == true,
+        &format!("BTF {}", json["btf"]["path"]),
+    );
+    let programs: Vec<ProgramReport> = serde_json::from_value(json["programs"].clone())
+        .context("pfnwatch check: programs")?;
+    hooks(rep, kernel, "check", &programs);
+    rep.check(
+        "check/exit",
+        out.status.success(),
+        &format!("pfnwatch check exited {}", out.status),
+    );
+    Ok(())
+}
+
+fn hooks(rep: &mut Reporter, kernel: KernelVersion, who: &str, programs: &[ProgramReport]) {
+    for hook in Hook::ALL {
+        let mine: Vec<&ProgramReport> = programs.iter().filter(|p| p.hook() == Some(hook)).collect();
+        let want = if expect::hook_present(kernel, hook) {
+            ProgramState::Attached
+        } else {
+            ProgramState::Missing
+        };
+        let ok = !mine.is_empty() && mine.iter().all(|p| p.state == want);
+        let states: Vec<String> = mine
+            .iter()
+            .map(|p| format!("{} {:?}", p.attach, p.state))
+            .collect();
+        rep.check(
+            &format!("{who}/{hook}"),
+            ok,
+            &format!("want {want:?} on {kernel}: {}", states.join(", ")),
+        );
+    }
+}
+
+fn trigger(name: &str) -> Result<Report> {
+    let out = Command::new("/bin/pfnwatch-trigger")
+        .arg(name)
+        .output()
+        .context("running pfnwatch-trigger")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "pfnwatch-trigger {name} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    serde_json::from_slice(&out.stdout).context("pfnwatch-trigger printed no report")
+}
+
+/// Records in the window that are not the scenario's own, summarized, so
+/// a failure of the counters check can be read off the console.
+fn strangers(report: &Report, window: &judge::Window) -> Option<String> {
+    let own: Vec<*const _> = judge::own_records(report, &window.records)
+        .map(|r| r as *const _)
+        .collect();
+    let others = window
+        .records
+        .iter()
+        .filter(|r| !own.contains(&(*r as *const _)))
+        .map(|r| format!("{}[{}] {} {} vma {:#x}", r.comm, r.tgid, r.hook, r.class, r.vm_start));
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    for o in others {
+        *tally.entry(o).or_default() += 1;
+    }
+    if tally.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = tally.into_iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    Some(parts.join("; "))
+}

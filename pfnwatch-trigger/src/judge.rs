@@ -1,0 +1,288 @@
+//! Judging what pfnwatch reported for one scenario against the kernel's
+//! rules. Pure functions over records, so they are tested on the host.
+
+use crate::expect::{self, KernelVersion};
+use crate::report::Report;
+use pfnwatch::counters::Counts;
+use pfnwatch::record::Record;
+use pfnwatch_common::{Class, Hook, class};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Calls per (hook, class).
+pub type Tally = BTreeMap<(Hook, Class), u64>;
+
+/// What pfnwatch printed between the snapshot before and after a scenario.
+#[derive(Debug, Default)]
+pub struct Window {
+    pub records: Vec<Record>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Finding {
+    fn new(scenario: &str, check: &str, ok: bool, detail: String) -> Finding {
+        Finding {
+            check: format!("{scenario}/{check}"),
+            ok,
+            detail,
+        }
+    }
+}
+
+/// Records made by the scenario's processes on the scenario's mappings.
+pub fn own_records<'a>(report: &'a Report, records: &'a [Record]) -> impl Iterator<Item = &'a Record> {
+    records.iter().filter(|r| {
+        report.pids().any(|p| p == r.tgid)
+            && report
+                .mappings
+                .iter()
+                .any(|m| r.vm_start == m.start && r.vm_end == m.end)
+    })
+}
+
+pub fn tally<'a>(records: impl Iterator<Item = &'a Record>) -> Tally {
+    let mut t = Tally::new();
+    for r in records {
+        *t.entry((r.hook, r.class)).or_default() += 1;
+    }
+    t
+}
+
+pub fn describe(t: &Tally) -> String {
+    if t.is_empty() {
+        return "nothing".to_owned();
+    }
+    let parts: Vec<String> = t
+        .iter()
+        .map(|((h, c), n)| format!("{h} {c} x{n}"))
+        .collect();
+    parts.join("; ")
+}
+
+pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Finding> {
+    let name = report.scenario.as_str();
+    let mut out = Vec::new();
+
+    let got = tally(own_records(report, &window.records));
+    let want = expect::expected(kernel, name);
+    let detail = if got == want {
+        describe(&got)
+    } else {
+        format!("expected {}; pfnwatch saw {}", describe(&want), describe(&got))
+    };
+    out.push(Finding::new(name, "counts", got == want, detail));
+
+    if report.mappings.iter().any(|m| !m.written_pages.is_empty()) && name != "anon-control" {
+        let (ok, detail) = pfn_rule(report, &window.records);
+        out.push(Finding::new(name, "pfn-rule", ok, detail));
+    }
+
+    let (ok, detail) = counters_agree(window);
+    out.push(Finding::new(name, "counters", ok, detail));
+
+    if name == "idle" {
+        let during = window
+            .records
+            .iter()
+            .filter(|r| report.pids().any(|p| p == r.tgid))
+            .filter(|r| (report.start_ns..=report.end_ns).contains(&r.ts_ns))
+            .count();
+        out.push(Finding::new(
+            name,
+            "quiet",
+            during == 0,
+            format!("{during} records from the idle process while it slept"),
+        ));
+    }
+    out
+}
+
+/// Rule 2, observed: every lookup that found a COW copy (an anonymous
+/// page, only ever on a page the process wrote) has a pfn that differs from
+/// vm_pgoff + off, and every lookup of a device pte (special) matches it.
+fn pfn_rule(report: &Report, records: &[Record]) -> (bool, String) {
+    let lookups = [Hook::VmNormalPage, Hook::FolioWalkStart];
+    let mut copies = 0;
+    let mut devices = 0;
+    let mut bad = Vec::new();
+    for r in own_records(report, records).filter(|r| lookups.contains(&r.hook)) {
+        let Some(pfn) = r.pfn else { continue };
+        let page = r.page_offset();
+        let written = report
+            .mappings
+            .iter()
+            .any(|m| m.start == r.vm_start && m.written_pages.contains(&page));
+        let matches = pfn == r.rule_pfn();
+        if r.class.has(class::ANON) {
+            copies += 1;
+            if matches || !written {
+                bad.push(format!("copy at page {page} pfn {pfn:#x} ({})", r.class));
+            }
+        } else if r.class.has(class::SPECIAL) {
+            devices += 1;
+            if !matches {
+                bad.push(format!(
+                    "device page {page} pfn {pfn:#x} != vm_pgoff+off {:#x}",
+                    r.rule_pfn()
+                ));
+            }
+        } else {
+            bad.push(format!("page {page} neither a copy nor special ({})", r.class));
+        }
+    }
+    let mut detail = format!(
+        "{copies} lookups of COW copies (pfn != vm_pgoff+off), {devices} of device ptes (pfn == vm_pgoff+off)"
+    );
+    if !bad.is_empty() {
+        let _ = write!(detail, "; wrong: {}", bad.join(", "));
+    }
+    (bad.is_empty() && copies > 0 && devices > 0, detail)
+}
+
+/// With every call recorded (trace --all), the in-kernel per-CPU counters
+/// must grow by exactly the number of records, and nothing may be dropped.
+fn counters_agree(window: &Window) -> (bool, String) {
+    let counted: u64 = Hook::ALL.iter().map(|h| window.counts.hook_total(*h)).sum();
+    let recorded = window.records.len() as u64;
+    let ok = counted == recorded && window.counts.drops == 0;
+    (
+        ok,
+        format!(
+            "per-CPU counters +{counted}, records {recorded}, dropped {}",
+            window.counts.drops
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Mapping;
+
+    fn rec(hook: Hook, class: u16, tgid: u32, addr_page: u64, pfn: u64) -> Record {
+        Record {
+            ts_ns: 5,
+            hook,
+            class: Class(class),
+            pid: tgid,
+            tgid,
+            comm: "t".into(),
+            cgroup_id: 0,
+            vm_flags: 0x400,
+            vm_start: 0x10000,
+            vm_end: 0x14000,
+            vm_pgoff: 0xf0,
+            pgoff_before: None,
+            addr: 0x10000 + addr_page * 4096,
+            pfn: Some(pfn),
+            size: 4096,
+            entry: 0,
+            ret: 0,
+            file: None,
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            scenario: "devmem-private".into(),
+            tgid: 10,
+            children: vec![11],
+            mappings: vec![Mapping {
+                label: "/dev/mem".into(),
+                start: 0x10000,
+                end: 0x14000,
+                written_pages: vec![1],
+            }],
+            start_ns: 1,
+            end_ns: 9,
+            move_pages_status: None,
+        }
+    }
+
+    #[test]
+    fn own_records_filters_by_process_and_vma() {
+        let mut other_vma = rec(Hook::VmNormalPage, 0, 10, 0, 0xf0);
+        other_vma.vm_start = 0x20000;
+        let records = vec![
+            rec(Hook::VmNormalPage, 0, 10, 0, 0xf0),
+            rec(Hook::VmNormalPage, 0, 11, 0, 0xf0),
+            rec(Hook::VmNormalPage, 0, 12, 0, 0xf0),
+            other_vma,
+        ];
+        assert_eq!(own_records(&report(), &records).count(), 2);
+    }
+
+    #[test]
+    fn pfn_rule_needs_copies_and_devices_that_behave() {
+        let cow = class::COW;
+        let good = vec![
+            rec(Hook::VmNormalPage, cow | class::ANON, 10, 1, 0x38ea),
+            rec(Hook::VmNormalPage, cow | class::SPECIAL | class::PFN_MATCH, 10, 0, 0xf0),
+        ];
+        let (ok, detail) = pfn_rule(&report(), &good);
+        assert!(ok, "{detail}");
+        // A copy whose pfn still follows the rule is no copy.
+        let bad = vec![
+            rec(Hook::VmNormalPage, cow | class::ANON, 10, 1, 0xf1),
+            rec(Hook::VmNormalPage, cow | class::SPECIAL, 10, 0, 0xf0),
+        ];
+        let (ok, detail) = pfn_rule(&report(), &bad);
+        assert!(!ok);
+        assert!(detail.contains("copy at page 1"), "{detail}");
+        // A copy on a page the process never wrote cannot be.
+        let stray = vec![
+            rec(Hook::VmNormalPage, cow | class::ANON, 10, 2, 0x38ea),
+            rec(Hook::VmNormalPage, cow | class::SPECIAL, 10, 0, 0xf0),
+        ];
+        assert!(!pfn_rule(&report(), &stray).0);
+        // A device pte off the rule breaks it.
+        let off = vec![
+            rec(Hook::VmNormalPage, cow | class::ANON, 10, 1, 0x38ea),
+            rec(Hook::VmNormalPage, cow | class::SPECIAL, 10, 3, 0xf0),
+        ];
+        let (ok, detail) = pfn_rule(&report(), &off);
+        assert!(!ok && detail.contains("device page 3"), "{detail}");
+        // Without any lookup of a copy there is nothing to show.
+        assert!(!pfn_rule(&report(), &good[1..]).0);
+    }
+
+    #[test]
+    fn counters_must_equal_records_without_drops() {
+        let mut w = Window {
+            records: vec![rec(Hook::VmNormalPage, 0, 10, 0, 0xf0)],
+            ..Window::default()
+        };
+        assert!(!counters_agree(&w).0);
+        w.counts
+            .calls
+            .entry(Hook::VmNormalPage)
+            .or_default()
+            .insert(Class(0), 1);
+        assert!(counters_agree(&w).0);
+        w.counts.drops = 1;
+        assert!(!counters_agree(&w).0);
+    }
+
+    #[test]
+    fn idle_fails_on_records_while_sleeping() {
+        let mut r = report();
+        r.scenario = "idle".into();
+        r.mappings.clear();
+        let w = Window {
+            records: vec![rec(Hook::VmNormalPage, 0, 10, 0, 0xf0)],
+            ..Window::default()
+        };
+        let quiet = judge(KernelVersion(6, 12), &r, &w)
+            .into_iter()
+            .find(|f| f.check == "idle/quiet")
+            .unwrap();
+        assert!(!quiet.ok, "{quiet:?}");
+    }
+}

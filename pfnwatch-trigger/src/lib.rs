@@ -1,0 +1,13 @@
+//! The guest side of pfnwatch's VM test bed.
+//!
+//! `pfnwatch-trigger <scenario>` makes the kernel map pfns in one known way
+//! and reports what it mapped; `pfnwatch-guest-init` (PID 1 in the VM) runs
+//! pfnwatch and every scenario, and judges pfnwatch's records against
+//! expectations derived from each kernel's code (`expect.rs`).
+
+pub mod expect;
+pub mod guest;
+pub mod judge;
+pub mod report;
+pub mod scenario;
+pub mod sys;

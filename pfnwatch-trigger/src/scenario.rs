@@ -1,0 +1,225 @@
+//! The scenarios: each makes the kernel map and walk pfns in one known way
+//! and reports the mappings, so the judge can pick out exactly their records.
+
+use crate::report::{Mapping, Report};
+use crate::sys::{self, Map};
+use anyhow::{Result, bail};
+
+/// The BIOS area: STRICT_DEVMEM lets the first 1 MiB of /dev/mem through.
+pub const DEVMEM: &str = "/dev/mem";
+pub const DEVMEM_OFFSET: u64 = 0xf0000;
+/// qemu's `-vga std` card at 00:02.0: its 16 MiB framebuffer BAR.
+pub const PCI_BAR: &str = "/sys/bus/pci/devices/0000:00:02.0/resource0";
+pub const PAGES: usize = 4;
+/// The page the COW scenarios write to.
+pub const WRITTEN: usize = 1;
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    run: fn(&mut Report) -> Result<()>,
+}
+
+pub static SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "devmem-shared",
+        about: "/dev/mem MAP_SHARED: map, read every page, munmap",
+        run: devmem_shared,
+    },
+    Scenario {
+        name: "devmem-private",
+        about: "/dev/mem MAP_PRIVATE+PROT_WRITE (a COW PFNMAP): read, write page 1 (COW), fork, munmap",
+        run: devmem_private,
+    },
+    Scenario {
+        name: "pcibar-shared",
+        about: "PCI BAR 00:02.0 resource0 MAP_SHARED: map, read, munmap",
+        run: pcibar_shared,
+    },
+    Scenario {
+        name: "pcibar-private",
+        about: "PCI BAR resource0 MAP_PRIVATE+PROT_WRITE: read, write page 1 (COW), fork, munmap",
+        run: pcibar_private,
+    },
+    Scenario {
+        name: "movepages-stat",
+        about: "move_pages(2) status query (nodes NULL) on a COW'ed /dev/mem mapping",
+        run: movepages_stat,
+    },
+    Scenario {
+        name: "movepages-move",
+        about: "move_pages(2) to node 0 on a COW'ed /dev/mem mapping",
+        run: movepages_move,
+    },
+    Scenario {
+        name: "anon-control",
+        about: "anonymous memory: write, fork, move_pages, munmap; no hook may count it",
+        run: anon_control,
+    },
+    Scenario {
+        name: "vdso",
+        about: "clock_gettime through the vDSO: the vvar page is a fault-populated PFNMAP",
+        run: vdso,
+    },
+    Scenario {
+        name: "idle",
+        about: "one second doing nothing: nothing may be reported",
+        run: idle,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+impl Scenario {
+    pub fn run(&self) -> Result<Report> {
+        let mut report = Report {
+            scenario: self.name.to_owned(),
+            tgid: std::process::id(),
+            start_ns: sys::monotonic_ns(),
+            ..Report::default()
+        };
+        (self.run)(&mut report)?;
+        report.end_ns = sys::monotonic_ns();
+        Ok(report)
+    }
+}
+
+fn record_map(report: &mut Report, label: &str, map: &Map, written: &[usize]) {
+    report.mappings.push(Mapping {
+        label: label.to_owned(),
+        start: map.start(),
+        end: map.end(),
+        written_pages: written.iter().map(|p| *p as u64).collect(),
+    });
+}
+
+fn shared(report: &mut Report, path: &str, offset: u64, extra: libc::c_int) -> Result<()> {
+    let fd = sys::open_rw(path, extra)?;
+    let map = Map::file(&fd, offset, PAGES, false)?;
+    record_map(report, path, &map, &[]);
+    map.touch_all();
+    map.unmap()
+}
+
+/// Maps privately, reads every page, writes WRITTEN (COW), then `more`.
+fn private(
+    report: &mut Report,
+    path: &str,
+    offset: u64,
+    extra: libc::c_int,
+    more: impl FnOnce(&mut Report, &Map) -> Result<()>,
+) -> Result<()> {
+    let fd = sys::open_rw(path, extra)?;
+    let map = Map::file(&fd, offset, PAGES, true)?;
+    record_map(report, path, &map, &[WRITTEN]);
+    map.touch_all();
+    map.write(WRITTEN);
+    more(report, &map)?;
+    map.unmap()
+}
+
+fn fork_reader(report: &mut Report, map: &Map) -> Result<()> {
+    let child = sys::fork_and_wait(|| {
+        map.touch_all();
+    })?;
+    report.children.push(child);
+    Ok(())
+}
+
+fn devmem_shared(r: &mut Report) -> Result<()> {
+    shared(r, DEVMEM, DEVMEM_OFFSET, libc::O_SYNC)
+}
+
+fn devmem_private(r: &mut Report) -> Result<()> {
+    private(r, DEVMEM, DEVMEM_OFFSET, 0, fork_reader)
+}
+
+fn pcibar_shared(r: &mut Report) -> Result<()> {
+    shared(r, PCI_BAR, 0, 0)
+}
+
+fn pcibar_private(r: &mut Report) -> Result<()> {
+    private(r, PCI_BAR, 0, 0, fork_reader)
+}
+
+fn movepages_stat(r: &mut Report) -> Result<()> {
+    private(r, DEVMEM, DEVMEM_OFFSET, 0, |r, map| {
+        r.move_pages_status = Some(sys::move_pages(map, None)?);
+        Ok(())
+    })
+}
+
+fn movepages_move(r: &mut Report) -> Result<()> {
+    private(r, DEVMEM, DEVMEM_OFFSET, 0, |r, map| {
+        r.move_pages_status = Some(sys::move_pages(map, Some(0))?);
+        Ok(())
+    })
+}
+
+fn anon_control(r: &mut Report) -> Result<()> {
+    let map = Map::anon(PAGES)?;
+    let all: Vec<usize> = (0..PAGES).collect();
+    record_map(r, "anonymous", &map, &all);
+    for page in &all {
+        map.write(*page);
+    }
+    fork_reader(r, &map)?;
+    r.move_pages_status = Some(sys::move_pages(&map, None)?);
+    map.unmap()
+}
+
+fn vdso(r: &mut Report) -> Result<()> {
+    // The first vDSO clock read faults the vvar page in.
+    let t = sys::monotonic_ns();
+    if t == 0 {
+        bail!("CLOCK_MONOTONIC read 0");
+    }
+    for name in ["[vvar]", "[vvar_vclock]"] {
+        for (start, end) in sys::named_vmas(name)? {
+            r.mappings.push(Mapping {
+                label: name.to_owned(),
+                start,
+                end,
+                written_pages: Vec::new(),
+            });
+        }
+    }
+    if r.mappings.is_empty() {
+        bail!("no [vvar] mapping in /proc/self/maps");
+    }
+    Ok(())
+}
+
+fn idle(_: &mut Report) -> Result<()> {
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_findable() {
+        for s in SCENARIOS {
+            assert!(std::ptr::eq(find(s.name).unwrap(), s));
+        }
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn anon_control_runs_anywhere_and_reports_its_mapping() {
+        let report = find("anon-control").unwrap().run().unwrap();
+        assert_eq!(report.mappings.len(), 1);
+        let m = &report.mappings[0];
+        assert_eq!(m.end - m.start, (PAGES * sys::PAGE) as u64);
+        assert_eq!(report.children.len(), 1);
+        // Every page was written, so every page is present on the node.
+        let status = report.move_pages_status.unwrap();
+        assert_eq!(status.len(), PAGES);
+        assert!(status.iter().all(|s| *s >= 0), "{status:?}");
+        assert!(report.end_ns > report.start_ns);
+    }
+}

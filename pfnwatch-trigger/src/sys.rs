@@ -1,0 +1,189 @@
+//! Thin, checked wrappers over the syscalls the scenarios use.
+
+use anyhow::{Context, Result, bail};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+pub const PAGE: usize = 4096;
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn open_rw(path: &str, extra: libc::c_int) -> Result<OwnedFd> {
+    let c = CString::new(path)?;
+    // SAFETY: c is a valid NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | extra) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("open {path}"));
+    }
+    // SAFETY: fd was just returned by open and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// A mapping that is unmapped on drop (or explicitly, to time the munmap).
+pub struct Map {
+    pub addr: *mut u8,
+    pub len: usize,
+}
+
+impl Map {
+    pub fn file(fd: &OwnedFd, offset: u64, pages: usize, private: bool) -> Result<Map> {
+        let flags = if private {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        };
+        Map::new(Some(fd.as_raw_fd()), offset, pages, flags)
+    }
+
+    pub fn anon(pages: usize) -> Result<Map> {
+        Map::new(None, 0, pages, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
+    }
+
+    fn new(fd: Option<i32>, offset: u64, pages: usize, flags: libc::c_int) -> Result<Map> {
+        let len = pages * PAGE;
+        // SAFETY: a fresh mapping at a kernel-chosen address.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd.unwrap_or(-1),
+                offset as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mmap {pages} pages at offset {offset:#x}"));
+        }
+        Ok(Map {
+            addr: addr.cast(),
+            len,
+        })
+    }
+
+    pub fn start(&self) -> u64 {
+        self.addr as u64
+    }
+
+    pub fn end(&self) -> u64 {
+        self.addr as u64 + self.len as u64
+    }
+
+    pub fn pages(&self) -> usize {
+        self.len / PAGE
+    }
+
+    pub fn page(&self, index: usize) -> *mut u8 {
+        // SAFETY: callers pass index < pages(); stays inside the mapping.
+        unsafe { self.addr.add(index * PAGE) }
+    }
+
+    /// Reads one byte of every page.
+    pub fn touch_all(&self) -> u64 {
+        (0..self.pages())
+            // SAFETY: each address is inside the mapping and readable.
+            .map(|i| u64::from(unsafe { std::ptr::read_volatile(self.page(i)) }))
+            .sum()
+    }
+
+    pub fn write(&self, index: usize) {
+        // SAFETY: inside the mapping, mapped writable.
+        unsafe {
+            let p = self.page(index);
+            std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+        }
+    }
+
+    pub fn unmap(mut self) -> Result<()> {
+        let (addr, len) = (self.addr, self.len);
+        self.len = 0;
+        // SAFETY: unmapping exactly what mmap returned.
+        if unsafe { libc::munmap(addr.cast(), len) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("munmap");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmapping exactly what mmap returned.
+            unsafe { libc::munmap(self.addr.cast(), self.len) };
+        }
+    }
+}
+
+/// Forks a child that runs `child` and exits; waits for it. Returns its pid.
+pub fn fork_and_wait(child: impl FnOnce()) -> Result<u32> {
+    // SAFETY: the trigger is single-threaded, so the child may run Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        child();
+        // SAFETY: leave the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error()).context("waitpid");
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("child {pid} failed (status {status:#x})");
+    }
+    Ok(pid as u32)
+}
+
+/// move_pages(2) on our own process; `node` None asks for status only.
+pub fn move_pages(map: &Map, node: Option<i32>) -> Result<Vec<i32>> {
+    let pages: Vec<*mut libc::c_void> = (0..map.pages()).map(|i| map.page(i).cast()).collect();
+    let nodes = vec![node.unwrap_or(0); pages.len()];
+    let mut status = vec![i32::MIN; pages.len()];
+    let nodes_ptr = if node.is_some() {
+        nodes.as_ptr()
+    } else {
+        std::ptr::null()
+    };
+    const MPOL_MF_MOVE: libc::c_long = 1 << 1;
+    // SAFETY: arrays of pages.len() entries, pid 0 = this process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0,
+            pages.len() as libc::c_ulong,
+            pages.as_ptr(),
+            nodes_ptr,
+            status.as_mut_ptr(),
+            if node.is_some() { MPOL_MF_MOVE } else { 0 },
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("move_pages");
+    }
+    Ok(status)
+}
+
+/// The address ranges of this process's vmas named `name` in /proc/self/maps.
+pub fn named_vmas(name: &str) -> Result<Vec<(u64, u64)>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    maps.lines()
+        .filter(|l| l.split_whitespace().nth(5) == Some(name))
+        .map(|l| {
+            let range = l.split_whitespace().next().unwrap_or_default();
+            let (a, b) = range.split_once('-').context("bad maps line")?;
+            Ok((u64::from_str_radix(a, 16)?, u64::from_str_radix(b, 16)?))
+        })
+        .collect()
+}
