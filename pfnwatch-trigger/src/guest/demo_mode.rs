@@ -11,7 +11,11 @@ use std::time::Duration;
 pub fn run(rep: &mut Reporter) -> Result<()> {
     println!("\n$ pfnwatch check");
     let status = Command::new("/bin/pfnwatch").arg("check").status()?;
-    rep.check("demo/check", status.success(), &format!("pfnwatch check exited {status}"));
+    rep.check(
+        "demo/check",
+        status.success(),
+        &format!("pfnwatch check exited {status}"),
+    );
 
     println!("\n$ pfnwatch trace --all &");
     let mut trace = Command::new("/bin/pfnwatch")
@@ -35,6 +39,10 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(trace.id() as libc::pid_t, libc::SIGTERM) };
     let status = trace.wait()?;
-    rep.check("demo/trace", status.success(), &format!("pfnwatch trace exited {status}"));
+    rep.check(
+        "demo/trace",
+        status.success(),
+        &format!("pfnwatch trace exited {status}"),
+    );
     Ok(())
 }

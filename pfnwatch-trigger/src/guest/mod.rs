@@ -55,7 +55,8 @@ fn mount_all() -> anyhow::Result<()> {
         let c = |s: &str| CString::new(s).map_err(anyhow::Error::from);
         let (src, tgt, fs) = (c(source)?, c(target)?, c(fstype)?);
         // SAFETY: valid NUL-terminated strings, no data argument.
-        let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+        let rc =
+            unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
         let err = std::io::Error::last_os_error();
         // devtmpfs may already be mounted by the kernel.
         if rc != 0 && err.raw_os_error() != Some(libc::EBUSY) {

@@ -36,7 +36,10 @@ impl Reporter {
 
     pub fn verdict(&self) {
         let ok = self.failed == 0 && self.passed > 0;
-        say(&format!("verdict {}", if ok { "success" } else { "failure" }));
+        say(&format!(
+            "verdict {}",
+            if ok { "success" } else { "failure" }
+        ));
     }
 }
 

@@ -53,11 +53,18 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
             rep.check(&f.check, f.ok, &f.detail);
         }
         if let Some(others) = strangers(&report, &window) {
-            rep.info(&format!("{}: other records in the window: {others}", scenario.name));
+            rep.info(&format!(
+                "{}: other records in the window: {others}",
+                scenario.name
+            ));
         }
     }
     let status = watch.stop(Duration::from_secs(20))?;
-    rep.check("trace/stop", status.success(), &format!("pfnwatch trace exited: {status}"));
+    rep.check(
+        "trace/stop",
+        status.success(),
+        &format!("pfnwatch trace exited: {status}"),
+    );
     Ok(())
 }
 
@@ -76,8 +83,8 @@ fn check(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         json["btf"]["found"] == true,
         &format!("BTF {}", json["btf"]["path"]),
     );
-    let programs: Vec<ProgramReport> = serde_json::from_value(json["programs"].clone())
-        .context("pfnwatch check: programs")?;
+    let programs: Vec<ProgramReport> =
+        serde_json::from_value(json["programs"].clone()).context("pfnwatch check: programs")?;
     hooks(rep, kernel, "check", &programs);
     rep.check(
         "check/exit",
@@ -89,7 +96,8 @@ fn check(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 
 fn hooks(rep: &mut Reporter, kernel: KernelVersion, who: &str, programs: &[ProgramReport]) {
     for hook in Hook::ALL {
-        let mine: Vec<&ProgramReport> = programs.iter().filter(|p| p.hook() == Some(hook)).collect();
+        let mine: Vec<&ProgramReport> =
+            programs.iter().filter(|p| p.hook() == Some(hook)).collect();
         let want = if expect::hook_present(kernel, hook) {
             ProgramState::Attached
         } else {
@@ -132,7 +140,12 @@ fn strangers(report: &Report, window: &judge::Window) -> Option<String> {
         .records
         .iter()
         .filter(|r| !own.contains(&(*r as *const _)))
-        .map(|r| format!("{}[{}] {} {} vma {:#x}", r.comm, r.tgid, r.hook, r.class, r.vm_start));
+        .map(|r| {
+            format!(
+                "{}[{}] {} {} vma {:#x}",
+                r.comm, r.tgid, r.hook, r.class, r.vm_start
+            )
+        });
     let mut tally = std::collections::BTreeMap::<String, usize>::new();
     for o in others {
         *tally.entry(o).or_default() += 1;
@@ -140,6 +153,9 @@ fn strangers(report: &Report, window: &judge::Window) -> Option<String> {
     if tally.is_empty() {
         return None;
     }
-    let parts: Vec<String> = tally.into_iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    let parts: Vec<String> = tally
+        .into_iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect();
     Some(parts.join("; "))
 }
