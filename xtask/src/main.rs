@@ -1,1 +1,189 @@
-fn main() {}
+//! `cargo xtask <task>`: everything about pfnwatch that is not plain cargo —
+//! fetching Debian kernels, building the guest, booting it under qemu.
+
+mod apt;
+mod build;
+mod cmd;
+mod demo;
+mod guest;
+mod initramfs;
+mod kernels;
+mod paths;
+mod preflight;
+mod protocol;
+mod qemu;
+mod shell;
+mod vmtest;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::kernels::{KERNELS, KernelSpec};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "pfnwatch's build and VM tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Boot Debian kernels under qemu and run the guest's checks in each.
+    VmTest {
+        /// Kernels to boot; repeat or comma-separate for several.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        kernel: Vec<KernelChoice>,
+        /// Go on with the next kernel after one fails.
+        #[arg(long)]
+        keep_going: bool,
+        #[command(flatten)]
+        guest: GuestArgs,
+    },
+    /// Install what is missing, build, and run pfnwatch's demo on the newest kernel.
+    Demo {
+        #[command(flatten)]
+        guest: GuestArgs,
+    },
+    /// Boot a kernel with a shell on the terminal (pfnwatch.mode=shell).
+    VmShell {
+        #[arg(long, value_enum, default_value = "newest")]
+        kernel: KernelChoice,
+        #[command(flatten)]
+        guest: GuestArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct GuestArgs {
+    /// Seconds one boot may take before qemu is killed.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    timeout: u64,
+    /// Take pfnwatch-guest-init, pfnwatch and pfnwatch-trigger from DIR instead of
+    /// building them (static executables, or scripts for /bin/sh).
+    #[arg(long, value_name = "DIR")]
+    guest_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KernelChoice {
+    /// Debian 12 (bookworm)
+    #[value(name = "6.1")]
+    V6_1,
+    /// Debian 13 (trixie)
+    #[value(name = "6.12")]
+    V6_12,
+    /// Debian testing's current kernel
+    Newest,
+    All,
+}
+
+impl KernelChoice {
+    fn label(self) -> Option<&'static str> {
+        match self {
+            KernelChoice::V6_1 => Some("6.1"),
+            KernelChoice::V6_12 => Some("6.12"),
+            KernelChoice::Newest => Some("newest"),
+            KernelChoice::All => None,
+        }
+    }
+}
+
+/// The selected kernels, once each, oldest first.
+fn select(choices: &[KernelChoice]) -> Vec<KernelSpec> {
+    KERNELS
+        .into_iter()
+        .filter(|spec| {
+            choices.iter().any(|choice| match choice.label() {
+                Some(label) => label == spec.label,
+                None => true,
+            })
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::VmTest {
+            kernel,
+            keep_going,
+            guest,
+        } => vmtest::run(&vmtest::Options {
+            kernels: select(&kernel),
+            keep_going,
+            timeout: Duration::from_secs(guest.timeout),
+            guest_dir: guest.guest_dir,
+        }),
+        Task::Demo { guest } => demo::run(&demo::Options {
+            timeout: Duration::from_secs(guest.timeout),
+            guest_dir: guest.guest_dir,
+        })
+        .map(|()| true),
+        Task::VmShell { kernel, guest } => match select(&[kernel]).first() {
+            Some(spec) => shell::run(&shell::Options {
+                kernel: *spec,
+                guest_dir: guest.guest_dir,
+            })
+            .map(|()| true),
+            None => Err(anyhow::anyhow!(
+                "vm-shell boots one kernel; pick 6.1, 6.12 or newest"
+            )),
+        },
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(choices: &[KernelChoice]) -> Vec<&'static str> {
+        select(choices).into_iter().map(|spec| spec.label).collect()
+    }
+
+    #[test]
+    fn selection_is_ordered_and_deduplicated() {
+        assert_eq!(labels(&[KernelChoice::All]), ["6.1", "6.12", "newest"]);
+        assert_eq!(
+            labels(&[
+                KernelChoice::Newest,
+                KernelChoice::V6_1,
+                KernelChoice::Newest
+            ]),
+            ["6.1", "newest"]
+        );
+    }
+
+    #[test]
+    fn cli_parses_kernel_lists() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "vm-test",
+            "--kernel",
+            "6.12,newest",
+            "--keep-going",
+        ])
+        .unwrap();
+        let Task::VmTest {
+            kernel,
+            keep_going,
+            guest,
+        } = cli.task
+        else {
+            panic!("not vm-test");
+        };
+        assert_eq!(kernel, [KernelChoice::V6_12, KernelChoice::Newest]);
+        assert!(keep_going);
+        assert_eq!(guest.timeout, 300);
+        assert!(Cli::try_parse_from(["xtask", "vm-test", "--kernel", "5.10"]).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Host tools the VM tests need, which Debian package brings each, and installing
+//! the missing ones (for `demo`).
+
+use std::{os::unix::fs::MetadataExt as _, path::Path, process::Command};
+
+use anyhow::{Result, bail};
+
+use crate::{
+    build::ensure_static,
+    cmd::{describe, run_inherited, which},
+};
+
+/// Copied into the initramfs as every shell tool of the guest.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// A program on PATH.
+    Command(&'static str),
+    /// A file that must exist.
+    File(&'static str),
+    /// /bin/busybox, which must be the static build: the `busybox` package puts a
+    /// dynamic one at the same path.
+    StaticBusybox,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Requirement {
+    probe: Probe,
+    package: &'static str,
+}
+
+const REQUIREMENTS: [Requirement; 6] = [
+    Requirement {
+        probe: Probe::Command("qemu-system-x86_64"),
+        package: "qemu-system-x86",
+    },
+    // Builds the kernel programs (pfnwatch-ebpf's build script).
+    Requirement {
+        probe: Probe::Command("clang-19"),
+        package: "clang-19",
+    },
+    Requirement {
+        probe: Probe::File("/usr/include/bpf/bpf_helpers.h"),
+        package: "libbpf-dev",
+    },
+    Requirement {
+        probe: Probe::StaticBusybox,
+        package: "busybox-static",
+    },
+    Requirement {
+        probe: Probe::Command("dpkg-deb"),
+        package: "dpkg",
+    },
+    Requirement {
+        probe: Probe::Command("apt-get"),
+        package: "apt",
+    },
+];
+
+/// Not needed by xtask (it writes the cpio itself) but handy for looking inside
+/// target/vmtest/initramfs.cpio, so the demo installs it too.
+const CONVENIENCE_PACKAGES: [&str; 1] = ["cpio"];
+
+impl Probe {
+    fn problem(self) -> Option<String> {
+        match self {
+            Probe::Command(program) => which(program)
+                .is_none()
+                .then(|| format!("`{program}` is not on PATH")),
+            Probe::File(path) => (!Path::new(path).is_file()).then(|| format!("{path} is missing")),
+            Probe::StaticBusybox => {
+                if !Path::new(BUSYBOX).is_file() {
+                    Some(format!("{BUSYBOX} is missing"))
+                } else {
+                    ensure_static(Path::new(BUSYBOX))
+                        .err()
+                        .map(|err| format!("{err:#}"))
+                }
+            }
+        }
+    }
+}
+
+/// Missing requirements as (problem, package).
+fn missing() -> Vec<(String, &'static str)> {
+    REQUIREMENTS
+        .iter()
+        .filter_map(|req| req.probe.problem().map(|problem| (problem, req.package)))
+        .collect()
+}
+
+/// Fails with the list of packages to install when a tool is missing.
+pub fn check() -> Result<()> {
+    let missing = missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = missing.iter().map(|(problem, _)| problem.clone()).collect();
+    let mut packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    packages.dedup();
+    bail!(
+        "missing host tools: {}.\nInstall them with: sudo apt-get install --no-install-recommends {}",
+        problems.join("; "),
+        packages.join(" ")
+    )
+}
+
+/// Installs whatever is missing with apt-get (through sudo unless already root).
+pub fn install_missing() -> Result<()> {
+    let mut packages: Vec<&str> = missing().into_iter().map(|(_, package)| package).collect();
+    packages.extend(
+        CONVENIENCE_PACKAGES
+            .into_iter()
+            .filter(|package| which(package).is_none()),
+    );
+    packages.dedup();
+    if packages.is_empty() {
+        println!("host tools: all present");
+        return Ok(());
+    }
+    println!("host tools: installing {}", packages.join(" "));
+    let mut update = privileged("apt-get")?;
+    update.arg("update");
+    println!("+ {}", describe(&update));
+    run_inherited(&mut update)?;
+    let mut install = privileged("apt-get")?;
+    install
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&packages);
+    println!("+ {}", describe(&install));
+    run_inherited(&mut install)?;
+    // Anything still missing now (e.g. a package name this Debian lacks) is fatal.
+    check()
+}
+
+/// `program` as root: directly when we are root, else through sudo.
+fn privileged(program: &str) -> Result<Command> {
+    // /proc/self belongs to the process's effective uid: no libc call needed.
+    let is_root = Path::new("/proc/self")
+        .metadata()
+        .is_ok_and(|meta| meta.uid() == 0);
+    if is_root {
+        return Ok(Command::new(program));
+    }
+    if which("sudo").is_none() {
+        bail!("not root and no sudo: run `{program}` as root to install the missing packages");
+    }
+    let mut command = Command::new("sudo");
+    command.arg(program);
+    Ok(command)
+}

@@ -1,0 +1,534 @@
+//! The guest's side of a VM test, as seen on the serial console.
+//!
+//! The guest init prints `pfnwatch-vmtest: PASS <check>[: <detail>]`,
+//! `pfnwatch-vmtest: FAIL <check>: <reason>`, `pfnwatch-vmtest: INFO <text>` and
+//! finally `pfnwatch-vmtest: verdict success|failure`. Everything else on the
+//! console is kernel or program output, of which only panics and oopses matter.
+
+use std::fmt;
+
+/// Prefix of every protocol line. Searched for anywhere in a console line, because
+/// a printk can land on the same line as the guest's output.
+pub const MARKER: &str = "pfnwatch-vmtest: ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Success,
+    Failure,
+}
+
+/// One protocol line from the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestLine<'a> {
+    /// `PASS <check>` or `PASS <check>: <detail>` (the detail is only shown).
+    Pass {
+        check: &'a str,
+        detail: &'a str,
+    },
+    Fail {
+        check: &'a str,
+        reason: &'a str,
+    },
+    Info(&'a str),
+    Verdict(Verdict),
+    /// Carries the marker but is none of the above: a guest bug worth showing.
+    Unrecognised(&'a str),
+}
+
+/// Parses one console line; `None` when it is not a protocol line.
+pub fn parse_line(line: &str) -> Option<GuestLine<'_>> {
+    let (_, rest) = line.split_once(MARKER)?;
+    // The serial console ends lines with "\r\n"; a stray '\r' may also sit elsewhere.
+    let rest = rest.trim_matches(|c: char| c == '\r' || c.is_whitespace());
+    let parsed = if let Some(body) = rest.strip_prefix("PASS ") {
+        let (check, detail) = body.split_once(':').unwrap_or((body, ""));
+        GuestLine::Pass {
+            check: check.trim(),
+            detail: detail.trim(),
+        }
+    } else if let Some(body) = rest.strip_prefix("FAIL ") {
+        let (check, reason) = body.split_once(':').unwrap_or((body, ""));
+        GuestLine::Fail {
+            check: check.trim(),
+            reason: reason.trim(),
+        }
+    } else if let Some(text) = rest.strip_prefix("INFO") {
+        GuestLine::Info(text.trim())
+    } else if rest == "verdict success" {
+        GuestLine::Verdict(Verdict::Success)
+    } else if rest == "verdict failure" {
+        GuestLine::Verdict(Verdict::Failure)
+    } else {
+        GuestLine::Unrecognised(rest)
+    };
+    Some(parsed)
+}
+
+/// Kernel trouble that makes a run fail whatever the guest says afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelTrouble {
+    Panic,
+    /// An oops or BUG: the kernel survived, but a test must not cause one.
+    Oops,
+}
+
+/// Recognises a kernel panic or oops on a console line. Protocol lines are never
+/// trouble, so a check named after a panic cannot fail a run by its name.
+pub fn kernel_trouble(line: &str) -> Option<KernelTrouble> {
+    if line.contains(MARKER) {
+        return None;
+    }
+    if line.contains("Kernel panic") {
+        return Some(KernelTrouble::Panic);
+    }
+    const OOPS: [&str; 4] = [
+        "BUG: ",
+        "kernel BUG at ",
+        "Oops: ",
+        "general protection fault",
+    ];
+    OOPS.iter()
+        .any(|needle| line.contains(needle))
+        .then_some(KernelTrouble::Oops)
+}
+
+/// One check's result, as counted in the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub name: String,
+    /// `None` when the check passed.
+    pub failure: Option<String>,
+}
+
+/// How the VM stopped, as far as the test verdict is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootEnd {
+    /// qemu exited on its own (power-off, or a panic with `panic=-1 -no-reboot`).
+    Exited(String),
+    /// The whole boot took longer than the timeout.
+    TimedOut { secs: u64 },
+    /// The guest gave its verdict (or panicked) but qemu did not exit afterwards.
+    Lingered,
+}
+
+impl fmt::Display for BootEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootEnd::Exited(status) => write!(f, "qemu exited, {status}"),
+            BootEnd::TimedOut { secs } => write!(f, "killed after the {secs} s timeout"),
+            BootEnd::Lingered => write!(f, "killed: qemu did not exit after the guest finished"),
+        }
+    }
+}
+
+/// Accumulates what one kernel's guest reported.
+#[derive(Debug, Default)]
+pub struct GuestRun {
+    checks: Vec<CheckResult>,
+    verdict: Option<Verdict>,
+    panic: Option<String>,
+    oopses: Vec<String>,
+}
+
+/// What the host should do after a console line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// A line to print on the host's terminal, if any (PASS/FAIL/INFO, trouble).
+    pub echo: Option<String>,
+    /// The guest is done (verdict or panic): qemu should exit soon.
+    pub finished: bool,
+}
+
+impl GuestRun {
+    /// Feeds one console line.
+    pub fn observe(&mut self, line: &str) -> Observed {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(parsed) = parse_line(line) {
+            return self.observe_protocol(parsed);
+        }
+        match kernel_trouble(line) {
+            Some(KernelTrouble::Panic) => {
+                // Keep the first panic line: later ones are usually its trace.
+                self.panic.get_or_insert_with(|| line.trim().to_owned());
+                Observed {
+                    echo: Some(format!("KERNEL PANIC {}", line.trim())),
+                    finished: true,
+                }
+            }
+            Some(KernelTrouble::Oops) => {
+                self.oopses.push(line.trim().to_owned());
+                Observed {
+                    echo: Some(format!("KERNEL OOPS {}", line.trim())),
+                    finished: false,
+                }
+            }
+            None => Observed {
+                echo: None,
+                finished: false,
+            },
+        }
+    }
+
+    fn observe_protocol(&mut self, parsed: GuestLine<'_>) -> Observed {
+        let (echo, finished) = match parsed {
+            GuestLine::Pass { check, detail } => {
+                self.checks.push(CheckResult {
+                    name: check.to_owned(),
+                    failure: None,
+                });
+                let echo = if detail.is_empty() {
+                    format!("PASS {check}")
+                } else {
+                    format!("PASS {check}: {detail}")
+                };
+                (echo, false)
+            }
+            GuestLine::Fail { check, reason } => {
+                self.checks.push(CheckResult {
+                    name: check.to_owned(),
+                    failure: Some(reason.to_owned()),
+                });
+                (format!("FAIL {check}: {reason}"), false)
+            }
+            GuestLine::Info(text) => (format!("INFO {text}"), false),
+            GuestLine::Verdict(verdict) => {
+                self.verdict.get_or_insert(verdict);
+                let word = match verdict {
+                    Verdict::Success => "success",
+                    Verdict::Failure => "failure",
+                };
+                (format!("verdict {word}"), true)
+            }
+            GuestLine::Unrecognised(text) => (format!("UNRECOGNISED {MARKER}{text}"), false),
+        };
+        Observed {
+            echo: Some(echo),
+            finished,
+        }
+    }
+
+    /// How many PASS/FAIL lines the guest printed so far.
+    pub fn reported(&self) -> usize {
+        self.checks.len()
+    }
+
+    /// Closes the run: the guest's checks plus synthetic failed checks for whatever
+    /// went wrong around them (no verdict, panic, oops, a failure verdict with no FAIL).
+    pub fn finish(self, end: &BootEnd) -> Vec<CheckResult> {
+        let mut checks = self.checks;
+        let guest_failed = checks.iter().any(|check| check.failure.is_some());
+        let mut fail = |name: &str, reason: String| {
+            checks.push(CheckResult {
+                name: name.to_owned(),
+                failure: Some(reason),
+            })
+        };
+        if let Some(panic) = &self.panic {
+            fail("kernel-panic", panic.clone());
+        }
+        for oops in self.oopses {
+            fail("kernel-oops", oops);
+        }
+        match self.verdict {
+            None if self.panic.is_none() => {
+                let reason = match end {
+                    BootEnd::Exited(status) => format!("qemu exited ({status}) without a verdict"),
+                    BootEnd::TimedOut { secs } => format!("no verdict within {secs} s"),
+                    BootEnd::Lingered => "no verdict".to_owned(),
+                };
+                fail("boot", reason);
+            }
+            // The panic already counts as the failure of this boot.
+            None => {}
+            Some(Verdict::Failure) if !guest_failed => fail(
+                "verdict",
+                "guest reported failure without a FAIL line".to_owned(),
+            ),
+            // A failure verdict is already counted through the guest's FAIL lines.
+            Some(Verdict::Failure | Verdict::Success) => {}
+        }
+        checks
+    }
+}
+
+/// Counts over all kernels; its `Display` is the last line of `vm-test`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, checks: &[CheckResult]) {
+        for check in checks {
+            match check.failure {
+                None => self.passed += 1,
+                Some(_) => self.failed += 1,
+            }
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} passed, {} failed", self.passed, self.failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pass_fail_info_and_verdicts() {
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: PASS devmem-shared/remap\r"),
+            Some(GuestLine::Pass {
+                check: "devmem-shared/remap",
+                detail: ""
+            })
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: PASS check/btf: BTF \"/sys/kernel/btf/vmlinux\"\r"),
+            Some(GuestLine::Pass {
+                check: "check/btf",
+                detail: "BTF \"/sys/kernel/btf/vmlinux\""
+            })
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: FAIL cow/fork: expected 1 event, saw 0\r"),
+            Some(GuestLine::Fail {
+                check: "cow/fork",
+                reason: "expected 1 event, saw 0"
+            })
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: FAIL attach"),
+            Some(GuestLine::Fail {
+                check: "attach",
+                reason: ""
+            })
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: INFO kernel 6.12.117 has folio_walk_start"),
+            Some(GuestLine::Info("kernel 6.12.117 has folio_walk_start"))
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: verdict success\r"),
+            Some(GuestLine::Verdict(Verdict::Success))
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: verdict failure"),
+            Some(GuestLine::Verdict(Verdict::Failure))
+        );
+        assert_eq!(
+            parse_line("pfnwatch-vmtest: verdict maybe"),
+            Some(GuestLine::Unrecognised("verdict maybe"))
+        );
+        assert_eq!(parse_line("[    1.234567] Run /init as init process"), None);
+    }
+
+    #[test]
+    fn finds_the_marker_after_interleaved_printk_text() {
+        // A printk without a newline can precede the guest's line on the console.
+        assert_eq!(
+            parse_line("[    3.1] random: crng initpfnwatch-vmtest: PASS ksm\r"),
+            Some(GuestLine::Pass {
+                check: "ksm",
+                detail: ""
+            })
+        );
+        assert_eq!(
+            parse_line("\rpfnwatch-vmtest: PASS ksm"),
+            Some(GuestLine::Pass {
+                check: "ksm",
+                detail: ""
+            })
+        );
+    }
+
+    #[test]
+    fn detects_panics_and_oopses_but_not_in_protocol_lines() {
+        assert_eq!(
+            kernel_trouble(
+                "[    2.5] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+            ),
+            Some(KernelTrouble::Panic)
+        );
+        assert_eq!(
+            kernel_trouble(
+                "[    9.1] BUG: kernel NULL pointer dereference, address: 0000000000000008"
+            ),
+            Some(KernelTrouble::Oops)
+        );
+        assert_eq!(
+            kernel_trouble("[    9.1] kernel BUG at mm/memory.c:2260!"),
+            Some(KernelTrouble::Oops)
+        );
+        assert_eq!(kernel_trouble("[    0.0] Linux version 6.12.117"), None);
+        assert_eq!(
+            kernel_trouble("pfnwatch-vmtest: PASS no-Kernel panic-on-fork"),
+            None
+        );
+    }
+
+    fn run(lines: &[&str], end: BootEnd) -> Vec<CheckResult> {
+        let mut guest = GuestRun::default();
+        for line in lines {
+            guest.observe(line);
+        }
+        guest.finish(&end)
+    }
+
+    fn exited() -> BootEnd {
+        BootEnd::Exited("exit status: 0".to_owned())
+    }
+
+    #[test]
+    fn clean_run_counts_every_check() {
+        let checks = run(
+            &[
+                "[    0.0] Linux version 6.1.176",
+                "pfnwatch-vmtest: PASS a\r",
+                "pfnwatch-vmtest: FAIL b: wrong pfn\r",
+                "pfnwatch-vmtest: verdict failure\r",
+            ],
+            exited(),
+        );
+        let mut summary = Summary::default();
+        summary.add(&checks);
+        assert_eq!(
+            summary,
+            Summary {
+                passed: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(checks[1].name, "b");
+        assert_eq!(checks[1].failure.as_deref(), Some("wrong pfn"));
+    }
+
+    #[test]
+    fn pass_detail_is_echoed_but_not_part_of_the_name() {
+        let mut guest = GuestRun::default();
+        let seen = guest.observe("pfnwatch-vmtest: PASS idle/quiet: 0 records\r");
+        assert_eq!(seen.echo.as_deref(), Some("PASS idle/quiet: 0 records"));
+        let checks = guest.finish(&BootEnd::Lingered);
+        assert_eq!(checks[0].name, "idle/quiet");
+        assert_eq!(checks[0].failure, None);
+    }
+
+    #[test]
+    fn verdict_marks_the_guest_finished() {
+        let mut guest = GuestRun::default();
+        assert!(!guest.observe("pfnwatch-vmtest: PASS a").finished);
+        let seen = guest.observe("pfnwatch-vmtest: verdict success\r");
+        assert!(seen.finished);
+        assert_eq!(seen.echo.as_deref(), Some("verdict success"));
+        let checks = guest.finish(&exited());
+        assert!(checks.iter().all(|check| check.failure.is_none()));
+    }
+
+    #[test]
+    fn missing_verdict_is_one_failed_boot_check() {
+        let checks = run(&["pfnwatch-vmtest: PASS a"], exited());
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[1].name, "boot");
+        assert_eq!(
+            checks[1].failure.as_deref(),
+            Some("qemu exited (exit status: 0) without a verdict")
+        );
+
+        let checks = run(&[], BootEnd::TimedOut { secs: 300 });
+        assert_eq!(checks.len(), 1);
+        assert_eq!(
+            checks[0].failure.as_deref(),
+            Some("no verdict within 300 s")
+        );
+    }
+
+    #[test]
+    fn panic_fails_even_after_a_success_verdict() {
+        let checks = run(
+            &[
+                "pfnwatch-vmtest: PASS a",
+                "pfnwatch-vmtest: verdict success",
+                "[    5.0] Kernel panic - not syncing: Attempted to kill init!",
+                "[    5.0] Kernel panic - not syncing: second",
+            ],
+            exited(),
+        );
+        let failed: Vec<_> = checks.iter().filter(|c| c.failure.is_some()).collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].name, "kernel-panic");
+        assert!(
+            failed[0]
+                .failure
+                .as_deref()
+                .is_some_and(|reason| reason.contains("Attempted to kill init"))
+        );
+    }
+
+    #[test]
+    fn panic_without_verdict_is_counted_once() {
+        let checks = run(
+            &["[    1.0] Kernel panic - not syncing: No working init found."],
+            exited(),
+        );
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].name, "kernel-panic");
+    }
+
+    #[test]
+    fn failure_verdict_without_fail_lines_still_fails() {
+        let checks = run(
+            &[
+                "pfnwatch-vmtest: PASS a",
+                "pfnwatch-vmtest: verdict failure",
+            ],
+            exited(),
+        );
+        let mut summary = Summary::default();
+        summary.add(&checks);
+        assert_eq!(
+            summary,
+            Summary {
+                passed: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(checks[1].name, "verdict");
+    }
+
+    #[test]
+    fn oops_fails_the_run() {
+        let checks = run(
+            &[
+                "[    4.0] BUG: unable to handle page fault for address: ffff",
+                "pfnwatch-vmtest: PASS a",
+                "pfnwatch-vmtest: verdict success",
+            ],
+            exited(),
+        );
+        let mut summary = Summary::default();
+        summary.add(&checks);
+        assert_eq!(
+            summary,
+            Summary {
+                passed: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(checks[1].name, "kernel-oops");
+    }
+
+    #[test]
+    fn summary_line_format() {
+        let summary = Summary {
+            passed: 31,
+            failed: 2,
+        };
+        assert_eq!(summary.to_string(), "31 passed, 2 failed");
+        assert_eq!(Summary::default().to_string(), "0 passed, 0 failed");
+    }
+}

@@ -1,0 +1,274 @@
+//! Booting a kernel and initramfs under qemu and streaming its serial console.
+//!
+//! Mode-agnostic: the caller picks `pfnwatch.mode=...` and decides, line by line,
+//! what the console means (tests, demo, later benchmarks).
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, LineWriter, Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{cmd::describe, protocol::BootEnd};
+
+/// How long qemu gets to exit after the guest said it is done (verdict or panic).
+const GRACE: Duration = Duration::from_secs(30);
+
+/// One boot.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// `pfnwatch.mode=<mode>` on the kernel command line; the guest init reads it
+    /// from /proc/cmdline (dotted parameters do not reach init's argv or environment).
+    pub mode: String,
+    pub timeout: Duration,
+    /// Where the whole console goes (with `\r` removed).
+    pub log: PathBuf,
+}
+
+/// What the caller makes of a console line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// The guest is done; qemu should exit by itself within [`GRACE`].
+    Finishing,
+}
+
+#[derive(Debug)]
+pub struct BootResult {
+    pub end: BootEnd,
+    pub elapsed: Duration,
+    /// qemu's own complaints (bad option, missing file), for failure reports.
+    pub qemu_stderr: String,
+}
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The qemu command line. TCG only: this machine's /dev/kvm cannot run stock
+/// kernels. `-vga std` provides PCI 00:02.0, whose BAR the tests mmap.
+pub fn command(kernel: &Path, initrd: &Path, mode: &str) -> Command {
+    let mut command = Command::new(QEMU);
+    command
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-vga", "std"])
+        // No NIC: the guest needs no network, and the NIC's iPXE ROM costs ~1.7 s a boot.
+        .args(["-nic", "none"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet loglevel=4 pfnwatch.mode={mode}"
+        ));
+    command
+}
+
+/// Boots and feeds every console line to `on_line` until qemu exits, the
+/// timeout passes, or the guest finished but qemu lingers past [`GRACE`].
+pub fn run(boot: &Boot, mut on_line: impl FnMut(&str) -> Next) -> Result<BootResult> {
+    if let Some(dir) = boot.log.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log_file =
+        fs::File::create(&boot.log).with_context(|| format!("creating {}", boot.log.display()))?;
+    let mut log = LineWriter::new(log_file);
+
+    let mut command = command(&boot.kernel, &boot.initrd, &boot.mode);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = Qemu(
+        command
+            .spawn()
+            .with_context(|| format!("running {}", describe(&command)))?,
+    );
+    let stdout = child.0.stdout.take().context("qemu has no stdout pipe")?;
+    let mut stderr = child.0.stderr.take().context("qemu has no stderr pipe")?;
+
+    // Reading happens on threads so the timeout can be enforced here.
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        // Bytes, not `lines()`: a console can carry invalid UTF-8 (early boot noise).
+        while stdout.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            if lines_tx
+                .send(clean(&String::from_utf8_lossy(&buf)))
+                .is_err()
+            {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        // Whatever qemu managed to say is still worth reporting if this fails.
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let mut deadline = started + boot.timeout;
+    let mut finishing = false;
+    let end = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                writeln!(log, "{line}")
+                    .with_context(|| format!("writing {}", boot.log.display()))?;
+                if on_line(&line) == Next::Finishing && !finishing {
+                    finishing = true;
+                    deadline = deadline.min(Instant::now() + GRACE);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = child.0.wait().context("waiting for qemu")?;
+                break BootEnd::Exited(status.to_string());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                child.kill()?;
+                break if finishing {
+                    BootEnd::Lingered
+                } else {
+                    BootEnd::TimedOut {
+                        secs: boot.timeout.as_secs(),
+                    }
+                };
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    // After a kill, keep what was already on its way to the log.
+    for line in lines.iter() {
+        writeln!(log, "{line}").with_context(|| format!("writing {}", boot.log.display()))?;
+    }
+    let _ = reader.join();
+    let qemu_stderr = stderr_reader.join().unwrap_or_default();
+    if !qemu_stderr.trim().is_empty() {
+        writeln!(log, "--- qemu stderr ---\n{}", qemu_stderr.trim_end())
+            .with_context(|| format!("writing {}", boot.log.display()))?;
+    }
+    Ok(BootResult {
+        end,
+        elapsed,
+        qemu_stderr,
+    })
+}
+
+/// A console line as text: without `\r`, the newline, or terminal control
+/// sequences (SeaBIOS resets the terminal and turns off line wrap, which would
+/// garble the user's terminal in `demo`). Colour (SGR) sequences stay.
+pub fn clean(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    let mut sequence = String::from("\x1b[");
+                    // Parameters and intermediates, then one final byte in '@'..='~'.
+                    for next in chars.by_ref() {
+                        sequence.push(next);
+                        if ('@'..='~').contains(&next) {
+                            break;
+                        }
+                    }
+                    if sequence.ends_with('m') {
+                        out.push_str(&sequence);
+                    }
+                }
+                // Character-set designation: ESC ( B and friends.
+                Some('(' | ')' | '*' | '+') => {
+                    chars.next();
+                }
+                // Two-byte sequences such as ESC c (full reset).
+                _ => {}
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The running qemu; killed if we leave early (an error, a panic) so no VM is
+/// left spinning a core after xtask is gone.
+struct Qemu(Child);
+
+impl Qemu {
+    fn kill(&mut self) -> Result<()> {
+        // Already gone is fine: it may have exited between the timeout and the kill.
+        let _ = self.0.kill();
+        self.0.wait().context("waiting for the killed qemu")?;
+        Ok(())
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.kill();
+        }
+    }
+}
+
+/// Boots with the terminal attached (for `vm-shell`): qemu's `Ctrl-A x` quits.
+pub fn interactive(kernel: &Path, initrd: &Path, mode: &str) -> Result<()> {
+    let mut command = command(kernel, initrd, mode);
+    crate::cmd::run_inherited(&mut command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_seabios_resets_but_keeps_colours() {
+        assert_eq!(
+            clean("\x1bc\x1b[?7l\x1b[2Jpfnwatch-vmtest: PASS a\r\n"),
+            "pfnwatch-vmtest: PASS a"
+        );
+        assert_eq!(
+            clean("Booting from ROM..\x1bc\x1b[?7l\x1b[2JRun /init\r\n"),
+            "Booting from ROM..Run /init"
+        );
+        assert_eq!(
+            clean("\x1b[32m INFO\x1b[0m pfnwatch: attached\r\n"),
+            "\x1b[32m INFO\x1b[0m pfnwatch: attached"
+        );
+        assert_eq!(clean("\x1b(Bplain\x07\ttab"), "plain\ttab");
+        assert_eq!(clean("cut off \x1b["), "cut off ");
+    }
+
+    #[test]
+    fn command_line_carries_the_mode_and_the_vga_device() {
+        let command = command(Path::new("/k"), Path::new("/i"), "bench");
+        let args: Vec<String> = command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        let after = |flag: &str| {
+            let at = args.iter().position(|arg| arg == flag);
+            at.and_then(|at| args.get(at + 1)).cloned()
+        };
+        assert_eq!(after("-accel").as_deref(), Some("tcg"));
+        assert_eq!(after("-vga").as_deref(), Some("std"));
+        assert_eq!(after("-kernel").as_deref(), Some("/k"));
+        assert_eq!(after("-initrd").as_deref(), Some("/i"));
+        let append = after("-append").unwrap_or_default();
+        assert!(append.contains("console=ttyS0"), "{append}");
+        assert!(append.contains("panic=-1"), "{append}");
+        assert!(append.ends_with("pfnwatch.mode=bench"), "{append}");
+    }
+}
