@@ -13,6 +13,7 @@ mod preflight;
 mod protocol;
 mod qemu;
 mod shell;
+mod test;
 mod vmtest;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -40,6 +41,12 @@ enum Task {
         keep_going: bool,
         #[command(flatten)]
         guest: GuestArgs,
+    },
+    /// Install what is missing, then fmt, clippy, unit tests and vm-test on every kernel.
+    Test {
+        /// Seconds one boot may take before qemu is killed.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout: u64,
     },
     /// Install what is missing, build, and run pfnwatch's demo on the newest kernel.
     Demo {
@@ -115,7 +122,9 @@ fn main() -> ExitCode {
             keep_going,
             timeout: Duration::from_secs(guest.timeout),
             guest_dir: guest.guest_dir,
+            prior: Vec::new(),
         }),
+        Task::Test { timeout } => test::run(Duration::from_secs(timeout)),
         Task::Demo { guest } => demo::run(&demo::Options {
             timeout: Duration::from_secs(guest.timeout),
             guest_dir: guest.guest_dir,

@@ -24,6 +24,8 @@ pub struct Options {
     pub keep_going: bool,
     pub timeout: Duration,
     pub guest_dir: Option<PathBuf>,
+    /// Checks already run on the host (by `cargo xtask test`), counted in the summary.
+    pub prior: Vec<CheckResult>,
 }
 
 /// Runs the tests; prints `N passed, M failed` as the very last line and returns
@@ -32,6 +34,7 @@ pub struct Options {
 pub fn run(options: &Options) -> Result<bool> {
     let paths = Paths::discover()?;
     let mut summary = Summary::default();
+    summary.add(&options.prior);
 
     let prepared = preflight::check()
         .map_err(|err| failed("preflight", format!("{err:#}")))
