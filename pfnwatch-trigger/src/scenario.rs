@@ -58,7 +58,7 @@ pub static SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "vdso",
-        about: "clock_gettime through the vDSO: the vvar page is a fault-populated PFNMAP",
+        about: "clock_gettime through the vDSO: the vvar data page is fault-populated (VM_PFNMAP in 6.x, VM_MIXEDMAP in 7.x)",
         run: vdso,
     },
     Scenario {

@@ -2,10 +2,11 @@
 //! see what it must. Exit 0 when every hook this kernel has attaches and
 //! nothing essential is missing; 1 otherwise.
 
+use crate::errors;
 use crate::kernel::{self, Caps, PteSpecial};
 use crate::loader::{self, LoadOptions, ProgramReport, ProgramState};
 use crate::output::Format;
-use crate::programs::{self, PROGRAMS};
+use crate::programs::{self, Attach, PROGRAMS};
 use crate::rules::Selection;
 use pfnwatch_common::{Hook, abi};
 use serde::Serialize;
@@ -94,16 +95,22 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
                 .collect();
         }
     }
-    let attached = |h: Hook| {
+    let has = |h: Hook, pred: &dyn Fn(&ProgramState) -> bool| {
         report
             .programs
             .iter()
-            .any(|p| p.hook() == Some(h) && p.state == ProgramState::Attached)
+            .any(|p| p.hook() == Some(h) && pred(&p.state))
     };
-    report.gaps = programs::coverage_gaps(attached)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    report.gaps = programs::coverage_gaps(
+        |h| has(h, &|s| *s != ProgramState::Missing),
+        |h| {
+            report.programs.iter().any(|p| {
+                p.hook() == Some(h)
+                    && p.attach == Attach::Fexit.section_prefix()
+                    && p.state == ProgramState::Attached
+            })
+        },
+    );
     let refused = report
         .programs
         .iter()
@@ -167,6 +174,7 @@ fn text(r: &CheckReport) -> String {
         let _ = writeln!(s, "  object         FAILED TO LOAD: {e}");
     }
     let _ = writeln!(s, "  hooks");
+    let mut hints: Vec<&str> = Vec::new();
     for p in &r.programs {
         let state = match &p.state {
             ProgramState::Attached => "attachable".to_owned(),
@@ -175,11 +183,18 @@ fn text(r: &CheckReport) -> String {
                 format!("missing: not in this kernel ({when})")
             }
             ProgramState::Refused { errno, error, hint } => {
-                let errno = errno.map_or(String::new(), |e| format!(" errno {e}"));
-                format!("REFUSED{errno}: {error}\n{:44}hint: {hint}", "")
+                if !hints.contains(&hint.as_str()) {
+                    hints.push(hint);
+                }
+                let errno =
+                    errno.map_or(String::new(), |e| format!(" ({})", errors::errno_name(e)));
+                format!("REFUSED{errno}: {error}")
             }
         };
         let _ = writeln!(s, "    {:<26} {:<7} {state}", p.function, p.attach);
+    }
+    for hint in hints {
+        let _ = writeln!(s, "  hint           {hint}");
     }
     for gap in &r.gaps {
         let _ = writeln!(s, "  GAP            {gap}");

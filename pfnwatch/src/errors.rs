@@ -33,12 +33,17 @@ pub fn describe(err: &ProgramError) -> String {
 }
 
 /// What usually causes an errno when loading or attaching fentry/fexit.
-pub fn hint(errno: Option<i32>) -> &'static str {
+/// `can_trace`: whether this process holds the capabilities tracing needs.
+pub fn hint(errno: Option<i32>, can_trace: bool) -> &'static str {
     match errno {
+        Some(libc::EPERM) if can_trace => {
+            "pfnwatch holds CAP_BPF and CAP_PERFMON, so the kernel itself refuses \
+             fentry/fexit: lockdown, an LSM policy, or a sandboxed kernel that blocks BPF \
+             trampolines; run pfnwatch on the host kernel, not in the sandbox"
+        }
         Some(libc::EPERM) => {
-            "the kernel refused tracing programs: pfnwatch needs CAP_BPF and CAP_PERFMON \
-             (or CAP_SYS_ADMIN); kernel lockdown or a sandboxed kernel can refuse \
-             fentry/fexit even to root"
+            "pfnwatch needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run it as root \
+             or grant them (the systemd unit in deploy/ does)"
         }
         Some(libc::EACCES) => {
             "the verifier rejected the program: a kernel difference pfnwatch does not \
@@ -58,6 +63,23 @@ pub fn hint(errno: Option<i32>) -> &'static str {
     }
 }
 
+/// The symbolic name of an errno, for messages ("EPERM").
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::E2BIG => "E2BIG",
+        libc::EACCES => "EACCES",
+        libc::EBUSY => "EBUSY",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTSUP => "EOPNOTSUPP",
+        524 => "ENOTSUPP",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,13 +92,14 @@ mod tests {
             io_error: std::io::Error::from_raw_os_error(libc::EPERM),
         });
         assert_eq!(errno(&err), Some(libc::EPERM));
-        assert!(hint(errno(&err)).contains("CAP_BPF"));
+        assert!(hint(errno(&err), false).contains("run it as root"));
+        assert!(hint(errno(&err), true).contains("the kernel itself refuses"));
         assert_eq!(errno(&ProgramError::NotLoaded), None);
     }
 
     #[test]
     fn every_common_errno_has_a_specific_hint() {
-        let generic = hint(None);
+        let generic = hint(None, true);
         for e in [
             libc::EPERM,
             libc::EACCES,
@@ -86,7 +109,7 @@ mod tests {
             libc::EBUSY,
             libc::EINVAL,
         ] {
-            assert_ne!(hint(Some(e)), generic, "errno {e}");
+            assert_ne!(hint(Some(e), true), generic, "errno {e}");
         }
     }
 }

@@ -71,19 +71,20 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         .map_max_entries(names::EVENTS, opts.ringbuf_bytes)
         .load(pfnwatch_ebpf::OBJECT)
         .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;
+    let can_trace = kernel::Caps::current().is_ok_and(kernel::Caps::can_trace);
     let programs = PROGRAMS
         .iter()
         .map(|spec| ProgramReport {
             program: spec.name.to_owned(),
             attach: spec.attach.section_prefix().to_owned(),
             function: spec.target().to_owned(),
-            state: attach_one(&mut ebpf, spec, opts.btf),
+            state: attach_one(&mut ebpf, spec, opts.btf, can_trace),
         })
         .collect();
     Ok(Watcher { ebpf, programs })
 }
 
-fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> ProgramState {
+fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, can_trace: bool) -> ProgramState {
     if !kernel::has_function(btf, spec.target()) {
         return ProgramState::Missing;
     }
@@ -97,7 +98,7 @@ fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> ProgramState {
             ProgramState::Refused {
                 errno,
                 error: errors::describe(&err),
-                hint: errors::hint(errno).to_owned(),
+                hint: errors::hint(errno, can_trace).to_owned(),
             }
         }
     }

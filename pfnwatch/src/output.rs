@@ -3,7 +3,7 @@
 
 use crate::counters::Counts;
 use crate::loader::ProgramReport;
-use crate::record::Record;
+use crate::record::{DevNum, Record};
 use crate::rules;
 use pfnwatch_common::Hook;
 use serde::{Deserialize, Serialize};
@@ -100,7 +100,15 @@ fn record_text(r: &Record, rules: &[String]) -> String {
     }
     let _ = write!(s, " ret {}", r.ret);
     if let Some(f) = &r.file {
-        let _ = write!(s, " file {}/{} dev {}", f.parent, f.name, f.rdev);
+        let _ = write!(s, " file {}", f.name);
+        // The parent dentry names the PCI device of a BAR file; the root of
+        // a filesystem (devtmpfs for /dev/mem) says nothing.
+        if f.parent != "/" && !f.parent.is_empty() {
+            let _ = write!(s, " in {}", f.parent);
+        }
+        if f.rdev != (DevNum { major: 0, minor: 0 }) {
+            let _ = write!(s, " dev {}", f.rdev);
+        }
     }
     if !rules.is_empty() {
         let _ = write!(s, " rules {}", rules.join(","));
@@ -176,6 +184,35 @@ mod tests {
             line.contains("rules new-pfnmap-cow,pfnmap-created"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn text_names_the_file_its_directory_and_device() {
+        let mut r = remap();
+        r.file = Some(crate::record::MappedFile {
+            name: "resource0".into(),
+            parent: "0000:00:02.0".into(),
+            ino: 1,
+            rdev: DevNum { major: 0, minor: 0 },
+            sdev: DevNum {
+                major: 0,
+                minor: 20,
+            },
+        });
+        let line = Line::record(r.clone()).render(Format::Text);
+        assert!(
+            line.contains(" file resource0 in 0000:00:02.0 rules"),
+            "{line}"
+        );
+        r.file = Some(crate::record::MappedFile {
+            name: "mem".into(),
+            parent: "/".into(),
+            ino: 2,
+            rdev: DevNum { major: 1, minor: 1 },
+            sdev: DevNum { major: 0, minor: 5 },
+        });
+        let line = Line::record(r).render(Format::Text);
+        assert!(line.contains(" file mem dev 1:1 rules"), "{line}");
     }
 
     #[test]

@@ -67,19 +67,31 @@ pub const fn availability(hook: Hook) -> &'static str {
     }
 }
 
-/// Hooks whose absence leaves pfnwatch blind to something it must see on
-/// every kernel. PFNMAP creation counts as covered when either remap path
-/// exists, so the two remap hooks are judged together in [`coverage_gaps`].
-pub fn coverage_gaps(present: impl Fn(Hook) -> bool) -> Vec<&'static str> {
+/// What pfnwatch would be blind to, given which hooks the kernel has
+/// (`exists`) and which are attached. Page-table lookups need
+/// vm_normal_page; PFNMAP creation needs every remap path the kernel has
+/// (7.x converted drivers call only remap_pfn_range_complete).
+pub fn coverage_gaps(
+    exists: impl Fn(Hook) -> bool,
+    attached: impl Fn(Hook) -> bool,
+) -> Vec<String> {
     let mut gaps = Vec::new();
-    if !present(Hook::VmNormalPage) {
-        gaps.push("vm_normal_page is missing: no page-table lookups can be seen");
+    if !attached(Hook::VmNormalPage) {
+        gaps.push("vm_normal_page is not attached: no page-table lookups can be seen".to_owned());
     }
-    if !present(Hook::RemapPfnRange) && !present(Hook::RemapPfnRangeComplete) {
+    let remaps = [Hook::RemapPfnRange, Hook::RemapPfnRangeComplete];
+    if !remaps.into_iter().any(&exists) {
         gaps.push(
-            "neither remap_pfn_range nor remap_pfn_range_complete exists: \
-             PFNMAP creation cannot be seen",
+            "this kernel has no remap function pfnwatch knows: PFNMAP creation cannot be seen"
+                .to_owned(),
         );
+    }
+    for hook in remaps {
+        if exists(hook) && !attached(hook) {
+            gaps.push(format!(
+                "{hook} is not attached: PFNMAP creation through it cannot be seen"
+            ));
+        }
     }
     gaps
 }
@@ -130,11 +142,18 @@ mod tests {
     }
 
     #[test]
-    fn creation_is_covered_by_either_remap_path() {
-        let only = |h: Hook| move |x: Hook| x == Hook::VmNormalPage || x == h;
-        assert!(coverage_gaps(only(Hook::RemapPfnRange)).is_empty());
-        assert!(coverage_gaps(only(Hook::RemapPfnRangeComplete)).is_empty());
-        assert_eq!(coverage_gaps(only(Hook::VmfInsertMixed)).len(), 1);
-        assert_eq!(coverage_gaps(|_| false).len(), 2);
+    fn creation_needs_every_remap_path_the_kernel_has() {
+        let k6 = |h: Hook| h != Hook::RemapPfnRangeComplete;
+        let all = |_: Hook| true;
+        // 6.x: remap_pfn_range alone covers creation.
+        assert!(coverage_gaps(k6, k6).is_empty());
+        // 7.x: remap_pfn_range_complete exists and must be attached too.
+        let gaps = coverage_gaps(all, k6);
+        assert_eq!(gaps.len(), 1);
+        assert!(gaps[0].starts_with("remap_pfn_range_complete"), "{gaps:?}");
+        assert!(coverage_gaps(all, all).is_empty());
+        // Nothing attached: blind to lookups and to both creation paths.
+        assert_eq!(coverage_gaps(all, |_| false).len(), 3);
+        assert_eq!(coverage_gaps(|_| false, |_| false).len(), 2);
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::counters::Counts;
 use crate::loader::{self, LoadOptions, ProgramState, Watcher};
+use crate::programs::Attach;
 use crate::record::Record;
 use crate::rules::Selection;
 use crate::{kernel, programs};
@@ -65,7 +66,19 @@ impl Session {
                 _ => None,
             })
             .collect();
-        let attached_hooks: Vec<Hook> = watcher.attached().filter_map(|p| p.hook()).collect();
+        // A hook counts as attached when its fexit program is: that is the one
+        // that classifies and counts.
+        let attached_hooks: Vec<Hook> = watcher
+            .attached()
+            .filter(|p| p.attach == Attach::Fexit.section_prefix())
+            .filter_map(|p| p.hook())
+            .collect();
+        let existing: Vec<Hook> = watcher
+            .programs
+            .iter()
+            .filter(|p| p.state != ProgramState::Missing)
+            .filter_map(|p| p.hook())
+            .collect();
         if attached_hooks.is_empty() {
             bail!(
                 "no program could be attached:\n  {}\n(`pfnwatch check` explains what this kernel supports)",
@@ -75,7 +88,8 @@ impl Session {
         for line in &refused {
             tracing::warn!("not attached: {line}");
         }
-        let gaps = programs::coverage_gaps(|h| attached_hooks.contains(&h));
+        let gaps =
+            programs::coverage_gaps(|h| existing.contains(&h), |h| attached_hooks.contains(&h));
         if !gaps.is_empty() {
             bail!("pfnwatch would be blind here: {}", gaps.join("; "));
         }

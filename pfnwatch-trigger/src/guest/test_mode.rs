@@ -10,7 +10,7 @@ use crate::scenario::SCENARIOS;
 use anyhow::{Context, Result};
 use pfnwatch::loader::{ProgramReport, ProgramState};
 use pfnwatch::output::Line;
-use pfnwatch_common::Hook;
+use pfnwatch_common::{Class, Hook, class};
 use std::process::Command;
 use std::time::Duration;
 
@@ -59,11 +59,50 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
             ));
         }
     }
+    peer(rep, kernel, &mut watch)?;
     let status = watch.stop(Duration::from_secs(20))?;
     rep.check(
         "trace/stop",
         status.success(),
         &format!("pfnwatch trace exited: {status}"),
+    );
+    Ok(())
+}
+
+/// Ring buffer size the peer instance uses, in KiB.
+const PEER_RINGBUF_KIB: u64 = 16;
+
+/// pfnwatch filters by process, not by name: a second pfnwatch's exit is
+/// reported by the first, which never reports itself. The peer's ring
+/// buffer is a VM_MIXEDMAP of vmalloc pages (kernel/bpf/ringbuf.c): one
+/// consumer page, one producer page and the data pages mapped twice, all
+/// inserted at mmap time, so its exit zaps 2 + 2 * data pages normal ptes.
+/// (Its own copy of the programs is still attached then: exit_mm runs
+/// before exit_files.)
+fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<()> {
+    let kib = PEER_RINGBUF_KIB.to_string();
+    let (peer, _) = Watch::start(
+        &["trace", "--ringbuf-kib", &kib, "--format", "json"],
+        READY_TIMEOUT,
+    )?;
+    let peer_pid = peer.pid();
+    let status = peer.stop(Duration::from_secs(20))?;
+    let window = watch.snapshot(SNAPSHOT_TIMEOUT)?;
+    let own = window.records.iter().filter(|r| r.tgid == watch.pid()).count();
+    let seen = judge::tally(window.records.iter().filter(|r| r.tgid == peer_pid));
+    // Like every process that reads the clock, it also has the vDSO's vvar.
+    let mut want = expect::expected(kernel, "vdso");
+    *want
+        .entry((Hook::VmNormalPage, Class(class::MIXEDMAP)))
+        .or_default() += 2 + 2 * PEER_RINGBUF_KIB * 1024 / 4096;
+    rep.check(
+        "self/peer",
+        status.success() && seen == want && own == 0,
+        &format!(
+            "a second pfnwatch ({status}) exiting: saw {}, expected {}; records of our own process: {own}",
+            judge::describe(&seen),
+            judge::describe(&want)
+        ),
     );
     Ok(())
 }
