@@ -88,7 +88,11 @@ fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<
     let peer_pid = peer.pid();
     let status = peer.stop(Duration::from_secs(20))?;
     let window = watch.snapshot(SNAPSHOT_TIMEOUT)?;
-    let own = window.records.iter().filter(|r| r.tgid == watch.pid()).count();
+    let own = window
+        .records
+        .iter()
+        .filter(|r| r.tgid == watch.pid())
+        .count();
     let seen = judge::tally(window.records.iter().filter(|r| r.tgid == peer_pid));
     // Like every process that reads the clock, it also has the vDSO's vvar.
     let mut want = expect::expected(kernel, "vdso");
