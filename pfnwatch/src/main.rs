@@ -1,6 +1,7 @@
 use clap::Parser;
 use pfnwatch::cli::{Cli, Command};
 use pfnwatch::{check, daemon, rules, trace};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for people: journald and pipes get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli) {
         Ok(code) => code,

@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use pfnwatch::loader::{ProgramReport, ProgramState};
 use pfnwatch::output::Line;
 use pfnwatch_common::{Class, Hook, class};
-use std::process::Command;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Under TCG a load takes seconds; leave room.
@@ -66,6 +67,72 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         status.success(),
         &format!("pfnwatch trace exited: {status}"),
     );
+    daemon(rep)
+}
+
+/// `pfnwatch run`: with the default selection only rule hits cross to user
+/// space. In devmem-private that is the remap creating a COW PFNMAP (rules
+/// new-pfnmap-cow and pfnmap-created); the device and COW-copy lookups are
+/// counted, not recorded. Its interval log must show the counts.
+fn daemon(rep: &mut Reporter) -> Result<()> {
+    let mut run = Command::new("/bin/pfnwatch")
+        .args(["run", "--interval", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting pfnwatch run")?;
+    let stderr = run.stderr.take().context("pfnwatch run stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    while !log.iter().any(|l: &String| l.contains("pfnwatch running")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => {
+                let _ = run.kill();
+                anyhow::bail!("pfnwatch run did not start: {}", log.join(" | "));
+            }
+        }
+    }
+    let report = trigger("devmem-private")?;
+    // Two interval ticks at least.
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGTERM) };
+    let status = run.wait()?;
+    log.extend(rx.iter());
+    let tag = format!("[{}/{}]", report.tgid, report.tgid);
+    let hits: Vec<&String> = log.iter().filter(|l| l.contains(" rule=")).collect();
+    let ours = hits.iter().filter(|l| l.contains(&tag)).count();
+    let remap_hit = hits
+        .iter()
+        .any(|l| l.contains(&tag) && l.contains("rule=\"new-pfnmap-cow\""));
+    let counted = log
+        .iter()
+        .any(|l| l.contains(" calls ") && l.contains("hook=vm_normal_page"));
+    let ok = status.success() && ours == 1 && remap_hit && counted;
+    rep.check(
+        "run/rules",
+        ok,
+        &format!(
+            "pfnwatch run ({status}) logged {ours} rule hit(s) for the scenario (want 1: \
+             new-pfnmap-cow), {} in all; interval counts logged: {counted}",
+            hits.len()
+        ),
+    );
+    if !ok {
+        rep.info(&log.join("\n"));
+    }
     Ok(())
 }
 
