@@ -6,9 +6,9 @@ use crate::errors;
 use crate::kernel::{self, Caps, PteSpecial};
 use crate::loader::{self, LoadOptions, ProgramReport, ProgramState};
 use crate::output::Format;
-use crate::programs::{self, Attach, PROGRAMS};
+use crate::programs::{self, PROGRAMS};
 use crate::rules::Selection;
-use pfnwatch_common::{Hook, abi};
+use pfnwatch_common::abi;
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
@@ -95,22 +95,7 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
                 .collect();
         }
     }
-    let has = |h: Hook, pred: &dyn Fn(&ProgramState) -> bool| {
-        report
-            .programs
-            .iter()
-            .any(|p| p.hook() == Some(h) && pred(&p.state))
-    };
-    report.gaps = programs::coverage_gaps(
-        |h| has(h, &|s| *s != ProgramState::Missing),
-        |h| {
-            report.programs.iter().any(|p| {
-                p.hook() == Some(h)
-                    && p.attach == Attach::Fexit.section_prefix()
-                    && p.state == ProgramState::Attached
-            })
-        },
-    );
+    report.gaps = loader::gaps(&report.programs);
     let refused = report
         .programs
         .iter()

@@ -40,6 +40,25 @@ impl ProgramReport {
     }
 }
 
+/// What pfnwatch would be blind to with these programs: the kernel has a
+/// hook when any of its programs is not missing; the hook works when its
+/// fexit program (the one that classifies and counts) is attached.
+pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
+    let exists = |h: Hook| {
+        programs
+            .iter()
+            .any(|p| p.hook() == Some(h) && p.state != ProgramState::Missing)
+    };
+    let attached = |h: Hook| {
+        programs.iter().any(|p| {
+            p.hook() == Some(h)
+                && p.attach == Attach::Fexit.section_prefix()
+                && p.state == ProgramState::Attached
+        })
+    };
+    crate::programs::coverage_gaps(exists, attached)
+}
+
 pub struct LoadOptions<'a> {
     pub btf: &'a Btf,
     pub selection: Selection,

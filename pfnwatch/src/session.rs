@@ -2,14 +2,13 @@
 //! tokio, and the signals that steer trace and run.
 
 use crate::counters::Counts;
+use crate::kernel;
 use crate::loader::{self, LoadOptions, ProgramState, Watcher};
-use crate::programs::Attach;
 use crate::record::Record;
 use crate::rules::Selection;
-use crate::{kernel, programs};
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use pfnwatch_common::{Event, Hook, abi};
+use pfnwatch_common::{Event, abi};
 use std::path::Path;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -66,20 +65,7 @@ impl Session {
                 _ => None,
             })
             .collect();
-        // A hook counts as attached when its fexit program is: that is the one
-        // that classifies and counts.
-        let attached_hooks: Vec<Hook> = watcher
-            .attached()
-            .filter(|p| p.attach == Attach::Fexit.section_prefix())
-            .filter_map(|p| p.hook())
-            .collect();
-        let existing: Vec<Hook> = watcher
-            .programs
-            .iter()
-            .filter(|p| p.state != ProgramState::Missing)
-            .filter_map(|p| p.hook())
-            .collect();
-        if attached_hooks.is_empty() {
+        if watcher.attached().next().is_none() {
             bail!(
                 "no program could be attached:\n  {}\n(`pfnwatch check` explains what this kernel supports)",
                 refused.join("\n  ")
@@ -88,8 +74,7 @@ impl Session {
         for line in &refused {
             tracing::warn!("not attached: {line}");
         }
-        let gaps =
-            programs::coverage_gaps(|h| existing.contains(&h), |h| attached_hooks.contains(&h));
+        let gaps = loader::gaps(&watcher.programs);
         if !gaps.is_empty() {
             bail!("pfnwatch would be blind here: {}", gaps.join("; "));
         }

@@ -2,7 +2,7 @@
 //! `pfnwatch trace --all`, each judged against the kernel's expectations.
 
 use super::Reporter;
-use super::watch::Watch;
+use super::watch::{self, Watch};
 use crate::expect::{self, KernelVersion};
 use crate::judge;
 use crate::report::Report;
@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use pfnwatch::loader::{ProgramReport, ProgramState};
 use pfnwatch::output::Line;
 use pfnwatch_common::{Class, Hook, class};
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -81,17 +80,7 @@ fn daemon(rep: &mut Reporter) -> Result<()> {
         .spawn()
         .context("starting pfnwatch run")?;
     let stderr = run.stderr.take().context("pfnwatch run stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = watch::lines_of(stderr);
     let mut log = Vec::new();
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
     while !log.iter().any(|l: &String| l.contains("pfnwatch running")) {

@@ -5,10 +5,23 @@ use crate::judge::Window;
 use anyhow::{Context, Result, bail};
 use pfnwatch::counters::Counts;
 use pfnwatch::output::Line;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
+
+/// Reads `pipe` line by line on a thread, so the caller can wait with a timeout.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
 
 pub struct Watch {
     child: Child,
@@ -25,18 +38,9 @@ impl Watch {
             .spawn()
             .context("starting /bin/pfnwatch")?;
         let stdout = child.stdout.take().context("pfnwatch stdout")?;
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut watch = Watch {
             child,
-            lines: rx,
+            lines: lines_of(stdout),
             last: Counts::default(),
         };
         let deadline = Instant::now() + timeout;
