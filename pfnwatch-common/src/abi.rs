@@ -22,6 +22,13 @@ macro_rules! c_scalar {
 }
 c_scalar!(u8 => "__u8", u16 => "__u16", u32 => "__u32", u64 => "__u64", i32 => "__s32", i64 => "__s64");
 
+/// Word arrays (the kernel stack).
+impl<const N: usize> CField for [u64; N] {
+    fn c_decl(name: &str) -> String {
+        format!("__u64 {name}[{N}]")
+    }
+}
+
 /// Byte arrays are NUL-padded strings on the C side.
 impl<const N: usize> CField for [u8; N] {
     fn c_decl(name: &str) -> String {
@@ -62,6 +69,8 @@ macro_rules! abi_struct {
 
 pub const COMM_LEN: usize = 16;
 pub const NAME_LEN: usize = 32;
+/// Kernel return addresses kept per record (the call path).
+pub const STACK_DEPTH: usize = 32;
 
 abi_struct! {
     /// One detail record, sent through the `events` ring buffer for the
@@ -107,6 +116,12 @@ abi_struct! {
         pub file: [u8; NAME_LEN],
         /// `vm_file`'s parent dentry name (the PCI device of a BAR file).
         pub parent: [u8; NAME_LEN],
+        /// Bytes of `stack` filled by bpf_get_stack (0: not captured).
+        pub stack_bytes: u32,
+        /// The page-table level of `entry` (0 pte, 1 pmd, 2 pud).
+        pub level: u32,
+        /// Kernel return addresses, innermost first.
+        pub stack: [u64; STACK_DEPTH],
     }
 }
 
@@ -147,6 +162,8 @@ pub mod names {
     /// `const volatile __u64[Hook::COUNT * CLASS_WORDS]`: which
     /// (hook, class) pairs send a record.
     pub const RECORD_MASK: &str = "record_mask";
+    /// `const volatile __u32`: nonzero to put the kernel call path in records.
+    pub const CAPTURE_STACK: &str = "capture_stack";
 }
 
 /// Index into `counts` for a (hook, class) pair.
@@ -170,7 +187,7 @@ mod tests {
     #[test]
     fn event_has_no_padding_and_is_8_aligned() {
         // bytemuck::Pod already refuses padding; check the size stays put.
-        assert_eq!(size_of::<Event>(), 208);
+        assert_eq!(size_of::<Event>(), 216 + 8 * STACK_DEPTH);
         assert_eq!(size_of::<Event>() % 8, 0);
     }
 
@@ -205,7 +222,7 @@ mod tests {
     fn counts_index_is_dense() {
         assert_eq!(counts_index(Hook::VmNormalPage, 0), 0);
         assert_eq!(
-            counts_index(Hook::VmfInsertMixed, 255) as usize,
+            counts_index(Hook::PrintBadPageMap, 511) as usize,
             COUNTS_LEN - 1
         );
     }

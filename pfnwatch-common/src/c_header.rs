@@ -44,7 +44,8 @@ fn write_header(h: &mut String) -> std::fmt::Result {
         writeln!(h, "#define {name} 0x{bit:x}ul")?;
     }
     writeln!(h, "#define PFNW_COMM_LEN {}", abi::COMM_LEN)?;
-    writeln!(h, "#define PFNW_NAME_LEN {}\n", abi::NAME_LEN)?;
+    writeln!(h, "#define PFNW_NAME_LEN {}", abi::NAME_LEN)?;
+    writeln!(h, "#define PFNW_STACK_DEPTH {}\n", abi::STACK_DEPTH)?;
     writeln!(h, "{}", Event::c_definition())?;
     writeln!(h, "#endif /* PFNWATCH_ABI_H */")
 }
@@ -58,7 +59,9 @@ mod tests {
         let h = c_header();
         assert!(h.contains("#define PFNW_HOOK_VM_NORMAL_PAGE 0\n"));
         assert!(h.contains("#define PFNW_HOOK_VMF_INSERT_MIXED 6\n"));
-        assert!(h.contains("#define PFNW_HOOK_COUNT 7\n"));
+        assert!(h.contains("#define PFNW_HOOK_PRINT_BAD_PAGE_MAP 8\n"));
+        assert!(h.contains("#define PFNW_HOOK_COUNT 9\n"));
+        assert!(h.contains("#define PFNW_CLASS_PFNMAP 0x100u"));
         assert!(h.contains("#define PFNW_CLASS_ERROR 0x80u"));
         assert!(h.contains("#define VM_PFNMAP 0x400ul"));
         assert!(h.contains("struct pfnwatch_event {"));

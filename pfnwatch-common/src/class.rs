@@ -20,13 +20,14 @@ pub const NO_PAGE: u16 = 1 << 4;
 pub const PARTIAL: u16 = 1 << 5;
 pub const ANON: u16 = 1 << 6;
 pub const ERROR: u16 = 1 << 7;
+pub const PFNMAP: u16 = 1 << 8;
 
-pub const BITS: [ClassBit; 8] = [
+pub const BITS: [ClassBit; 9] = [
     ClassBit {
         mask: MIXEDMAP,
         name: "mixedmap",
         c_name: "MIXEDMAP",
-        doc: "the vma is VM_MIXEDMAP (otherwise VM_PFNMAP)",
+        doc: "the vma is VM_MIXEDMAP",
     },
     ClassBit {
         mask: COW,
@@ -70,6 +71,17 @@ pub const BITS: [ClassBit; 8] = [
         c_name: "ERROR",
         doc: "the call failed (-errno or a VM_FAULT error)",
     },
+    ClassBit {
+        mask: PFNMAP,
+        name: "pfnmap",
+        c_name: "PFNMAP",
+        doc: "the vma is VM_PFNMAP",
+    },
+];
+
+/// Display order: the kind of vma first, then the rest in bit order.
+const DISPLAY: [u16; 9] = [
+    PFNMAP, MIXEDMAP, COW, SPECIAL, PFN_MATCH, NO_PAGE, PARTIAL, ANON, ERROR,
 ];
 
 /// Number of distinct classes: one counter slot each, per hook.
@@ -84,37 +96,30 @@ impl Class {
         self.0 & mask == mask
     }
 
-    /// Names of the bits set, in bit order. The VM_PFNMAP case has no bit
-    /// of its own (it is "not mixedmap"), so it is named explicitly.
+    /// Names of the bits set: the kind of vma first, then the rest.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
-        let kind = if self.has(MIXEDMAP) {
-            "mixedmap"
-        } else {
-            "pfnmap"
-        };
-        core::iter::once(kind).chain(
-            BITS.into_iter()
-                .filter(move |b| b.mask != MIXEDMAP && self.has(b.mask))
-                .map(|b| b.name),
-        )
+        DISPLAY
+            .into_iter()
+            .filter(move |mask| self.has(*mask))
+            .filter_map(|mask| BITS.iter().find(|b| b.mask == mask).map(|b| b.name))
     }
 
-    /// Parses the `+`-joined form [`Class`]'s Display writes.
+    /// Parses the `+`-joined form [`Class`]'s Display writes ("none" for 0).
     pub fn parse(text: &str) -> Result<Class, String> {
         let mut mask = 0u16;
+        if text.trim() == "none" {
+            return Ok(Class(0));
+        }
         for part in text.split('+').map(str::trim) {
-            match part {
-                "pfnmap" => {}
-                _ => match BITS.iter().find(|b| b.name == part) {
-                    Some(bit) => mask |= bit.mask,
-                    None => {
-                        let known: Vec<_> = BITS.iter().map(|b| b.name).collect();
-                        return Err(format!(
-                            "unknown class bit {part:?} (known: pfnmap, {})",
-                            known.join(", ")
-                        ));
-                    }
-                },
+            match BITS.iter().find(|b| b.name == part) {
+                Some(bit) => mask |= bit.mask,
+                None => {
+                    let known: Vec<_> = BITS.iter().map(|b| b.name).collect();
+                    return Err(format!(
+                        "unknown class bit {part:?} (known: {})",
+                        known.join(", ")
+                    ));
+                }
             }
         }
         Ok(Class(mask))
@@ -123,6 +128,9 @@ impl Class {
 
 impl core::fmt::Display for Class {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("none");
+        }
         let mut first = true;
         for name in self.names() {
             if !first {
@@ -144,7 +152,11 @@ mod tests {
         for (i, bit) in BITS.iter().enumerate() {
             assert_eq!(bit.mask, 1 << i, "{}", bit.name);
         }
-        assert_eq!(SLOTS, 256);
+        assert_eq!(SLOTS, 512);
+        let mut shown: Vec<u16> = DISPLAY.to_vec();
+        shown.sort_unstable();
+        let all: Vec<u16> = BITS.iter().map(|b| b.mask).collect();
+        assert_eq!(shown, all, "every bit is displayed once");
     }
 
     #[test]
@@ -153,8 +165,17 @@ mod tests {
             let class = Class(raw);
             assert_eq!(Class::parse(&class.to_string()), Ok(class));
         }
-        assert_eq!(Class(COW | SPECIAL).to_string(), "pfnmap+cow+special");
+        assert_eq!(
+            Class(PFNMAP | COW | SPECIAL).to_string(),
+            "pfnmap+cow+special"
+        );
         assert_eq!(Class(MIXEDMAP).to_string(), "mixedmap");
+        assert_eq!(Class(PFNMAP | MIXEDMAP).to_string(), "pfnmap+mixedmap");
+        assert_eq!(
+            Class(COW | PARTIAL | ERROR).to_string(),
+            "cow+partial+error"
+        );
+        assert_eq!(Class(0).to_string(), "none");
     }
 
     #[test]

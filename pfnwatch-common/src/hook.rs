@@ -19,10 +19,16 @@ pub enum Hook {
     VmfInsertPfnProt = 5,
     /// `vmf_insert_mixed(vma, addr, pfn)`: fault-time insert, VM_MIXEDMAP.
     VmfInsertMixed = 6,
+    /// `print_bad_pte(vma, addr, pte, page)`: the kernel reports a bad page
+    /// map (until 6.17).
+    PrintBadPte = 7,
+    /// `print_bad_page_map(vma, addr, entry, page, level)`: the same from
+    /// 6.18 on.
+    PrintBadPageMap = 8,
 }
 
 impl Hook {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 9;
 
     pub const ALL: [Hook; Hook::COUNT] = [
         Hook::VmNormalPage,
@@ -32,6 +38,8 @@ impl Hook {
         Hook::RemapPfnRangeComplete,
         Hook::VmfInsertPfnProt,
         Hook::VmfInsertMixed,
+        Hook::PrintBadPte,
+        Hook::PrintBadPageMap,
     ];
 
     pub const fn id(self) -> u16 {
@@ -52,11 +60,18 @@ impl Hook {
             Hook::RemapPfnRangeComplete => "remap_pfn_range_complete",
             Hook::VmfInsertPfnProt => "vmf_insert_pfn_prot",
             Hook::VmfInsertMixed => "vmf_insert_mixed",
+            Hook::PrintBadPte => "print_bad_pte",
+            Hook::PrintBadPageMap => "print_bad_page_map",
         }
     }
 
     pub fn from_function(name: &str) -> Option<Hook> {
         Hook::ALL.into_iter().find(|h| h.function() == name)
+    }
+
+    /// True for the hooks where the kernel itself reports a bad page map.
+    pub const fn reports_bad_map(self) -> bool {
+        matches!(self, Hook::PrintBadPte | Hook::PrintBadPageMap)
     }
 
     /// True for hooks that create or populate a pfn mapping (as opposed to

@@ -3,7 +3,7 @@
 //! pfnwatch's own output. Each row says why.
 
 use crate::judge::Tally;
-use pfnwatch_common::class::{ANON, COW, MIXEDMAP, NO_PAGE, PFN_MATCH, SPECIAL};
+use pfnwatch_common::class::{ANON, COW, MIXEDMAP, NO_PAGE, PFN_MATCH, PFNMAP, SPECIAL};
 use pfnwatch_common::{Class, Hook};
 
 /// A kernel's major.minor.
@@ -69,13 +69,15 @@ const fn row(
     }
 }
 
-// Classes that recur. A VM_PFNMAP vma has no bit of its own (not MIXEDMAP).
+// Classes that recur.
 /// A device pte in a shared PFNMAP: special, on the remap rule, not a page.
-const DEV: u16 = SPECIAL | PFN_MATCH | NO_PAGE;
+const DEV: u16 = PFNMAP | SPECIAL | PFN_MATCH | NO_PAGE;
 /// The same in a COW PFNMAP.
 const DEV_COW: u16 = COW | DEV;
-/// A COW copy: an anonymous page, off the remap rule (rule 2).
-const COPY: u16 = COW | ANON;
+/// A COW copy in a COW PFNMAP: an anonymous page, off the remap rule (rule 2).
+const COPY: u16 = PFNMAP | COW | ANON;
+/// A remap that covered the whole vma and left pfn == vm_pgoff + off.
+const REMAP: u16 = PFNMAP | PFN_MATCH;
 
 use Hook::{FolioWalkStart, RemapPfnRange, RemapPfnRangeComplete, VmNormalPage, VmfInsertPfnProt};
 
@@ -86,7 +88,7 @@ pub const ROWS: &[Row] = &[
         "devmem-shared",
         K6,
         RemapPfnRange,
-        PFN_MATCH,
+        REMAP,
         1,
         "drivers/char/mem.c mmap_mem -> remap_pfn_range; vm_pgoff is the offset, 0xf0",
     ),
@@ -94,7 +96,7 @@ pub const ROWS: &[Row] = &[
         "devmem-shared",
         K7_2,
         RemapPfnRangeComplete,
-        PFN_MATCH,
+        REMAP,
         1,
         "mem_fops.mmap_prepare = mmap_mem_prepare; mm/vma.c __mmap_region -> \
          mmap_action_complete -> remap_pfn_range_complete, never remap_pfn_range",
@@ -121,7 +123,7 @@ pub const ROWS: &[Row] = &[
         "devmem-private",
         K6,
         RemapPfnRange,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "remap_pfn_range of a COW mapping covers the whole vma and sets vm_pgoff = pfn (rule 3)",
     ),
@@ -129,7 +131,7 @@ pub const ROWS: &[Row] = &[
         "devmem-private",
         K7_2,
         RemapPfnRangeComplete,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "remap_pfn_range_prepare set desc->pgoff = pfn for the COW mapping",
     ),
@@ -170,7 +172,7 @@ pub const ROWS: &[Row] = &[
         "pcibar-shared",
         ALL,
         RemapPfnRange,
-        PFN_MATCH,
+        REMAP,
         1,
         "pci_mmap_resource_range -> io_remap_pfn_range -> remap_pfn_range (kernfs has no \
          mmap_prepare, so 7.2 too); vm_pgoff was moved to the BAR's first pfn",
@@ -196,7 +198,7 @@ pub const ROWS: &[Row] = &[
         "pcibar-private",
         ALL,
         RemapPfnRange,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "io_remap_pfn_range of a COW mapping: whole vma, vm_pgoff = pfn",
     ),
@@ -237,7 +239,7 @@ pub const ROWS: &[Row] = &[
         "movepages-stat",
         K6,
         RemapPfnRange,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "mmap_mem -> remap_pfn_range",
     ),
@@ -245,7 +247,7 @@ pub const ROWS: &[Row] = &[
         "movepages-stat",
         K7_2,
         RemapPfnRangeComplete,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "mmap_mem_prepare -> remap_pfn_range_complete",
     ),
@@ -261,7 +263,7 @@ pub const ROWS: &[Row] = &[
         "movepages-stat",
         K6_12_UP,
         FolioWalkStart,
-        COW | NO_PAGE,
+        PFNMAP | COW | NO_PAGE,
         3,
         "do_pages_stat_array -> folio_walk_start: the device ptes are special, no folio (-ENOENT)",
     ),
@@ -318,7 +320,7 @@ pub const ROWS: &[Row] = &[
         "movepages-move",
         K6,
         RemapPfnRange,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "mmap_mem -> remap_pfn_range",
     ),
@@ -326,7 +328,7 @@ pub const ROWS: &[Row] = &[
         "movepages-move",
         K7_2,
         RemapPfnRangeComplete,
-        COW | PFN_MATCH,
+        COW | REMAP,
         1,
         "mmap_mem_prepare -> remap_pfn_range_complete",
     ),
@@ -368,7 +370,7 @@ pub const ROWS: &[Row] = &[
         "vdso",
         K6,
         VmfInsertPfnProt,
-        0,
+        PFNMAP,
         1,
         "the first vDSO read faults [vvar] (VM_PFNMAP): vvar_fault -> vmf_insert_pfn -> \
          vmf_insert_pfn_prot; the vvar page's pfn has nothing to do with vm_pgoff 0",
@@ -377,7 +379,7 @@ pub const ROWS: &[Row] = &[
         "vdso",
         K6,
         VmNormalPage,
-        SPECIAL | NO_PAGE,
+        PFNMAP | SPECIAL | NO_PAGE,
         1,
         "exit zaps the vvar pte: special",
     ),
@@ -392,6 +394,25 @@ pub const ROWS: &[Row] = &[
     ),
     // idle: no rows.
 ];
+
+/// The rules a scenario breaks, with how many calls break them. Creating a
+/// COW PFNMAP is R1 (info); nothing else the plain scenarios do is wrong.
+pub fn rules(scenario: &str) -> &'static [(&'static str, u64)] {
+    match scenario {
+        "devmem-private" | "pcibar-private" | "movepages-stat" | "movepages-move" => &[("R1", 1)],
+        _ => &[],
+    }
+}
+
+/// The function that called the remap hook, as the call path must show it:
+/// /dev/mem's mmap on 6.x, the mmap_prepare completion on 7.x.
+pub fn remap_caller(kernel: KernelVersion, scenario: &str) -> &'static str {
+    match (scenario.starts_with("pcibar"), K7_2.contains(&kernel)) {
+        (true, _) => "pci_mmap_resource_range",
+        (false, true) => "mmap_action_complete",
+        (false, false) => "mmap_mem",
+    }
+}
 
 /// move_pages(2) status per page the kernel's code gives, where a scenario calls it.
 pub fn move_pages_status(kernel: KernelVersion, scenario: &str) -> Option<Vec<i32>> {
@@ -415,6 +436,9 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
     match hook {
         Hook::FolioWalkStart => K6_12_UP.contains(&kernel),
         Hook::RemapPfnRangeComplete => K7_2.contains(&kernel),
+        // Renamed print_bad_page_map in 6.18.
+        Hook::PrintBadPte => K6.contains(&kernel),
+        Hook::PrintBadPageMap => K7_2.contains(&kernel),
         _ => true,
     }
 }

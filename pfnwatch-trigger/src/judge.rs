@@ -16,6 +16,8 @@ pub type Tally = BTreeMap<(Hook, Class), u64>;
 #[derive(Debug, Default)]
 pub struct Window {
     pub records: Vec<Record>,
+    /// The rule ids pfnwatch marked each record with (same order).
+    pub rules: Vec<Vec<String>>,
     pub counts: Counts,
 }
 
@@ -108,6 +110,9 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
     let (ok, detail) = counters_agree(window);
     out.push(Finding::new(name, "counters", ok, detail));
 
+    let (ok, detail) = rules_fired(report, window);
+    out.push(Finding::new(name, "rules", ok, detail));
+
     if name == "idle" {
         let during = window
             .records
@@ -170,6 +175,49 @@ fn pfn_rule(report: &Report, records: &[Record]) -> (bool, String) {
     (bad.is_empty() && copies > 0 && devices > 0, detail)
 }
 
+/// The rules pfnwatch marked on the scenario's own records must be exactly
+/// the expected ones, and nothing else in the window may break a rule.
+fn rules_fired(report: &Report, window: &Window) -> (bool, String) {
+    let mut own = BTreeMap::<String, u64>::new();
+    let mut stray = BTreeMap::<String, u64>::new();
+    let mine: Vec<*const Record> = own_records(report, &window.records)
+        .map(|r| r as *const Record)
+        .collect();
+    for (r, ids) in window.records.iter().zip(&window.rules) {
+        let into = if mine.contains(&(r as *const Record)) {
+            &mut own
+        } else {
+            &mut stray
+        };
+        for id in ids {
+            *into.entry(id.clone()).or_default() += 1;
+        }
+    }
+    let want: BTreeMap<String, u64> = expect::rules(&report.scenario)
+        .iter()
+        .map(|(id, n)| ((*id).to_owned(), *n))
+        .collect();
+    let show = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    (
+        own == want && stray.is_empty(),
+        format!(
+            "rules on its mappings: {} (expected {}); elsewhere: {}",
+            show(&own),
+            show(&want),
+            show(&stray)
+        ),
+    )
+}
+
 /// With every call recorded (trace --all), the in-kernel per-CPU counters
 /// must grow by exactly the number of records, and nothing may be dropped.
 fn counters_agree(window: &Window) -> (bool, String) {
@@ -209,7 +257,9 @@ mod tests {
             size: 4096,
             entry: 0,
             ret: 0,
+            level: 0,
             file: None,
+            stack: Vec::new(),
         }
     }
 

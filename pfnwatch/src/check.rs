@@ -7,7 +7,7 @@ use crate::kernel::{self, Caps, PteSpecial};
 use crate::loader::{self, LoadOptions, ProgramReport, ProgramState};
 use crate::output::Format;
 use crate::programs::{self, PROGRAMS};
-use crate::rules::Selection;
+use crate::rules::{Context, RuleConfig, RuleSet, Selection};
 use pfnwatch_common::abi;
 use serde::Serialize;
 use std::fmt::Write;
@@ -68,10 +68,19 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         }
     };
     report.btf.found = true;
+    let rules = RuleSet::new(
+        RuleConfig::default(),
+        Context {
+            arch_pte_special: report.pte_special.present,
+        },
+    );
     match loader::load(&LoadOptions {
         btf: &btf,
         selection: Selection::Rules,
+        rules: &rules,
         ringbuf_bytes: abi::RINGBUF_BYTES,
+        // The verifier drops the stack code when this is off: check it loads.
+        capture_stack: true,
     }) {
         Ok(watcher) => report.programs = watcher.programs.clone(),
         Err(e) => {

@@ -1,6 +1,8 @@
 //! Command-line interface.
 
 use crate::output::Format;
+use crate::rules::{Context, RuleConfig, RuleSet, Selection, Severity};
+use crate::session::SessionOptions;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -24,13 +26,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Run the daemon: count every call, log rule hits and per-hook counts.
+    /// Run the daemon: count every call, alert on rule hits, log per-hook counts.
     Run {
         #[command(flatten)]
         kernel: KernelArgs,
+        #[command(flatten)]
+        rules: RuleArgs,
         /// Seconds between count reports.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
         interval: u64,
+        /// Also write every alert as one JSON object per line to FILE.
+        #[arg(long, value_name = "FILE")]
+        alerts_file: Option<PathBuf>,
+        /// Seconds in which repeats of an alert (same rule, process, device,
+        /// call path) collapse into one follow-up with a count.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        dedup_window: u64,
+        /// Alerts below this severity are not logged (still counted and written).
+        #[arg(long, value_enum, default_value_t = Severity::Info)]
+        log_severity: Severity,
     },
     /// Print records live, one line each; SIGUSR1 prints the counters.
     Trace {
@@ -39,6 +53,11 @@ pub enum Command {
         /// Record every classified call, not only rule hits (busy hosts: a lot).
         #[arg(long)]
         all: bool,
+        /// Add the kernel call path to every record.
+        #[arg(long)]
+        stack: bool,
+        #[command(flatten)]
+        rules: RuleArgs,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -58,6 +77,63 @@ impl KernelArgs {
     pub fn ringbuf_bytes(&self) -> u32 {
         self.ringbuf_kib * 1024
     }
+
+    pub fn session(
+        self,
+        selection: Selection,
+        rules: RuleSet,
+        capture_stack: bool,
+    ) -> SessionOptions {
+        SessionOptions {
+            ringbuf_bytes: self.ringbuf_bytes(),
+            btf: self.btf,
+            selection,
+            rules,
+            capture_stack,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Turn a rule off (id or name, e.g. R4 or mixedmap_in_use); repeatable.
+    #[arg(long = "disable-rule", value_name = "RULE", value_parser = parse_rule_id)]
+    pub disable: Vec<String>,
+    /// Change a rule's severity, e.g. R1=warning; repeatable.
+    #[arg(long = "rule-severity", value_name = "RULE=SEVERITY", value_parser = parse_rule_severity)]
+    pub severity: Vec<String>,
+}
+
+impl RuleArgs {
+    /// The rule table as configured, for this kernel.
+    pub fn rule_set(&self) -> anyhow::Result<RuleSet> {
+        let mut config = RuleConfig::default();
+        for id in &self.disable {
+            config.disable(id).map_err(anyhow::Error::msg)?;
+        }
+        for spec in &self.severity {
+            config.set_severity(spec).map_err(anyhow::Error::msg)?;
+        }
+        let special = crate::kernel::pte_special(&crate::kernel::release());
+        Ok(RuleSet::new(
+            config,
+            Context {
+                arch_pte_special: special.present,
+            },
+        ))
+    }
+}
+
+fn parse_rule_id(text: &str) -> Result<String, String> {
+    RuleConfig::default()
+        .disable(text)
+        .map(|()| text.to_owned())
+}
+
+fn parse_rule_severity(text: &str) -> Result<String, String> {
+    RuleConfig::default()
+        .set_severity(text)
+        .map(|()| text.to_owned())
 }
 
 fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
@@ -95,5 +171,13 @@ mod tests {
         let err = Cli::try_parse_from(["pfnwatch", "trace", "--format", "xml"]).unwrap_err();
         assert!(err.to_string().contains("xml"), "{err}");
         assert!(Cli::try_parse_from(["pfnwatch", "trace", "--all", "--format", "json"]).is_ok());
+        let err = Cli::try_parse_from(["pfnwatch", "run", "--disable-rule", "R42"]).unwrap_err();
+        assert!(err.to_string().contains("unknown rule \"R42\""), "{err}");
+        let err =
+            Cli::try_parse_from(["pfnwatch", "run", "--rule-severity", "R1=meh"]).unwrap_err();
+        assert!(err.to_string().contains("\"meh\""), "{err}");
+        assert!(
+            Cli::try_parse_from(["pfnwatch", "run", "--disable-rule", "mixedmap_in_use"]).is_ok()
+        );
     }
 }

@@ -123,7 +123,11 @@ mod tests {
 
     #[test]
     fn serializes_by_name() {
-        let c = counts(&[(Hook::VmNormalPage, class::SPECIAL | class::NO_PAGE, 4)]);
+        let c = counts(&[(
+            Hook::VmNormalPage,
+            class::PFNMAP | class::SPECIAL | class::NO_PAGE,
+            4,
+        )]);
         let json = serde_json::to_string(&c).unwrap();
         assert!(
             json.contains(r#""vm_normal_page":{"pfnmap+special+no_page":4}"#),

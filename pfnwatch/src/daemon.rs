@@ -1,23 +1,39 @@
-//! `pfnwatch run`: the daemon. For now it logs per-hook counts every
-//! interval and every rule hit as it happens.
+//! `pfnwatch run`: the daemon. Counts every call in the kernel, turns rule
+//! hits into alerts (log, JSON lines file), logs per-hook counts every
+//! interval.
 
+use crate::alert::Clock;
 use crate::counters::Counts;
-use crate::output::{Format, Line};
-use crate::rules::{self, Selection, Severity};
-use crate::session::{Session, Wake};
+use crate::dedup::Dedup;
+use crate::enrich::Enricher;
+use crate::pipeline::Pipeline;
+use crate::rules::Severity;
+use crate::session::{Session, SessionOptions, Wake};
+use crate::sinks::Sinks;
 use anyhow::Result;
 use pfnwatch_common::Hook;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub struct RunOptions {
-    pub btf: Option<PathBuf>,
+    pub session: SessionOptions,
     pub interval: Duration,
-    pub ringbuf_bytes: u32,
+    pub alerts_file: Option<PathBuf>,
+    pub dedup_window: Duration,
+    pub log_severity: Severity,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let mut session = Session::start(opts.btf.as_deref(), Selection::Rules, opts.ringbuf_bytes)?;
+    // Open the sinks first: a bad --alerts-file must fail before attaching.
+    let sinks = Sinks::new(opts.alerts_file.as_deref(), opts.log_severity)?;
+    let mut session = Session::start(&opts.session)?;
+    let mut pipeline = Pipeline::new(
+        opts.session.rules.clone(),
+        Some(Enricher::live()),
+        Dedup::new(opts.dedup_window),
+        sinks,
+        Clock::now(),
+    );
     for p in &session.watcher.programs {
         tracing::info!(program = %p.program, function = %p.function, state = ?p.state, "hook");
     }
@@ -27,30 +43,24 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut last = Counts::default();
     loop {
         let wake = session.wait(Some(&mut tick)).await?;
-        session.drain(log_record);
+        let mut records = Vec::new();
+        session.drain(|r| records.push(r));
+        for r in &records {
+            pipeline.record(r)?;
+        }
         match wake {
             Wake::Records => {}
-            Wake::Tick | Wake::Snapshot => last = log_counts(&session, &last)?,
+            Wake::Tick | Wake::Snapshot => {
+                pipeline.expire(crate::record::monotonic_ns())?;
+                last = log_counts(&session, &last)?;
+            }
             Wake::Stop => {
+                pipeline.finish()?;
                 log_counts(&session, &last)?;
                 tracing::info!("pfnwatch stopping");
                 return Ok(());
             }
         }
-    }
-}
-
-fn log_record(record: crate::record::Record) {
-    let hits = rules::matching(record.hook, record.class);
-    let Some(worst) = hits.first() else {
-        return;
-    };
-    let line = Line::record(record).render(Format::Text);
-    match worst.severity {
-        Severity::Critical | Severity::Warning => {
-            tracing::warn!(rule = worst.id, why = worst.why, "{line}")
-        }
-        Severity::Notice | Severity::Info => tracing::info!(rule = worst.id, "{line}"),
     }
 }
 

@@ -4,7 +4,7 @@
 //! stops the others.
 
 use crate::programs::{Attach, PROGRAMS, ProgramSpec};
-use crate::rules::{self, Selection};
+use crate::rules::{self, RuleSet, Selection};
 use crate::{errors, kernel};
 use anyhow::{Context, Result};
 use aya::programs::{FEntry, FExit, ProgramError};
@@ -42,7 +42,7 @@ impl ProgramReport {
 
 /// What pfnwatch would be blind to with these programs: the kernel has a
 /// hook when any of its programs is not missing; the hook works when its
-/// fexit program (the one that classifies and counts) is attached.
+/// counting program is attached.
 pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
     let exists = |h: Hook| {
         programs
@@ -50,11 +50,10 @@ pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
             .any(|p| p.hook() == Some(h) && p.state != ProgramState::Missing)
     };
     let attached = |h: Hook| {
-        programs.iter().any(|p| {
-            p.hook() == Some(h)
-                && p.attach == Attach::Fexit.section_prefix()
-                && p.state == ProgramState::Attached
-        })
+        let counting = crate::programs::counting_program(h);
+        programs
+            .iter()
+            .any(|p| p.program == counting.name && p.state == ProgramState::Attached)
     };
     crate::programs::coverage_gaps(exists, attached)
 }
@@ -62,7 +61,10 @@ pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
 pub struct LoadOptions<'a> {
     pub btf: &'a Btf,
     pub selection: Selection,
+    pub rules: &'a RuleSet,
     pub ringbuf_bytes: u32,
+    /// Put the kernel call path in every record (bpf_get_stack).
+    pub capture_stack: bool,
 }
 
 /// The loaded object and what happened to each program. Dropping it
@@ -81,12 +83,13 @@ impl Watcher {
 }
 
 pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
-    let mask = rules::record_mask(opts.selection);
+    let mask = rules::record_mask(opts.selection, opts.rules);
     let self_tgid = std::process::id();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))
         .override_global(names::SELF_TGID, &self_tgid, true)
         .override_global(names::RECORD_MASK, &mask, true)
+        .override_global(names::CAPTURE_STACK, &u32::from(opts.capture_stack), true)
         .map_max_entries(names::EVENTS, opts.ringbuf_bytes)
         .load(pfnwatch_ebpf::OBJECT)
         .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;

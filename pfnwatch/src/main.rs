@@ -36,27 +36,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Run { kernel, interval } => {
+        Command::Run {
+            kernel,
+            rules,
+            interval,
+            alerts_file,
+            dedup_window,
+            log_severity,
+        } => {
+            let rules = rules.rule_set()?;
             runtime()?.block_on(daemon::run(daemon::RunOptions {
-                ringbuf_bytes: kernel.ringbuf_bytes(),
-                btf: kernel.btf,
+                // Alerts name the driver by its call path.
+                session: kernel.session(rules::Selection::Rules, rules, true),
                 interval: Duration::from_secs(interval),
+                alerts_file,
+                dedup_window: Duration::from_secs(dedup_window),
+                log_severity,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace {
             kernel,
             all,
+            stack,
+            rules,
             format,
         } => {
+            let rules = rules.rule_set()?;
+            let selection = if all {
+                rules::Selection::All
+            } else {
+                rules::Selection::Rules
+            };
             runtime()?.block_on(trace::trace(trace::TraceOptions {
-                ringbuf_bytes: kernel.ringbuf_bytes(),
-                btf: kernel.btf,
-                selection: if all {
-                    rules::Selection::All
-                } else {
-                    rules::Selection::Rules
-                },
+                session: kernel.session(selection, rules, stack),
                 format,
             }))?;
             Ok(ExitCode::SUCCESS)

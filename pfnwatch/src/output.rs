@@ -4,7 +4,7 @@
 use crate::counters::Counts;
 use crate::loader::ProgramReport;
 use crate::record::{DevNum, Record};
-use crate::rules;
+use crate::rules::RuleSet;
 use pfnwatch_common::Hook;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -26,7 +26,7 @@ pub enum Line {
     },
     Record {
         #[serde(flatten)]
-        record: Record,
+        record: Box<Record>,
         /// Ids of the rules the call matches, most severe first.
         rules: Vec<String>,
     },
@@ -35,12 +35,16 @@ pub enum Line {
 }
 
 impl Line {
-    pub fn record(record: Record) -> Line {
-        let rules = rules::matching(record.hook, record.class)
+    pub fn record(record: Record, rules: &RuleSet) -> Line {
+        let rules = rules
+            .evaluate(&record)
             .iter()
-            .map(|r| r.id.to_owned())
+            .map(|h| h.rule.id.to_owned())
             .collect();
-        Line::Record { record, rules }
+        Line::Record {
+            record: Box::new(record),
+            rules,
+        }
     }
 
     pub fn render(&self, format: Format) -> String {
@@ -149,11 +153,20 @@ mod tests {
     use super::*;
     use pfnwatch_common::{Class, class};
 
+    fn rules() -> RuleSet {
+        RuleSet::new(
+            crate::rules::RuleConfig::default(),
+            crate::rules::Context {
+                arch_pte_special: true,
+            },
+        )
+    }
+
     fn remap() -> Record {
         Record {
             ts_ns: 12_345_678_901,
             hook: Hook::RemapPfnRange,
-            class: Class(class::COW | class::PFN_MATCH),
+            class: Class(class::PFNMAP | class::COW | class::PFN_MATCH),
             pid: 7,
             tgid: 7,
             comm: "trig".into(),
@@ -168,22 +181,21 @@ mod tests {
             size: 0x4000,
             entry: 0,
             ret: 0,
+            level: 0,
             file: None,
+            stack: Vec::new(),
         }
     }
 
     #[test]
     fn text_shows_pgoff_rewrite_and_rules() {
-        let line = Line::record(remap()).render(Format::Text);
+        let line = Line::record(remap(), &rules()).render(Format::Text);
         assert!(
             line.starts_with("[    12.345678] remap_pfn_range pfnmap+cow+pfn_match trig[7/7]"),
             "{line}"
         );
         assert!(line.contains("pgoff 0xfd000 (was 0x0)"), "{line}");
-        assert!(
-            line.contains("rules new-pfnmap-cow,pfnmap-created"),
-            "{line}"
-        );
+        assert!(line.ends_with(" rules R1"), "{line}");
     }
 
     #[test]
@@ -199,7 +211,7 @@ mod tests {
                 minor: 20,
             },
         });
-        let line = Line::record(r.clone()).render(Format::Text);
+        let line = Line::record(r.clone(), &rules()).render(Format::Text);
         assert!(
             line.contains(" file resource0 in 0000:00:02.0 rules"),
             "{line}"
@@ -211,14 +223,14 @@ mod tests {
             rdev: DevNum { major: 1, minor: 1 },
             sdev: DevNum { major: 0, minor: 5 },
         });
-        let line = Line::record(r).render(Format::Text);
+        let line = Line::record(r, &rules()).render(Format::Text);
         assert!(line.contains(" file mem dev 1:1 rules"), "{line}");
     }
 
     #[test]
     fn json_lines_round_trip() {
         let lines = [
-            Line::record(remap()),
+            Line::record(remap(), &rules()),
             Line::Counts {
                 counts: Counts::default(),
             },
@@ -236,7 +248,7 @@ mod tests {
         c.calls
             .entry(Hook::VmNormalPage)
             .or_default()
-            .insert(Class(class::SPECIAL | class::NO_PAGE), 4);
+            .insert(Class(class::PFNMAP | class::SPECIAL | class::NO_PAGE), 4);
         c.errors
             .entry(Hook::RemapPfnRange)
             .or_default()

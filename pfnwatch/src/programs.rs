@@ -41,20 +41,37 @@ const fn exit(name: &'static str, hook: Hook) -> ProgramSpec {
     }
 }
 
-pub const PROGRAMS: [ProgramSpec; 8] = [
+const fn entry(name: &'static str, hook: Hook) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        attach: Attach::Fentry,
+        hook,
+    }
+}
+
+pub const PROGRAMS: [ProgramSpec; 10] = [
     exit("vm_normal_page_exit", Hook::VmNormalPage),
     exit("vm_normal_page_pmd_exit", Hook::VmNormalPagePmd),
     exit("folio_walk_start_exit", Hook::FolioWalkStart),
-    ProgramSpec {
-        name: "remap_pfn_range_entry",
-        attach: Attach::Fentry,
-        hook: Hook::RemapPfnRange,
-    },
+    entry("remap_pfn_range_entry", Hook::RemapPfnRange),
     exit("remap_pfn_range_exit", Hook::RemapPfnRange),
     exit("remap_pfn_range_complete_exit", Hook::RemapPfnRangeComplete),
     exit("vmf_insert_pfn_prot_exit", Hook::VmfInsertPfnProt),
     exit("vmf_insert_mixed_exit", Hook::VmfInsertMixed),
+    // Void functions that only report: nothing to learn at exit.
+    entry("print_bad_pte_entry", Hook::PrintBadPte),
+    entry("print_bad_page_map_entry", Hook::PrintBadPageMap),
 ];
+
+/// The program that classifies and counts a hook's calls: its fexit, or
+/// its only program.
+pub fn counting_program(hook: Hook) -> &'static ProgramSpec {
+    let mine = || PROGRAMS.iter().filter(move |p| p.hook == hook);
+    mine()
+        .find(|p| p.attach == Attach::Fexit)
+        .or_else(|| mine().next())
+        .unwrap_or(&PROGRAMS[0])
+}
 
 /// Where a hook exists, for telling "missing" apart from "broken".
 pub const fn availability(hook: Hook) -> &'static str {
@@ -64,6 +81,8 @@ pub const fn availability(hook: Hook) -> &'static str {
         Hook::VmNormalPage | Hook::RemapPfnRange => "every supported kernel",
         Hook::VmNormalPagePmd => "kernels with huge pfn mappings",
         Hook::VmfInsertPfnProt | Hook::VmfInsertMixed => "4.17 and later",
+        Hook::PrintBadPte => "until 6.17; print_bad_page_map replaced it",
+        Hook::PrintBadPageMap => "6.18 and later",
     }
 }
 
@@ -130,14 +149,16 @@ mod tests {
     }
 
     #[test]
-    fn every_hook_has_an_exit_program() {
+    fn every_hook_has_one_counting_program() {
         for hook in Hook::ALL {
-            assert!(
-                PROGRAMS
-                    .iter()
-                    .any(|p| p.hook == hook && p.attach == Attach::Fexit),
-                "{hook}"
-            );
+            let p = counting_program(hook);
+            assert_eq!(p.hook, hook);
+            let want = if hook.reports_bad_map() {
+                Attach::Fentry
+            } else {
+                Attach::Fexit
+            };
+            assert_eq!(p.attach, want, "{hook}");
         }
     }
 

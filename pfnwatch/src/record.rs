@@ -7,6 +7,17 @@ use std::fmt;
 
 pub const PAGE_SHIFT: u32 = 12;
 
+/// CLOCK_MONOTONIC now, in the records' time base.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// CLOCK_MONOTONIC nanoseconds.
@@ -31,8 +42,18 @@ pub struct Record {
     /// Raw pte/pmd for the page-table hooks.
     pub entry: u64,
     pub ret: i64,
+    /// Page-table level of `entry`: 0 pte, 1 pmd, 2 pud.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<MappedFile>,
+    /// Kernel return addresses, innermost first (empty unless captured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<u64>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +142,11 @@ impl Record {
             size: e.size,
             entry: e.entry,
             ret: e.ret,
+            level: e.level,
+            stack: {
+                let n = (e.stack_bytes as usize / 8).min(e.stack.len());
+                e.stack[..n].to_vec()
+            },
             file: has(abi::EVENT_FILE).then(|| MappedFile {
                 name: c_str(&e.file),
                 parent: c_str(&e.parent),
@@ -150,7 +176,7 @@ mod tests {
     fn event() -> Event {
         let mut e = Event::zeroed();
         e.hook = Hook::VmNormalPage.id();
-        e.class = 0x1c;
+        e.class = 0x11c;
         e.vm_start = 0x7f00_0000_0000;
         e.vm_end = 0x7f00_0000_4000;
         e.vm_pgoff = 0xf0;

@@ -5,11 +5,11 @@ use crate::counters::Counts;
 use crate::kernel;
 use crate::loader::{self, LoadOptions, ProgramState, Watcher};
 use crate::record::Record;
-use crate::rules::Selection;
+use crate::rules::{RuleSet, Selection};
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
 use pfnwatch_common::{Event, abi};
-use std::path::Path;
+use std::path::PathBuf;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -28,6 +28,17 @@ pub enum Wake {
     Stop,
 }
 
+/// What to load and how.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    pub btf: Option<PathBuf>,
+    pub selection: Selection,
+    pub rules: RuleSet,
+    pub ringbuf_bytes: u32,
+    pub capture_stack: bool,
+}
+
 pub struct Session {
     pub watcher: Watcher,
     pub release: String,
@@ -43,16 +54,14 @@ impl Session {
     /// Loads and attaches; fails if the kernel lacks BTF or if not one
     /// program attached (the errors say why), or if what attached leaves
     /// pfnwatch blind to something it must see.
-    pub fn start(
-        btf_path: Option<&Path>,
-        selection: Selection,
-        ringbuf_bytes: u32,
-    ) -> Result<Session> {
-        let (btf, _) = kernel::load_btf(btf_path)?;
+    pub fn start(opts: &SessionOptions) -> Result<Session> {
+        let (btf, _) = kernel::load_btf(opts.btf.as_deref())?;
         let mut watcher = loader::load(&LoadOptions {
             btf: &btf,
-            selection,
-            ringbuf_bytes,
+            selection: opts.selection,
+            rules: &opts.rules,
+            ringbuf_bytes: opts.ringbuf_bytes,
+            capture_stack: opts.capture_stack,
         })?;
         let refused: Vec<String> = watcher
             .programs

@@ -1,21 +1,17 @@
 //! `pfnwatch trace`: the live view, one line per record.
 
 use crate::output::{Format, Line};
-use crate::rules::Selection;
-use crate::session::{Session, Wake};
+use crate::session::{Session, SessionOptions, Wake};
 use anyhow::Result;
 use std::io::{ErrorKind, Write};
-use std::path::PathBuf;
 
 pub struct TraceOptions {
-    pub btf: Option<PathBuf>,
-    pub selection: Selection,
+    pub session: SessionOptions,
     pub format: Format,
-    pub ringbuf_bytes: u32,
 }
 
 pub async fn trace(opts: TraceOptions) -> Result<()> {
-    let mut session = Session::start(opts.btf.as_deref(), opts.selection, opts.ringbuf_bytes)?;
+    let mut session = Session::start(&opts.session)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let ready = Line::Ready {
         release: session.release.clone(),
@@ -27,7 +23,8 @@ pub async fn trace(opts: TraceOptions) -> Result<()> {
     loop {
         let wake = session.wait(None).await?;
         let mut lines = Vec::new();
-        session.drain(|r| lines.push(Line::record(r)));
+        let rules = &opts.session.rules;
+        session.drain(|r| lines.push(Line::record(r, rules)));
         if matches!(wake, Wake::Snapshot | Wake::Stop) {
             lines.push(Line::Counts {
                 counts: session.counts()?,

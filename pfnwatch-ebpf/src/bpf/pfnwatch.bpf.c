@@ -44,6 +44,7 @@ const struct pfnwatch_event *const pfnw_event_type = 0;
 
 /* Set by user space before load. */
 const volatile __u32 self_tgid = 0;
+const volatile __u32 capture_stack = 0;
 const volatile __u64 record_mask[PFNW_HOOK_COUNT * PFNW_CLASS_WORDS] = {};
 
 struct {
@@ -97,6 +98,7 @@ struct call {
 	__s64 ret;
 	__u64 pgoff_before;
 	__u32 event_flags;
+	__u32 level;
 	__u16 hook;
 	__u16 class;
 };
@@ -134,6 +136,8 @@ static __always_inline __u16 vma_class(struct call *c)
 {
 	__u16 class = 0;
 
+	if (c->vm_flags & VM_PFNMAP)
+		class |= PFNW_CLASS_PFNMAP;
 	if (c->vm_flags & VM_MIXEDMAP)
 		class |= PFNW_CLASS_MIXEDMAP;
 	if ((c->vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE)
@@ -178,7 +182,7 @@ static __always_inline void fill_file(struct pfnwatch_event *e, struct file *fil
 	e->flags |= PFNW_EVENT_FILE;
 }
 
-static __always_inline void send(struct call *c)
+static __always_inline void send(void *ctx, struct call *c)
 {
 	struct vm_area_struct *vma = c->vma;
 	struct pfnwatch_event *e;
@@ -214,11 +218,19 @@ static __always_inline void send(struct call *c)
 	e->file[0] = 0;
 	e->parent[0] = 0;
 	fill_file(e, vma->vm_file);
+	e->level = c->level;
+	e->stack_bytes = 0;
+	if (capture_stack) {
+		long n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
+
+		if (n > 0)
+			e->stack_bytes = n;
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 
 /* Count the call, count its errno, and send a record if asked to. */
-static __always_inline void finish(struct call *c)
+static __always_inline void finish(void *ctx, struct call *c)
 {
 	bump(&counts, (__u32)c->hook * PFNW_CLASS_SLOTS + c->class);
 	if ((c->class & PFNW_CLASS_ERROR) && c->ret < 0) {
@@ -229,12 +241,12 @@ static __always_inline void finish(struct call *c)
 		bump(&errors, (__u32)c->hook * PFNW_ERRNO_SLOTS + (__u32)err);
 	}
 	if (wants_record(c->hook, c->class))
-		send(c);
+		send(ctx, c);
 }
 
 /* vm_normal_page() and friends: page-table lookups in a pfn mapping. */
-static __always_inline int lookup(__u16 hook, struct vm_area_struct *vma, __u64 addr,
-				  __u64 entry, __u64 pfn_mask, __u64 size, void *page)
+static __always_inline int lookup(void *ctx, __u16 hook, struct vm_area_struct *vma,
+				  __u64 addr, __u64 entry, __u64 pfn_mask, __u64 size, void *page)
 {
 	struct call c = {};
 
@@ -250,6 +262,7 @@ static __always_inline int lookup(__u16 hook, struct vm_area_struct *vma, __u64 
 	c.size = size;
 	c.pfn = (entry & pfn_mask) >> PAGE_SHIFT;
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
+	c.level = pfn_mask == PMD_PFN_MASK;
 	c.ret = page != 0;
 	c.class = vma_class(&c);
 	if (entry & PTE_SPECIAL)
@@ -258,7 +271,7 @@ static __always_inline int lookup(__u16 hook, struct vm_area_struct *vma, __u64 
 		c.class |= PFNW_CLASS_NO_PAGE;
 	else if (mapping_is_anon(BPF_CORE_READ((struct page *)page, mapping)))
 		c.class |= PFNW_CLASS_ANON;
-	finish(&c);
+	finish(ctx, &c);
 	return 0;
 }
 
@@ -266,14 +279,14 @@ SEC("fexit/vm_normal_page")
 int BPF_PROG(vm_normal_page_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pte,
 	     struct page *page)
 {
-	return lookup(PFNW_HOOK_VM_NORMAL_PAGE, vma, addr, pte, PTE_PFN_MASK, PAGE_SIZE, page);
+	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE, vma, addr, pte, PTE_PFN_MASK, PAGE_SIZE, page);
 }
 
 SEC("fexit/vm_normal_page_pmd")
 int BPF_PROG(vm_normal_page_pmd_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pmd,
 	     struct page *page)
 {
-	return lookup(PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PMD_PFN_MASK, PMD_SIZE, page);
+	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PMD_PFN_MASK, PMD_SIZE, page);
 }
 
 SEC("fexit/folio_walk_start")
@@ -300,9 +313,11 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 		if (level == bpf_core_enum_value(enum folio_walk_level, FW_LEVEL_PMD)) {
 			mask = PMD_PFN_MASK;
 			c.size = PMD_SIZE;
+			c.level = 1;
 		} else if (level == bpf_core_enum_value(enum folio_walk_level, FW_LEVEL_PUD)) {
 			mask = PUD_PFN_MASK;
 			c.size = PUD_SIZE;
+			c.level = 2;
 		}
 		c.entry = fw->pte.pte;
 		c.pfn = (c.entry & mask) >> PAGE_SHIFT;
@@ -317,12 +332,13 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 		if (mapping_is_anon(BPF_CORE_READ(folio, mapping)))
 			c.class |= PFNW_CLASS_ANON;
 	}
-	finish(&c);
+	finish(ctx, &c);
 	return 0;
 }
 
 /* Mapping hooks: a driver puts pfns into a vma. Rare, so no vma filter. */
-static __always_inline int mapped(__u16 hook, struct vm_area_struct *vma, __u64 addr, __u64 pfn,
+static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
+				  __u64 pfn,
 				  __u64 size, __s64 ret, bool failed, bool is_remap)
 {
 	struct call c = {};
@@ -353,7 +369,7 @@ static __always_inline int mapped(__u16 hook, struct vm_area_struct *vma, __u64 
 		c.class |= PFNW_CLASS_PARTIAL;
 	if (failed)
 		c.class |= PFNW_CLASS_ERROR;
-	finish(&c);
+	finish(ctx, &c);
 	return 0;
 }
 
@@ -375,14 +391,14 @@ SEC("fexit/remap_pfn_range")
 int BPF_PROG(remap_pfn_range_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, unsigned long size, __u64 prot, int ret)
 {
-	return mapped(PFNW_HOOK_REMAP_PFN_RANGE, vma, addr, pfn, size, ret, ret < 0, true);
+	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE, vma, addr, pfn, size, ret, ret < 0, true);
 }
 
 SEC("fexit/remap_pfn_range_complete")
 int BPF_PROG(remap_pfn_range_complete_exit, struct vm_area_struct *vma,
 	     struct mmap_action *action, int ret)
 {
-	return mapped(PFNW_HOOK_REMAP_PFN_RANGE_COMPLETE, vma, action->remap.start,
+	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE_COMPLETE, vma, action->remap.start,
 		      action->remap.start_pfn, action->remap.size, ret, ret < 0, true);
 }
 
@@ -390,7 +406,7 @@ SEC("fexit/vmf_insert_pfn_prot")
 int BPF_PROG(vmf_insert_pfn_prot_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, __u64 pgprot, unsigned int ret)
 {
-	return mapped(PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PAGE_SIZE, ret,
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PAGE_SIZE, ret,
 		      ret & VM_FAULT_ERROR, false);
 }
 
@@ -398,6 +414,53 @@ SEC("fexit/vmf_insert_mixed")
 int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pfn,
 	     unsigned int ret)
 {
-	return mapped(PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK, PAGE_SIZE,
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK, PAGE_SIZE,
 		      ret, ret & VM_FAULT_ERROR, false);
+}
+
+/*
+ * The kernel reporting a bad page map itself: print_bad_pte() until 6.17,
+ * print_bad_page_map() from 6.18. Rare by definition, so no filter: every
+ * call is counted and classified like a lookup of the entry it complains of.
+ */
+static __always_inline int bad_map(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
+				   __u64 entry, __u32 level, void *page)
+{
+	__u64 mask = level == 1 ? PMD_PFN_MASK : level == 2 ? PUD_PFN_MASK : PTE_PFN_MASK;
+	struct call c = {};
+
+	if (is_self())
+		return 0;
+	c.vma = vma;
+	c.vm_flags = vma_flags(vma);
+	c.hook = hook;
+	c.addr = addr;
+	c.entry = entry;
+	c.level = level;
+	c.size = level == 1 ? PMD_SIZE : level == 2 ? PUD_SIZE : PAGE_SIZE;
+	c.pfn = (entry & mask) >> PAGE_SHIFT;
+	c.event_flags = PFNW_EVENT_PFN_KNOWN;
+	c.ret = page != 0;
+	c.class = vma_class(&c);
+	if (entry & PTE_SPECIAL)
+		c.class |= PFNW_CLASS_SPECIAL;
+	if (!page)
+		c.class |= PFNW_CLASS_NO_PAGE;
+	finish(ctx, &c);
+	return 0;
+}
+
+SEC("fentry/print_bad_pte")
+int BPF_PROG(print_bad_pte_entry, struct vm_area_struct *vma, unsigned long addr, __u64 pte,
+	     struct page *page)
+{
+	return bad_map(ctx, PFNW_HOOK_PRINT_BAD_PTE, vma, addr, pte, 0, page);
+}
+
+SEC("fentry/print_bad_page_map")
+int BPF_PROG(print_bad_page_map_entry, struct vm_area_struct *vma, unsigned long addr,
+	     __u64 entry, struct page *page, int level)
+{
+	/* enum pgtable_level: PTE 0, PMD 1, PUD 2, as in pfnwatch_event.level. */
+	return bad_map(ctx, PFNW_HOOK_PRINT_BAD_PAGE_MAP, vma, addr, entry, level, page);
 }

@@ -8,8 +8,10 @@ use crate::judge;
 use crate::report::Report;
 use crate::scenario::SCENARIOS;
 use anyhow::{Context, Result};
+use pfnwatch::alert::Alert;
 use pfnwatch::loader::{ProgramReport, ProgramState};
 use pfnwatch::output::Line;
+use pfnwatch::rules::Severity;
 use pfnwatch_common::{Class, Hook, class};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -28,7 +30,10 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
 
     check(rep, kernel)?;
 
-    let (mut watch, ready) = Watch::start(&["trace", "--all", "--format", "json"], READY_TIMEOUT)?;
+    let (mut watch, ready) = Watch::start(
+        &["trace", "--all", "--stack", "--format", "json"],
+        READY_TIMEOUT,
+    )?;
     if let Line::Ready { programs, .. } = &ready {
         hooks(rep, kernel, "trace", programs);
     }
@@ -66,16 +71,17 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         status.success(),
         &format!("pfnwatch trace exited: {status}"),
     );
-    daemon(rep)
+    daemon(rep, kernel)
 }
 
-/// `pfnwatch run`: with the default selection only rule hits cross to user
-/// space. In devmem-private that is the remap creating a COW PFNMAP (rules
-/// new-pfnmap-cow and pfnmap-created); the device and COW-copy lookups are
-/// counted, not recorded. Its interval log must show the counts.
-fn daemon(rep: &mut Reporter) -> Result<()> {
+/// `pfnwatch run`: only rule hits become alerts. In devmem-private that is
+/// R1, the remap creating a COW PFNMAP; the device and COW-copy lookups are
+/// counted, not alerted. The alert goes to the log and the alerts file with
+/// the call path into the remap; the interval log shows the counts.
+fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    let alerts_file = "/tmp/alerts.jsonl";
     let mut run = Command::new("/bin/pfnwatch")
-        .args(["run", "--interval", "1"])
+        .args(["run", "--interval", "1", "--alerts-file", alerts_file])
         .stderr(Stdio::piped())
         .spawn()
         .context("starting pfnwatch run")?;
@@ -100,23 +106,39 @@ fn daemon(rep: &mut Reporter) -> Result<()> {
     unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGTERM) };
     let status = run.wait()?;
     log.extend(rx.iter());
-    let tag = format!("[{}/{}]", report.tgid, report.tgid);
-    let hits: Vec<&String> = log.iter().filter(|l| l.contains(" rule=")).collect();
-    let ours = hits.iter().filter(|l| l.contains(&tag)).count();
-    let remap_hit = hits
+    let alerts: Vec<Alert> = std::fs::read_to_string(alerts_file)
+        .unwrap_or_default()
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("reading the alerts file")?;
+    let ours: Vec<&Alert> = alerts.iter().filter(|a| a.tgid == report.tgid).collect();
+    let caller = expect::remap_caller(kernel, "devmem-private");
+    let r1 = ours.len() == 1
+        && ours[0].rule == "R1"
+        && ours[0].severity == Severity::Info
+        && ours[0].device.as_deref() == Some("1:1")
+        && ours[0].driver.as_deref() == Some("mem")
+        && ours[0].stack.iter().any(|f| f.starts_with(caller));
+    let logged = log
         .iter()
-        .any(|l| l.contains(&tag) && l.contains("rule=\"new-pfnmap-cow\""));
+        .any(|l| l.contains("rule=R1") && l.contains(&format!("[{}]", report.tgid)));
     let counted = log
         .iter()
         .any(|l| l.contains(" calls ") && l.contains("hook=vm_normal_page"));
-    let ok = status.success() && ours == 1 && remap_hit && counted;
+    let ok = status.success() && r1 && alerts.len() == ours.len() && logged && counted;
+    let first = ours
+        .first()
+        .map(|a| format!("{} (stack {})", a.summary(), a.stack.join(" <- ")))
+        .unwrap_or_default();
     rep.check(
-        "run/rules",
+        "run/alerts",
         ok,
         &format!(
-            "pfnwatch run ({status}) logged {ours} rule hit(s) for the scenario (want 1: \
-             new-pfnmap-cow), {} in all; interval counts logged: {counted}",
-            hits.len()
+            "pfnwatch run ({status}): {} alert(s) for the scenario, {} in all (want one R1 \
+             with a call path through {caller}); logged: {logged}; interval counts: {counted}; {first}",
+            ours.len(),
+            alerts.len()
         ),
     );
     if !ok {

@@ -71,7 +71,10 @@ impl Watch {
         let mut window = Window::default();
         loop {
             match self.next_line(deadline)? {
-                Line::Record { record, .. } => window.records.push(record),
+                Line::Record { record, rules } => {
+                    window.records.push(*record);
+                    window.rules.push(rules);
+                }
                 Line::Counts { counts } => {
                     window.counts = counts.since(&self.last);
                     self.last = counts;
