@@ -81,6 +81,8 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         ringbuf_bytes: abi::RINGBUF_BYTES,
         // The verifier drops the stack code when this is off: check it loads.
         capture_stack: true,
+        hooks: None,
+        narrow: None,
     }) {
         Ok(watcher) => report.programs = watcher.programs.clone(),
         Err(e) => {
@@ -176,6 +178,7 @@ fn text(r: &CheckReport) -> String {
                 let when = p.hook().map_or("", programs::availability);
                 format!("missing: not in this kernel ({when})")
             }
+            ProgramState::Skipped => "not loaded (not asked for)".to_owned(),
             ProgramState::Refused { errno, error, hint } => {
                 if !hints.contains(&hint.as_str()) {
                     hints.push(hint);

@@ -1,10 +1,15 @@
 //! Command-line interface.
 
+use crate::filter::{DeviceMatch, Filter};
 use crate::output::Format;
 use crate::rules::{Context, RuleConfig, RuleSet, Selection, Severity};
 use crate::session::SessionOptions;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use pfnwatch_common::Hook;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,27 +31,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Run the daemon: count every call, alert on rule hits, log per-hook counts.
-    Run {
-        #[command(flatten)]
-        kernel: KernelArgs,
-        #[command(flatten)]
-        rules: RuleArgs,
-        /// Seconds between count reports.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        interval: u64,
-        /// Also write every alert as one JSON object per line to FILE.
-        #[arg(long, value_name = "FILE")]
-        alerts_file: Option<PathBuf>,
-        /// Seconds in which repeats of an alert (same rule, process, device,
-        /// call path) collapse into one follow-up with a count.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        dedup_window: u64,
-        /// Alerts below this severity are not logged (still counted and written).
-        #[arg(long, value_enum, default_value_t = Severity::Info)]
-        log_severity: Severity,
-    },
-    /// Print records live, one line each; SIGUSR1 prints the counters.
+    /// Run the daemon: count every call, alert on rule hits, serve /metrics,
+    /// log per-hook counts.
+    ///
+    /// Reads /etc/pfnwatch/pfnwatch.toml (or --config); flags win over it.
+    /// SIGHUP reloads it; SIGTERM and SIGINT stop cleanly.
+    Run(crate::settings::RunArgs),
+    /// Print records live, one line each; SIGUSR1 prints the counters,
+    /// Ctrl-C a summary.
+    ///
+    /// By default the records are the calls that may break a rule and
+    /// every pfn mapping created; --all adds every classified call. Only
+    /// the programs the --hook filter needs are attached, and the other
+    /// filters narrow what the kernel sends where it can.
     Trace {
         #[command(flatten)]
         kernel: KernelArgs,
@@ -58,8 +55,78 @@ pub enum Command {
         stack: bool,
         #[command(flatten)]
         rules: RuleArgs,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        stop: StopArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        alerts: AlertArgs,
+    },
+    /// Trace, and save the records in FILE for `pfnwatch replay` anywhere.
+    ///
+    /// The capture holds what replay needs from this host: the kernel
+    /// release, pte_special, the clock, and per record the symbolised call
+    /// path (always captured), cgroup and driver (docs/capture-format.md).
+    Record {
+        /// The capture file to write (replaced if it exists).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        kernel: KernelArgs,
+        /// Record every classified call, not only rule hits (busy hosts: a lot).
+        #[arg(long)]
+        all: bool,
+        /// Show the kernel call path on every line too.
+        #[arg(long)]
+        stack: bool,
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        stop: StopArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        alerts: AlertArgs,
+    },
+    /// Show a capture as trace showed it live: same rules, filters, alerts
+    /// and output, on any machine, without a kernel.
+    Replay {
+        /// The capture file `pfnwatch record` wrote (or a gzip of it).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Show the kernel call path of every record.
+        #[arg(long)]
+        stack: bool,
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Stop after N records.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        alerts: AlertArgs,
+    },
+    /// Print a shell completion script, e.g. `pfnwatch completions bash >
+    /// /etc/bash_completion.d/pfnwatch`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (pfnwatch.1, or a subcommand's), or write them all.
+    Man {
+        /// A subcommand whose page to print, e.g. trace.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+        /// Write pfnwatch.1 and every subcommand's page into DIR.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -90,6 +157,8 @@ impl KernelArgs {
             selection,
             rules,
             capture_stack,
+            hooks: None,
+            narrow: None,
         }
     }
 }
@@ -105,8 +174,8 @@ pub struct RuleArgs {
 }
 
 impl RuleArgs {
-    /// The rule table as configured, for this kernel.
-    pub fn rule_set(&self) -> anyhow::Result<RuleSet> {
+    /// The operator's changes to the rule table.
+    pub fn config(&self) -> anyhow::Result<RuleConfig> {
         let mut config = RuleConfig::default();
         for id in &self.disable {
             config.disable(id).map_err(anyhow::Error::msg)?;
@@ -114,14 +183,138 @@ impl RuleArgs {
         for spec in &self.severity {
             config.set_severity(spec).map_err(anyhow::Error::msg)?;
         }
+        Ok(config)
+    }
+
+    /// The rule table as configured, for this kernel.
+    pub fn rule_set(&self) -> anyhow::Result<RuleSet> {
         let special = crate::kernel::pte_special(&crate::kernel::release());
         Ok(RuleSet::new(
-            config,
+            self.config()?,
             Context {
                 arch_pte_special: special.present,
             },
         ))
     }
+}
+
+/// What trace, record and replay show. Different filters must all match;
+/// a filter given several times matches any of its values.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Filters")]
+pub struct FilterArgs {
+    /// Only this process (or thread) id; repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only tasks named exactly NAME (the kernel keeps 15 bytes); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Only these hooks; only their programs are attached. Repeatable or
+    /// comma-separated.
+    #[arg(long, value_name = "HOOK", value_delimiter = ',', value_parser = hook_parser())]
+    pub hook: Vec<Hook>,
+    /// Only records matching this rule (id or name, e.g. R8); repeatable.
+    #[arg(long, value_name = "RULE", value_parser = parse_rule)]
+    pub rule: Vec<&'static str>,
+    /// Only records matching a rule at least this severe.
+    #[arg(long = "severity", value_enum, value_name = "SEVERITY")]
+    pub min_severity: Option<Severity>,
+    /// Only mappings of this device: major:minor (1:1) or a file (/dev/mem,
+    /// resource0, 0000:00:02.0/resource0); repeatable.
+    #[arg(long, value_name = "DEVICE", value_parser = DeviceMatch::parse)]
+    pub device: Vec<DeviceMatch>,
+    /// Only calls on COW mappings (MAP_PRIVATE and writable).
+    #[arg(long)]
+    pub cow_only: bool,
+}
+
+impl FilterArgs {
+    pub fn filter(&self, config: &RuleConfig) -> anyhow::Result<Filter> {
+        if let Some(off) = self.rule.iter().find(|id| config.disabled.contains(*id)) {
+            anyhow::bail!("--rule {off} asks for a rule that --disable-rule turns off");
+        }
+        Ok(Filter {
+            pids: self.pid.iter().copied().collect(),
+            comms: self.comm.iter().cloned().collect(),
+            hooks: (!self.hook.is_empty()).then(|| self.hook.iter().copied().collect()),
+            rules: self.rule.iter().copied().collect::<BTreeSet<_>>(),
+            min_severity: self.min_severity,
+            devices: self.device.clone(),
+            cow_only: self.cow_only,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Stop after this long, e.g. 30s or 5m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after N records.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// One JSON object per line (schema: docs/trace-json.md); the same as
+    /// --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Colour severities: auto (when stdout is a terminal), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+impl OutputArgs {
+    pub fn format(&self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
+
+    pub fn color(&self) -> anstream::ColorChoice {
+        match self.color {
+            ColorWhen::Auto => anstream::ColorChoice::Auto,
+            ColorWhen::Always => anstream::ColorChoice::Always,
+            ColorWhen::Never => anstream::ColorChoice::Never,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    /// Seconds in which repeats of an alert (same rule, process, device,
+    /// call path) collapse into one follow-up with a count.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub dedup_window: u64,
+    /// Also write every alert as one JSON object per line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub alerts_file: Option<PathBuf>,
+}
+
+fn hook_parser() -> impl TypedValueParser<Value = Hook> {
+    PossibleValuesParser::new(Hook::ALL.map(Hook::function))
+        .try_map(|name| Hook::from_function(&name).ok_or_else(|| format!("unknown hook {name:?}")))
+}
+
+fn parse_rule(text: &str) -> Result<&'static str, String> {
+    crate::rules::find(text.trim())
+        .map(|r| r.id)
+        .ok_or_else(|| {
+            // The same message as --disable-rule's.
+            RuleConfig::default()
+                .disable(text)
+                .err()
+                .unwrap_or_default()
+        })
 }
 
 fn parse_rule_id(text: &str) -> Result<String, String> {
@@ -136,16 +329,11 @@ fn parse_rule_severity(text: &str) -> Result<String, String> {
         .map(|()| text.to_owned())
 }
 
-fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
     let kib: u32 = text
         .parse()
         .map_err(|e| format!("{text:?} is not a number of KiB: {e}"))?;
-    if kib < 4 || !kib.is_power_of_two() || kib > 1024 * 1024 {
-        return Err(format!(
-            "{kib} KiB: the ring buffer must be a power of two between 4 KiB and 1 GiB"
-        ));
-    }
-    Ok(kib)
+    crate::config::check_ringbuf_kib(kib)
 }
 
 #[cfg(test)]
@@ -162,6 +350,119 @@ mod tests {
         );
         assert!(parse_ringbuf_kib("2").is_err());
         assert!(parse_ringbuf_kib("x").unwrap_err().contains("\"x\""));
+    }
+
+    fn trace_args(args: &[&str]) -> Result<Command, clap::Error> {
+        let mut all = vec!["pfnwatch", "trace"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.command)
+    }
+
+    #[test]
+    fn trace_filters_parse_into_a_filter() {
+        let Ok(Command::Trace {
+            filter,
+            stop,
+            output,
+            rules,
+            ..
+        }) = trace_args(&[
+            "--pid",
+            "7",
+            "--pid",
+            "8",
+            "--comm",
+            "qemu",
+            "--hook",
+            "remap_pfn_range,vm_normal_page",
+            "--rule",
+            "pgoff_rule_broken",
+            "--severity",
+            "warning",
+            "--device",
+            "/dev/mem",
+            "--cow-only",
+            "--duration",
+            "1m30s",
+            "--count",
+            "5",
+            "--json",
+        ])
+        else {
+            panic!("did not parse");
+        };
+        let f = filter.filter(&rules.config().unwrap()).unwrap();
+        assert_eq!(f.pids, [7, 8].into());
+        assert_eq!(f.comms, ["qemu".to_owned()].into());
+        assert_eq!(
+            f.hooks,
+            Some([Hook::RemapPfnRange, Hook::VmNormalPage].into())
+        );
+        assert_eq!(f.rules, ["R8"].into());
+        assert_eq!(f.min_severity, Some(Severity::Warning));
+        assert_eq!(f.devices, [DeviceMatch::parse("/dev/mem").unwrap()]);
+        assert!(f.cow_only);
+        assert_eq!(stop.duration, Some(Duration::from_secs(90)));
+        assert_eq!(stop.count, Some(5));
+        assert_eq!(output.format(), Format::Json);
+    }
+
+    #[test]
+    fn bad_filters_are_rejected_by_name() {
+        let err = trace_args(&["--hook", "do_wp_page"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("do_wp_page") && err.contains("vm_normal_page"),
+            "{err}"
+        );
+        let err = trace_args(&["--rule", "R10"]).unwrap_err().to_string();
+        assert!(err.contains("unknown rule \"R10\""), "{err}");
+        let err = trace_args(&["--device", "/"]).unwrap_err().to_string();
+        assert!(err.contains("major:minor"), "{err}");
+        let err = trace_args(&["--duration", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("--duration"), "{err}");
+        let err = trace_args(&["--count", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--count"), "{err}");
+        let err = trace_args(&["--json", "--format", "text"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--format"), "{err}");
+        let Ok(Command::Trace { filter, rules, .. }) =
+            trace_args(&["--rule", "R4", "--disable-rule", "R4"])
+        else {
+            panic!("did not parse");
+        };
+        let err = filter
+            .filter(&rules.config().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--rule R4"), "{err}");
+    }
+
+    #[test]
+    fn record_replay_completions_and_man_parse() {
+        let cli = Cli::try_parse_from(["pfnwatch", "record", "/tmp/c", "--all", "--cow-only"]);
+        assert!(matches!(
+            cli.map(|c| c.command),
+            Ok(Command::Record { all: true, .. })
+        ));
+        assert!(
+            Cli::try_parse_from(["pfnwatch", "record"]).is_err(),
+            "FILE is required"
+        );
+        let cli = Cli::try_parse_from([
+            "pfnwatch", "replay", "c", "--format", "json", "--count", "2",
+        ]);
+        let Ok(Command::Replay { output, count, .. }) = cli.map(|c| c.command) else {
+            panic!("replay did not parse");
+        };
+        assert_eq!((output.format(), count), (Format::Json, Some(2)));
+        assert!(Cli::try_parse_from(["pfnwatch", "replay", "c", "--duration", "1s"]).is_err());
+        assert!(Cli::try_parse_from(["pfnwatch", "completions", "zsh"]).is_ok());
+        assert!(Cli::try_parse_from(["pfnwatch", "completions", "cmd"]).is_err());
+        assert!(Cli::try_parse_from(["pfnwatch", "man", "trace"]).is_ok());
+        assert!(Cli::try_parse_from(["pfnwatch", "man", "trace", "--dir", "d"]).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub struct Counts {
     /// Calls per hook and class.
     pub calls: BTreeMap<Hook, BTreeMap<Class, u64>>,
     /// Failed calls per hook and errno (the last slot collects larger errnos).
+    #[serde(deserialize_with = "errno_keys")]
     pub errors: BTreeMap<Hook, BTreeMap<u32, u64>>,
     /// Records lost because the ring buffer was full.
     pub drops: u64,
@@ -36,6 +37,12 @@ impl Counts {
         }
         counts.drops = sums(ebpf, abi::names::DROPS)?.map(|(_, v)| v).sum();
         Ok(counts)
+    }
+
+    /// Only the records lost because the ring buffer was full: one map
+    /// lookup, cheap enough to do after every batch of records.
+    pub fn read_drops(ebpf: &Ebpf) -> Result<u64> {
+        Ok(sums(ebpf, abi::names::DROPS)?.map(|(_, v)| v).sum())
     }
 
     /// Calls of one hook, all classes.
@@ -75,6 +82,30 @@ impl Counts {
             drops: self.drops.saturating_sub(earlier.drops),
         }
     }
+}
+
+/// JSON writes the errno keys as strings. Read straight from JSON, serde
+/// turns them back into numbers; inside a tagged enum (trace's lines, the
+/// capture's entries) the value is buffered first and it does not, so the
+/// keys are parsed here.
+fn errno_keys<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Hook, BTreeMap<u32, u64>>, D::Error> {
+    use serde::de::Error;
+    let raw = BTreeMap::<Hook, BTreeMap<String, u64>>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(hook, errnos)| {
+            let errnos = errnos
+                .into_iter()
+                .map(|(errno, n)| {
+                    errno.parse().map(|e| (e, n)).map_err(|_| {
+                        D::Error::custom(format!("{hook}: errno {errno:?} is not a number"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok((hook, errnos))
+        })
+        .collect()
 }
 
 /// (index, sum over CPUs) for every slot of a per-CPU u64 array.
@@ -134,5 +165,24 @@ mod tests {
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
+        // Errno keys survive a round trip, buffered (as in a tagged enum) or not.
+        let mut c = c;
+        c.errors
+            .entry(Hook::RemapPfnRange)
+            .or_default()
+            .insert(22, 1);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains(r#""errors":{"remap_pfn_range":{"22":1}}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::from_value::<Counts>(value).unwrap(), c);
+        let bad = json.replace(r#"{"22":1}"#, r#"{"x":1}"#);
+        let err = serde_json::from_str::<Counts>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("errno \"x\""), "{err}");
     }
 }

@@ -1,67 +1,273 @@
 //! `pfnwatch run`: the daemon. Counts every call in the kernel, turns rule
-//! hits into alerts (log, JSON lines file), logs per-hook counts every
-//! interval.
+//! hits into alerts (log, JSON lines file), serves `/metrics`, logs
+//! per-hook counts every interval. SIGHUP reloads the configuration (what
+//! needs a restart is said so and kept); SIGTERM/SIGINT stop it cleanly:
+//! the last records are read, pending alerts written, scrapes in flight
+//! answered, and the programs detached.
 
-use crate::alert::Clock;
+use crate::alert::{Alert, Clock};
 use crate::counters::Counts;
 use crate::dedup::Dedup;
-use crate::enrich::Enricher;
+use crate::enrich::{Devices, Enricher};
+use crate::http::{Scrape, Server};
+use crate::metrics::{self, Snapshot, Tally};
 use crate::pipeline::Pipeline;
-use crate::rules::Severity;
+use crate::rules::{Context, RuleConfig, RuleSet, Selection};
 use crate::session::{Session, SessionOptions, Wake};
+use crate::settings::{RunArgs, Settings};
 use crate::sinks::Sinks;
+use crate::{bpf_stats, kernel};
 use anyhow::Result;
 use pfnwatch_common::Hook;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::{Interval, MissedTickBehavior};
 
-pub struct RunOptions {
-    pub session: SessionOptions,
-    pub interval: Duration,
-    pub alerts_file: Option<PathBuf>,
-    pub dedup_window: Duration,
-    pub log_severity: Severity,
+/// `--check-config`: the settings the daemon would run with, or why not.
+pub fn check_config(args: &RunArgs) -> Result<String> {
+    let settings = args.settings()?;
+    let (path, optional) = args.config_path();
+    let source = if optional && !path.exists() {
+        format!("{} (absent: defaults)", path.display())
+    } else {
+        path.display().to_string()
+    };
+    Ok(format!("config ok: {source}: {}", settings.summary()))
 }
 
-pub async fn run(opts: RunOptions) -> Result<()> {
-    // Open the sinks first: a bad --alerts-file must fail before attaching.
-    let sinks = Sinks::new(opts.alerts_file.as_deref(), opts.log_severity)?;
-    let mut session = Session::start(&opts.session)?;
-    let mut pipeline = Pipeline::new(
-        opts.session.rules.clone(),
+pub async fn run(args: RunArgs) -> Result<()> {
+    let settings = args.settings()?;
+    let context = Context {
+        arch_pte_special: kernel::pte_special(&kernel::release()).present,
+    };
+    // The outside world first: a bad alerts file or a taken port fails
+    // before anything is attached.
+    let sinks = Sinks::new(settings.alerts_file.as_deref(), settings.log_severity)?;
+    let (scrape_tx, scrapes) = mpsc::channel::<Scrape>(16);
+    let server = Server::bind(settings.listen_address, scrape_tx.clone()).await?;
+    let rules = RuleSet::new(settings.rules.clone(), context);
+    let mut session = Session::start(&SessionOptions {
+        btf: settings.btf.clone(),
+        selection: Selection::Rules,
+        rules: rules.clone(),
+        ringbuf_bytes: settings.ringbuf_kib * 1024,
+        // Alerts name the driver by its call path.
+        capture_stack: true,
+        hooks: None,
+        narrow: None,
+    })?;
+    session.watch_hangup()?;
+    let pipeline = Pipeline::new(
+        rules,
         Some(Enricher::live()),
-        Dedup::new(opts.dedup_window),
+        Dedup::new(settings.dedup_window),
         sinks,
         Clock::now(),
     );
     for p in &session.watcher.programs {
         tracing::info!(program = %p.program, function = %p.function, state = ?p.state, "hook");
     }
-    tracing::info!(kernel = %session.release, "pfnwatch running");
-    let mut tick = tokio::time::interval(opts.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Counts::default();
-    loop {
-        let wake = session.wait(Some(&mut tick)).await?;
-        let mut records = Vec::new();
-        session.drain(|r| records.push(r));
-        for r in &records {
-            pipeline.record(r)?;
-        }
-        match wake {
-            Wake::Records => {}
-            Wake::Tick | Wake::Snapshot => {
-                pipeline.expire(crate::record::monotonic_ns())?;
-                last = log_counts(&session, &last)?;
+    tracing::info!(kernel = %session.release, metrics = %format!("http://{}/metrics", server.addr), "pfnwatch running");
+    tracing::info!("settings: {}", settings.summary());
+    let daemon = Daemon {
+        tick: ticker(settings.interval),
+        loaded_rules: settings.rules.clone(),
+        settings,
+        args,
+        context,
+        session,
+        pipeline,
+        server: Some(server),
+        scrape_tx,
+        tally: Tally::default(),
+        devices: Devices::new(),
+        last: Counts::default(),
+        start_time: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    daemon.run(scrapes).await
+}
+
+struct Daemon {
+    args: RunArgs,
+    settings: Settings,
+    /// The rules the kernel's record mask was built from.
+    loaded_rules: RuleConfig,
+    context: Context,
+    session: Session,
+    pipeline: Pipeline,
+    server: Option<Server>,
+    /// For a listener bound on reload.
+    scrape_tx: mpsc::Sender<Scrape>,
+    tick: Interval,
+    tally: Tally,
+    /// Names the driver behind each new pfn mapping.
+    devices: Devices,
+    /// The counts at the last interval, for the log's growth figures.
+    last: Counts,
+    start_time: f64,
+}
+
+enum Event {
+    Wake(Wake),
+    Scrape(Scrape),
+}
+
+impl Daemon {
+    async fn run(mut self, mut scrapes: mpsc::Receiver<Scrape>) -> Result<()> {
+        loop {
+            let event = tokio::select! {
+                wake = self.session.wait(Some(&mut self.tick)) => Event::Wake(wake?),
+                Some(reply) = scrapes.recv() => Event::Scrape(reply),
+            };
+            // Whatever woke us, take in the records first: a scrape then
+            // counts every record the kernel had committed.
+            self.drain()?;
+            match event {
+                Event::Scrape(reply) => self.answer(reply),
+                Event::Wake(Wake::Records) => {}
+                Event::Wake(Wake::Tick | Wake::Snapshot) => {
+                    let due = self.pipeline.expire(crate::record::monotonic_ns())?;
+                    self.count_alerts(&due);
+                    self.last = log_counts(&self.session, &self.last)?;
+                }
+                Event::Wake(Wake::Reload) => self.reload().await,
+                Event::Wake(Wake::Stop) => break,
             }
-            Wake::Stop => {
-                pipeline.finish()?;
-                log_counts(&session, &last)?;
-                tracing::info!("pfnwatch stopping");
-                return Ok(());
+        }
+        self.stop(scrapes).await
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        let mut records = Vec::new();
+        self.session.drain(|r| records.push(r));
+        for r in &records {
+            let driver = match (&r.file, r.hook) {
+                (Some(f), Hook::RemapPfnRange | Hook::RemapPfnRangeComplete) => {
+                    self.devices.driver(f)
+                }
+                _ => None,
+            };
+            self.tally.record(r, driver.as_deref());
+            let alerts = self.pipeline.record(r)?;
+            self.count_alerts(&alerts);
+        }
+        Ok(())
+    }
+
+    fn count_alerts(&mut self, alerts: &[Alert]) {
+        for a in alerts {
+            self.tally.alert(a);
+        }
+    }
+
+    fn answer(&self, reply: Scrape) {
+        match self.render() {
+            Ok(text) => {
+                let _ = reply.send(text);
+            }
+            // Dropping the reply answers 503; the log says why.
+            Err(e) => tracing::error!("rendering /metrics: {e:#}"),
+        }
+    }
+
+    fn render(&self) -> Result<String> {
+        let counts = self.session.counts()?;
+        let runs = bpf_stats::enabled().then(|| bpf_stats::runs(&self.session.watcher));
+        metrics::render(&Snapshot {
+            kernel_release: &self.session.release,
+            start_time: self.start_time,
+            counts: &counts,
+            programs: &self.session.watcher.programs,
+            program_runs: runs.as_deref(),
+            alerts: &self.pipeline.totals,
+            tally: &self.tally,
+            undecodable: self.session.undecodable,
+            ringbuf_bytes: self.settings.ringbuf_kib * 1024,
+        })
+    }
+
+    /// SIGHUP: everything or nothing. The new file is read and checked,
+    /// the new sinks opened and a new listener bound before anything
+    /// changes; a failure leaves the running configuration as it was.
+    async fn reload(&mut self) {
+        match self.try_reload().await {
+            Ok(restart) => {
+                self.tally.reloads_ok += 1;
+                self.tally.last_reload_ok = true;
+                self.tally.restart_required = !restart.is_empty();
+                tracing::info!("configuration reloaded: {}", self.settings.summary());
+                for what in restart {
+                    tracing::warn!("needs a restart, not applied: {what}");
+                }
+            }
+            Err(e) => {
+                self.tally.reloads_failed += 1;
+                self.tally.last_reload_ok = false;
+                tracing::error!(
+                    "configuration not reloaded, still running the previous one: {e:#}"
+                );
             }
         }
     }
+
+    async fn try_reload(&mut self) -> Result<Vec<String>> {
+        let new = self.args.settings()?;
+        let (next, restart) = self.settings.reload(&new, &self.loaded_rules);
+        // Reopened even when unchanged: SIGHUP after logrotate moved it.
+        let sinks = Sinks::new(next.alerts_file.as_deref(), next.log_severity)?;
+        let server = if next.listen_address != self.settings.listen_address {
+            Some(Server::bind(next.listen_address, self.scrape_tx.clone()).await?)
+        } else {
+            None
+        };
+        // From here on nothing fails half-way.
+        self.pipeline.rules = RuleSet::new(next.rules.clone(), self.context);
+        drop(self.pipeline.replace_sinks(sinks));
+        if next.dedup_window != self.settings.dedup_window {
+            let due = self.pipeline.set_dedup_window(next.dedup_window)?;
+            self.count_alerts(&due);
+        }
+        if next.interval != self.settings.interval {
+            self.tick = ticker(next.interval);
+        }
+        if let Some(server) = server {
+            tracing::info!(metrics = %format!("http://{}/metrics", server.addr), "listening");
+            if let Some(old) = self.server.replace(server) {
+                old.stop().await?;
+            }
+        }
+        self.settings = next;
+        Ok(restart)
+    }
+
+    /// The last records, the pending follow-ups, the scrapes already
+    /// asked for, then the listener and the programs.
+    async fn stop(mut self, mut scrapes: mpsc::Receiver<Scrape>) -> Result<()> {
+        self.drain()?;
+        let due = self.pipeline.finish()?;
+        self.count_alerts(&due);
+        scrapes.close();
+        while let Some(reply) = scrapes.recv().await {
+            self.answer(reply);
+        }
+        if let Some(server) = self.server.take() {
+            server.stop().await?;
+        }
+        log_counts(&self.session, &self.last)?;
+        let attached = self.session.watcher.attached().count();
+        // Dropping the session closes the links: the programs detach.
+        drop(self.session);
+        tracing::info!(detached = attached, "pfnwatch stopped");
+        Ok(())
+    }
+}
+
+fn ticker(every: Duration) -> Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
 }
 
 /// Logs each hook's total and growth; returns the new totals.

@@ -4,13 +4,14 @@
 //! stops the others.
 
 use crate::programs::{Attach, PROGRAMS, ProgramSpec};
-use crate::rules::{self, RuleSet, Selection};
+use crate::rules::{self, RecordMask, RuleSet, Selection};
 use crate::{errors, kernel};
 use anyhow::{Context, Result};
 use aya::programs::{FEntry, FExit, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use pfnwatch_common::{Hook, abi::names};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
@@ -18,6 +19,9 @@ pub enum ProgramState {
     Attached,
     /// The kernel has no such function (or it was inlined away).
     Missing,
+    /// The kernel has it, but the caller did not ask for its hook
+    /// (`trace --hook`): never loaded.
+    Skipped,
     Refused {
         errno: Option<i32>,
         error: String,
@@ -42,7 +46,7 @@ impl ProgramReport {
 
 /// What pfnwatch would be blind to with these programs: the kernel has a
 /// hook when any of its programs is not missing; the hook works when its
-/// counting program is attached.
+/// counting program is attached. A hook left out on purpose is no gap.
 pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
     let exists = |h: Hook| {
         programs
@@ -51,9 +55,10 @@ pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
     };
     let attached = |h: Hook| {
         let counting = crate::programs::counting_program(h);
-        programs
-            .iter()
-            .any(|p| p.program == counting.name && p.state == ProgramState::Attached)
+        programs.iter().any(|p| {
+            p.program == counting.name
+                && matches!(p.state, ProgramState::Attached | ProgramState::Skipped)
+        })
     };
     crate::programs::coverage_gaps(exists, attached)
 }
@@ -65,6 +70,11 @@ pub struct LoadOptions<'a> {
     pub ringbuf_bytes: u32,
     /// Put the kernel call path in every record (bpf_get_stack).
     pub capture_stack: bool,
+    /// Load only these hooks' programs (None: every hook).
+    pub hooks: Option<&'a BTreeSet<Hook>>,
+    /// ANDed into the record mask, so records a filter would drop never
+    /// leave the kernel (None: the selection's mask as it is).
+    pub narrow: Option<&'a RecordMask>,
 }
 
 /// The loaded object and what happened to each program. Dropping it
@@ -83,7 +93,17 @@ impl Watcher {
 }
 
 pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
-    let mask = rules::record_mask(opts.selection, opts.rules);
+    let mut mask = rules::record_mask(opts.selection, opts.rules);
+    if let Some(narrow) = opts.narrow {
+        for (word, keep) in mask.iter_mut().zip(narrow) {
+            *word &= keep;
+        }
+    }
+    let wanted = |hook: Hook| opts.hooks.is_none_or(|set| set.contains(&hook));
+    for hook in Hook::ALL.into_iter().filter(|h| !wanted(*h)) {
+        let first = usize::from(hook.id()) * pfnwatch_common::abi::CLASS_WORDS;
+        mask[first..first + pfnwatch_common::abi::CLASS_WORDS].fill(0);
+    }
     let self_tgid = std::process::id();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))
@@ -100,7 +120,14 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
             program: spec.name.to_owned(),
             attach: spec.attach.section_prefix().to_owned(),
             function: spec.target().to_owned(),
-            state: attach_one(&mut ebpf, spec, opts.btf, can_trace),
+            state: if wanted(spec.hook) {
+                attach_one(&mut ebpf, spec, opts.btf, can_trace)
+            } else if kernel::has_function(opts.btf, spec.target()) {
+                ProgramState::Skipped
+            } else {
+                // Missing is a fact about the kernel, asked for or not.
+                ProgramState::Missing
+            },
         })
         .collect();
     Ok(Watcher { ebpf, programs })
@@ -143,4 +170,58 @@ fn try_attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), Prog
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(spec: &ProgramSpec, state: ProgramState) -> ProgramReport {
+        ProgramReport {
+            program: spec.name.to_owned(),
+            attach: spec.attach.section_prefix().to_owned(),
+            function: spec.target().to_owned(),
+            state,
+        }
+    }
+
+    /// A 6.12 kernel: no remap_pfn_range_complete, no print_bad_page_map.
+    fn on_6_12(state: impl Fn(Hook) -> ProgramState) -> Vec<ProgramReport> {
+        PROGRAMS
+            .iter()
+            .map(|p| match p.hook {
+                Hook::RemapPfnRangeComplete | Hook::PrintBadPageMap => {
+                    report(p, ProgramState::Missing)
+                }
+                hook => report(p, state(hook)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hooks_left_out_on_purpose_are_no_gap() {
+        assert!(gaps(&on_6_12(|_| ProgramState::Attached)).is_empty());
+        // trace --hook remap_pfn_range: the lookups are skipped, not missing.
+        let only_remap = on_6_12(|h| {
+            if h == Hook::RemapPfnRange {
+                ProgramState::Attached
+            } else {
+                ProgramState::Skipped
+            }
+        });
+        assert!(gaps(&only_remap).is_empty(), "{:?}", gaps(&only_remap));
+        // A refused counting program still is one.
+        let refused = on_6_12(|h| {
+            if h == Hook::VmNormalPage {
+                ProgramState::Refused {
+                    errno: Some(1),
+                    error: "EPERM".into(),
+                    hint: String::new(),
+                }
+            } else {
+                ProgramState::Skipped
+            }
+        });
+        assert_eq!(gaps(&refused).len(), 1, "{:?}", gaps(&refused));
+    }
 }

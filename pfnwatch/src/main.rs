@@ -1,7 +1,10 @@
 use clap::Parser;
+use pfnwatch::cli::{AlertArgs, FilterArgs, KernelArgs, OutputArgs, RuleArgs, StopArgs};
 use pfnwatch::cli::{Cli, Command};
-use pfnwatch::{check, daemon, rules, trace};
+use pfnwatch::view::ViewOptions;
+use pfnwatch::{check, daemon, manual, replay, rules, trace};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,23 +39,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Run {
-            kernel,
-            rules,
-            interval,
-            alerts_file,
-            dedup_window,
-            log_severity,
-        } => {
-            let rules = rules.rule_set()?;
-            runtime()?.block_on(daemon::run(daemon::RunOptions {
-                // Alerts name the driver by its call path.
-                session: kernel.session(rules::Selection::Rules, rules, true),
-                interval: Duration::from_secs(interval),
-                alerts_file,
-                dedup_window: Duration::from_secs(dedup_window),
-                log_severity,
-            }))?;
+        Command::Run(args) if args.check_config => {
+            println!("{}", daemon::check_config(&args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            runtime()?.block_on(daemon::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace {
@@ -60,21 +52,128 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             all,
             stack,
             rules,
-            format,
+            filter,
+            stop,
+            output,
+            alerts,
+        } => live(
+            Live {
+                kernel,
+                all,
+                stack,
+                rules,
+                filter,
+                stop,
+                output,
+                alerts,
+            },
+            None,
+        ),
+        Command::Record {
+            file,
+            kernel,
+            all,
+            stack,
+            rules,
+            filter,
+            stop,
+            output,
+            alerts,
+        } => live(
+            Live {
+                kernel,
+                all,
+                stack,
+                rules,
+                filter,
+                stop,
+                output,
+                alerts,
+            },
+            Some(file),
+        ),
+        Command::Replay {
+            file,
+            stack,
+            rules,
+            filter,
+            count,
+            output,
+            alerts,
         } => {
-            let rules = rules.rule_set()?;
-            let selection = if all {
-                rules::Selection::All
-            } else {
-                rules::Selection::Rules
+            let config = rules.config()?;
+            let view = ViewOptions {
+                format: output.format(),
+                stack,
+                filter: filter.filter(&config)?,
+                count,
+                dedup_window: Duration::from_secs(alerts.dedup_window),
+                alerts_file: alerts.alerts_file,
             };
-            runtime()?.block_on(trace::trace(trace::TraceOptions {
-                session: kernel.session(selection, rules, stack),
-                format,
-            }))?;
+            let out = anstream::AutoStream::new(std::io::stdout().lock(), output.color());
+            replay::replay(&file, config, view, out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            manual::completions(shell, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { command, dir } => {
+            match dir {
+                Some(dir) => {
+                    for page in manual::write_pages(&dir)? {
+                        println!("{}", page.display());
+                    }
+                }
+                None => manual::page(command.as_deref(), &mut std::io::stdout().lock())?,
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What trace and record share.
+struct Live {
+    kernel: KernelArgs,
+    all: bool,
+    stack: bool,
+    rules: RuleArgs,
+    filter: FilterArgs,
+    stop: StopArgs,
+    output: OutputArgs,
+    alerts: AlertArgs,
+}
+
+/// `trace`, or `record` into `capture`.
+fn live(args: Live, capture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let rules = args.rules.rule_set()?;
+    let filter = args.filter.filter(&rules.config)?;
+    let selection = if args.all {
+        rules::Selection::All
+    } else {
+        rules::Selection::Rules
+    };
+    // A capture always carries the call path: replay's alerts need it.
+    let capture_stack = args.stack || capture.is_some();
+    let mut session = args.kernel.session(selection, rules, capture_stack);
+    session.hooks = filter.hooks.clone();
+    session.narrow = Some(filter.record_mask(&session.rules));
+    let opts = trace::TraceOptions {
+        session,
+        view: ViewOptions {
+            format: args.output.format(),
+            stack: args.stack,
+            filter,
+            count: args.stop.count,
+            dedup_window: Duration::from_secs(args.alerts.dedup_window),
+            alerts_file: args.alerts.alerts_file,
+        },
+        duration: args.stop.duration,
+        record: capture.map(|file| (file, std::env::args().collect())),
+        color: args.output.color(),
+    };
+    runtime()?.block_on(trace::trace(opts))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One thread is plenty: the work is reading one ring buffer.

@@ -41,14 +41,23 @@ impl Pipeline {
 
     /// Evaluates one record; emits what is due. Returns the alerts emitted.
     pub fn record(&mut self, r: &Record) -> Result<Vec<Alert>> {
-        let hits = self.rules.evaluate(r);
-        if hits.is_empty() {
+        if self.rules.evaluate(r).is_empty() {
             return self.expire(r.ts_ns);
         }
         let host = match &mut self.enricher {
             Some(e) => e.enrich(r),
             None => Enrichment::default(),
         };
+        self.record_with(r, host)
+    }
+
+    /// The same with host context looked up by the caller: trace shows it
+    /// on the record's line too, and replay takes it from the capture.
+    pub fn record_with(&mut self, r: &Record, host: Enrichment) -> Result<Vec<Alert>> {
+        let hits = self.rules.evaluate(r);
+        if hits.is_empty() {
+            return self.expire(r.ts_ns);
+        }
         let mut emitted = Vec::new();
         for hit in hits {
             *self
@@ -70,6 +79,20 @@ impl Pipeline {
         for a in &due {
             self.sinks.emit(a)?;
         }
+        Ok(due)
+    }
+
+    /// A configuration reload: alerts go to `sinks` from now on (the old
+    /// ones are returned, to be dropped).
+    pub fn replace_sinks(&mut self, sinks: Sinks) -> Sinks {
+        std::mem::replace(&mut self.sinks, sinks)
+    }
+
+    /// A configuration reload with a new duplicate window: the follow-ups
+    /// pending under the old window go out first; returns them.
+    pub fn set_dedup_window(&mut self, window: std::time::Duration) -> Result<Vec<Alert>> {
+        let due = self.finish()?;
+        self.dedup = Dedup::new(window);
         Ok(due)
     }
 

@@ -5,10 +5,11 @@ use crate::counters::Counts;
 use crate::kernel;
 use crate::loader::{self, LoadOptions, ProgramState, Watcher};
 use crate::record::Record;
-use crate::rules::{RuleSet, Selection};
+use crate::rules::{RecordMask, RuleSet, Selection};
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use pfnwatch_common::{Event, abi};
+use pfnwatch_common::{Event, Hook, abi};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -26,6 +27,8 @@ pub enum Wake {
     Tick,
     /// SIGINT or SIGTERM.
     Stop,
+    /// SIGHUP, once [`Session::watch_hangup`] asked for it: reload.
+    Reload,
 }
 
 /// What to load and how.
@@ -37,6 +40,10 @@ pub struct SessionOptions {
     pub rules: RuleSet,
     pub ringbuf_bytes: u32,
     pub capture_stack: bool,
+    /// Load only these hooks' programs (`trace --hook`); None: every hook.
+    pub hooks: Option<BTreeSet<Hook>>,
+    /// ANDed into the record mask: what trace's filters can show.
+    pub narrow: Option<RecordMask>,
 }
 
 pub struct Session {
@@ -46,6 +53,9 @@ pub struct Session {
     usr1: Signal,
     term: Signal,
     int: Signal,
+    /// None until a caller that can reload asks for SIGHUP (without a
+    /// handler, SIGHUP ends the process as it does any terminal program).
+    hup: Option<Signal>,
     /// Records whose hook id this binary does not know (object/binary skew).
     pub undecodable: u64,
 }
@@ -62,6 +72,8 @@ impl Session {
             rules: &opts.rules,
             ringbuf_bytes: opts.ringbuf_bytes,
             capture_stack: opts.capture_stack,
+            hooks: opts.hooks.as_ref(),
+            narrow: opts.narrow.as_ref(),
         })?;
         let refused: Vec<String> = watcher
             .programs
@@ -75,9 +87,24 @@ impl Session {
             })
             .collect();
         if watcher.attached().next().is_none() {
+            // With --hook, the hooks asked for may all be missing here.
+            let missing = watcher.programs.iter().filter_map(|p| {
+                let hook = p.hook()?;
+                let asked = opts.hooks.as_ref()?.contains(&hook);
+                (asked && p.state == ProgramState::Missing).then(|| {
+                    format!(
+                        "{} is not in this kernel ({})",
+                        p.function,
+                        crate::programs::availability(hook)
+                    )
+                })
+            });
+            let mut reasons: Vec<String> = refused.iter().cloned().chain(missing).collect();
+            // A hook's fentry and fexit are missing together: say it once.
+            reasons.dedup();
             bail!(
                 "no program could be attached:\n  {}\n(`pfnwatch check` explains what this kernel supports)",
-                refused.join("\n  ")
+                reasons.join("\n  ")
             );
         }
         for line in &refused {
@@ -104,8 +131,15 @@ impl Session {
             usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
             term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: None,
             undecodable: 0,
         })
+    }
+
+    /// From now on SIGHUP wakes [`Session::wait`] with [`Wake::Reload`].
+    pub fn watch_hangup(&mut self) -> Result<()> {
+        self.hup = Some(signal(SignalKind::hangup()).context("SIGHUP handler")?);
+        Ok(())
     }
 
     /// Waits for records, a signal, or the next tick.
@@ -118,6 +152,13 @@ impl Session {
                 None => std::future::pending::<()>().await,
             }
         };
+        let hup = self.hup.as_mut();
+        let hup = async move {
+            match hup {
+                Some(hup) => hup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             guard = self.ring.readable_mut() => {
                 // Clear before draining: a record committed after the
@@ -128,6 +169,7 @@ impl Session {
             _ = self.usr1.recv() => Ok(Wake::Snapshot),
             _ = self.term.recv() => Ok(Wake::Stop),
             _ = self.int.recv() => Ok(Wake::Stop),
+            _ = hup => Ok(Wake::Reload),
             _ = tick => Ok(Wake::Tick),
         }
     }

@@ -12,6 +12,8 @@ pub struct Sinks {
     file: Option<(PathBuf, BufWriter<File>)>,
     /// Alerts below this severity are not logged (still written and counted).
     pub log_min: Severity,
+    /// False when the caller shows alerts itself (trace prints them on stdout).
+    pub log: bool,
 }
 
 impl Sinks {
@@ -27,11 +29,15 @@ impl Sinks {
             }
             None => None,
         };
-        Ok(Sinks { file, log_min })
+        Ok(Sinks {
+            file,
+            log_min,
+            log: true,
+        })
     }
 
     pub fn emit(&mut self, alert: &Alert) -> Result<()> {
-        if alert.severity >= self.log_min {
+        if self.log && alert.severity >= self.log_min {
             let line = alert.summary();
             let stack = alert.stack.join(" <- ");
             match alert.severity {

@@ -12,7 +12,8 @@ use anyhow::{Context as _, Result, bail};
 
 /// Used when the host's sources name no Debian archive we can parse.
 pub const DEFAULT_ARCHIVE: &str = "http://deb.debian.org/debian";
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+/// Signs every Debian suite; debootstrap (badmod roots) checks against it too.
+pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// apt state for one suite under `dir`: `sources.list`, `lists/`, `cache/`.
 pub struct AptRoot {

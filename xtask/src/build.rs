@@ -34,16 +34,24 @@ const INIT: &str = "pfnwatch-guest-init";
 const PFNWATCH: &str = "pfnwatch";
 const TRIGGER: &str = "pfnwatch-trigger";
 
-/// `cargo build --release --target x86_64-unknown-linux-gnu -p pfnwatch -p pfnwatch-trigger`
-/// with `+crt-static`; the executables are taken from cargo's JSON messages, so a
-/// custom target directory works too.
-pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+/// RUSTFLAGS for static executables: the caller's, plus `+crt-static`. The
+/// Debian package (deploy_checks.rs) builds with the same, so one build
+/// serves both.
+pub fn guest_rustflags() -> String {
     let mut rustflags = env::var("RUSTFLAGS").unwrap_or_default();
     if !rustflags.is_empty() {
         rustflags.push(' ');
     }
     rustflags.push_str("-C target-feature=+crt-static");
+    rustflags
+}
+
+/// `cargo build --release --target x86_64-unknown-linux-gnu -p pfnwatch -p pfnwatch-trigger`
+/// with `+crt-static`; the executables are taken from cargo's JSON messages, so a
+/// custom target directory works too.
+pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let rustflags = guest_rustflags();
 
     let mut command = Command::new(cargo);
     command

@@ -22,7 +22,8 @@ pub struct Options {
 pub fn run(options: &Options) -> Result<()> {
     preflight::install_missing()?;
     let paths = Paths::discover()?;
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref())?;
+    // The demo does not play bad drivers: no module, no root to build it in.
+    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[])?;
     let spec = kernels::newest();
     let kernel = kernels::fetch(spec, &paths)?;
     let boot = Boot {

@@ -1,20 +1,22 @@
 //! Everything that goes into the guest, ready to boot: binaries built (or taken
-//! from `--guest-dir`) and packed into target/vmtest/initramfs.cpio.
+//! from `--guest-dir`) and the kernels' bad-driver modules, packed into
+//! target/vmtest/initramfs.cpio.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::{build, initramfs, paths::Paths, preflight::BUSYBOX};
+use crate::{badmod::Module, build, initramfs, paths::Paths, preflight::BUSYBOX};
 
-/// Builds the guest programs and the initramfs; returns the initramfs path.
-pub fn prepare(paths: &Paths, guest_dir: Option<&Path>) -> Result<PathBuf> {
+/// Builds the guest programs and the initramfs, with the bad-driver module of
+/// each kernel in `modules`; returns the initramfs path.
+pub fn prepare(paths: &Paths, guest_dir: Option<&Path>, modules: &[Module]) -> Result<PathBuf> {
     let binaries = match guest_dir {
         Some(dir) => build::prebuilt_guest(dir)?,
         None => build::build_guest(paths).context("building the guest binaries")?,
     };
     let path = paths.initramfs();
-    initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX))?
+    initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX), modules)?
         .write_to(&path)
         .context("writing the initramfs")?;
     println!("initramfs: {}", path.display());

@@ -11,11 +11,16 @@ use std::{
 use anyhow::{Context as _, Result};
 use cpio::newc::Builder;
 
-use crate::build::GuestBinaries;
+use crate::{
+    badmod::{self, Module},
+    build::GuestBinaries,
+};
 
-/// Busybox applets linked into /bin: enough to look around in `vm-shell` and for
-/// the guest init to shell out to if it must.
-pub const BUSYBOX_APPLETS: [&str; 6] = ["sh", "ls", "cat", "dmesg", "mount", "ps"];
+/// Busybox applets linked into /bin: enough to look around in `vm-shell` (and
+/// load the bad-driver module by hand) and for the guest init to shell out to
+/// if it must.
+pub const BUSYBOX_APPLETS: [&str; 8] =
+    ["sh", "ls", "cat", "dmesg", "mount", "ps", "insmod", "rmmod"];
 
 /// Empty mount points and scratch directories.
 const DIRS: [&str; 7] = ["bin", "proc", "sys", "sys/fs/bpf", "dev", "tmp", "run"];
@@ -127,7 +132,8 @@ impl Initramfs {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let partial = path.with_extension("partial");
+        // Per process: two runs on one target directory must not write one file.
+        let partial = path.with_extension(format!("partial.{}", std::process::id()));
         let file = fs::File::create(&partial)
             .with_context(|| format!("creating {}", partial.display()))?;
         let mut out = self
@@ -146,8 +152,14 @@ fn normalise(path: &str) -> String {
 }
 
 /// The guest's layout: `/init` is the guest init, the two programs and busybox
-/// live in /bin, and /dev/console exists so init has stdio from the first instruction.
-pub fn guest_initramfs(guest: &GuestBinaries, busybox: &Path) -> Result<Initramfs> {
+/// live in /bin, /dev/console exists so init has stdio from the first
+/// instruction, and each test kernel's bad-driver module waits in
+/// /lib/pfnwatch/badmod-<release>.ko for the init to pick its own.
+pub fn guest_initramfs(
+    guest: &GuestBinaries,
+    busybox: &Path,
+    modules: &[Module],
+) -> Result<Initramfs> {
     let mut initramfs = Initramfs::default();
     for dir in DIRS {
         initramfs.dir(dir);
@@ -161,6 +173,9 @@ pub fn guest_initramfs(guest: &GuestBinaries, busybox: &Path) -> Result<Initramf
     initramfs.file_from("bin/busybox", busybox, 0o755)?;
     for applet in BUSYBOX_APPLETS {
         initramfs.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    for module in modules {
+        initramfs.file_from(&badmod::guest_path(&module.release), &module.ko, 0o644)?;
     }
     Ok(initramfs)
 }
@@ -223,7 +238,17 @@ mod tests {
             trigger: scratch_file("trigger", b"trigger body, odd length"),
         };
         let busybox = scratch_file("busybox", b"busybox");
-        let bytes = guest_initramfs(&guest, &busybox)
+        let modules = [
+            Module {
+                release: "6.1.0-50-amd64".to_owned(),
+                ko: scratch_file("a.ko", b"module for 6.1"),
+            },
+            Module {
+                release: "7.2.12+deb14-amd64".to_owned(),
+                ko: scratch_file("b.ko", b"module for 7.2"),
+            },
+        ];
+        let bytes = guest_initramfs(&guest, &busybox, &modules)
             .unwrap()
             .write(Vec::new())
             .unwrap();
@@ -251,6 +276,15 @@ mod tests {
             assert_eq!(link.mode, 0o120_777);
             assert_eq!(link.data, b"busybox");
         }
+        let module = by_name["lib/pfnwatch/badmod-6.1.0-50-amd64.ko"];
+        assert_eq!(module.mode, S_IFREG | 0o644);
+        assert_eq!(module.data, b"module for 6.1");
+        assert_eq!(
+            by_name["lib/pfnwatch/badmod-7.2.12+deb14-amd64.ko"].data,
+            b"module for 7.2"
+        );
+        assert_eq!(by_name["lib/pfnwatch"].mode, 0o040_755);
+
         for dir in ["proc", "sys", "sys/fs/bpf", "dev", "tmp", "run"] {
             assert_eq!(by_name[dir].mode, 0o040_755, "{dir}");
         }

@@ -62,6 +62,11 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// `uname -r` of this kernel: the image package's name without `linux-image-`.
+    pub fn release(&self) -> &str {
+        self.package.trim_start_matches("linux-image-")
+    }
+
     fn describe(&self) -> String {
         format!(
             "kernel {}: {} {} ({})",

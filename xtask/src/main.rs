@@ -2,16 +2,23 @@
 //! fetching Debian kernels, building the guest, booting it under qemu.
 
 mod apt;
+mod badmod;
 mod build;
+mod chroot;
 mod cmd;
 mod demo;
+mod deploy_checks;
 mod guest;
+mod guest_files;
+mod headers;
 mod initramfs;
 mod kernels;
 mod paths;
 mod preflight;
+mod promtool;
 mod protocol;
 mod qemu;
+mod replay_check;
 mod shell;
 mod test;
 mod vmtest;
@@ -48,6 +55,9 @@ enum Task {
         #[arg(long, value_name = "SECS", default_value_t = 300)]
         timeout: u64,
     },
+    /// The deploy/ checks of `test` alone: the Debian package, the systemd
+    /// unit, the Prometheus config and rules.
+    CheckDeploy,
     /// Install what is missing, build, and run pfnwatch's demo on the newest kernel.
     Demo {
         #[command(flatten)]
@@ -125,6 +135,12 @@ fn main() -> ExitCode {
             prior: Vec::new(),
         }),
         Task::Test { timeout } => test::run(Duration::from_secs(timeout)),
+        Task::CheckDeploy => paths::Paths::discover().map(|paths| {
+            let mut summary = protocol::Summary::default();
+            summary.add(&deploy_checks::run(&paths));
+            println!("{summary}");
+            summary.failed == 0
+        }),
         Task::Demo { guest } => demo::run(&demo::Options {
             timeout: Duration::from_secs(guest.timeout),
             guest_dir: guest.guest_dir,

@@ -30,7 +30,7 @@ struct Requirement {
     package: &'static str,
 }
 
-const REQUIREMENTS: [Requirement; 6] = [
+const REQUIREMENTS: [Requirement; 8] = [
     Requirement {
         probe: Probe::Command("qemu-system-x86_64"),
         package: "qemu-system-x86",
@@ -55,6 +55,19 @@ const REQUIREMENTS: [Requirement; 6] = [
     Requirement {
         probe: Probe::Command("apt-get"),
         package: "apt",
+    },
+    // A root file system per Debian suite to build the bad-driver test module
+    // against each test kernel's headers with that suite's compiler (badmod.rs).
+    // In /usr/sbin, which is not on a normal user's PATH.
+    Requirement {
+        probe: Probe::File("/usr/sbin/debootstrap"),
+        package: "debootstrap",
+    },
+    // deploy/pfnwatch.service is checked with `systemd-analyze verify` and
+    // `security` (deploy_checks.rs); nothing is started.
+    Requirement {
+        probe: Probe::Command("systemd-analyze"),
+        package: "systemd",
     },
 ];
 
@@ -135,7 +148,7 @@ pub fn install_missing() -> Result<()> {
 }
 
 /// `program` as root: directly when we are root, else through sudo.
-fn privileged(program: &str) -> Result<Command> {
+pub fn privileged(program: &str) -> Result<Command> {
     // /proc/self belongs to the process's effective uid: no libc call needed.
     let is_root = Path::new("/proc/self")
         .metadata()

@@ -1,11 +1,14 @@
 //! The guest's side of a VM test, as seen on the serial console.
 //!
 //! The guest init prints `pfnwatch-vmtest: PASS <check>[: <detail>]`,
-//! `pfnwatch-vmtest: FAIL <check>: <reason>`, `pfnwatch-vmtest: INFO <text>` and
-//! finally `pfnwatch-vmtest: verdict success|failure`. Everything else on the
+//! `pfnwatch-vmtest: FAIL <check>: <reason>`, `pfnwatch-vmtest: INFO <text>`,
+//! files as `pfnwatch-vmtest: FILE ...` lines (guest_files.rs) and finally
+//! `pfnwatch-vmtest: verdict success|failure`. Everything else on the
 //! console is kernel or program output, of which only panics and oopses matter.
 
 use std::fmt;
+
+use crate::guest_files::{self, FileLine, GuestFiles};
 
 /// Prefix of every protocol line. Searched for anywhere in a console line, because
 /// a printk can land on the same line as the guest's output.
@@ -30,6 +33,8 @@ pub enum GuestLine<'a> {
         reason: &'a str,
     },
     Info(&'a str),
+    /// A piece of a file the guest sends (guest_files.rs).
+    File(FileLine<'a>),
     Verdict(Verdict),
     /// Carries the marker but is none of the above: a guest bug worth showing.
     Unrecognised(&'a str),
@@ -54,6 +59,8 @@ pub fn parse_line(line: &str) -> Option<GuestLine<'_>> {
         }
     } else if let Some(text) = rest.strip_prefix("INFO") {
         GuestLine::Info(text.trim())
+    } else if let Some(file) = rest.strip_prefix("FILE ").and_then(guest_files::parse) {
+        GuestLine::File(file)
     } else if rest == "verdict success" {
         GuestLine::Verdict(Verdict::Success)
     } else if rest == "verdict failure" {
@@ -72,10 +79,17 @@ pub enum KernelTrouble {
     Oops,
 }
 
+/// How print_bad_pte() (6.1, 6.12) and print_bad_page_map() (7.x) start their
+/// report. The kernel carries on (it clears the pte) and the bad-driver
+/// module makes one on purpose; pfnwatch hooks the report, and the guest
+/// judges whether it was expected.
+const BAD_PAGE_MAP: &str = "BUG: Bad page map";
+
 /// Recognises a kernel panic or oops on a console line. Protocol lines are never
-/// trouble, so a check named after a panic cannot fail a run by its name.
+/// trouble, so a check named after a panic cannot fail a run by its name; nor is
+/// a bad page map report (see [`BAD_PAGE_MAP`]).
 pub fn kernel_trouble(line: &str) -> Option<KernelTrouble> {
-    if line.contains(MARKER) {
+    if line.contains(MARKER) || line.contains(BAD_PAGE_MAP) {
         return None;
     }
     if line.contains("Kernel panic") {
@@ -128,6 +142,7 @@ pub struct GuestRun {
     verdict: Option<Verdict>,
     panic: Option<String>,
     oopses: Vec<String>,
+    files: GuestFiles,
 }
 
 /// What the host should do after a console line.
@@ -191,6 +206,12 @@ impl GuestRun {
                 (format!("FAIL {check}: {reason}"), false)
             }
             GuestLine::Info(text) => (format!("INFO {text}"), false),
+            GuestLine::File(file) => {
+                return Observed {
+                    echo: self.files.observe(file),
+                    finished: false,
+                };
+            }
             GuestLine::Verdict(verdict) => {
                 self.verdict.get_or_insert(verdict);
                 let word = match verdict {
@@ -205,6 +226,11 @@ impl GuestRun {
             echo: Some(echo),
             finished,
         }
+    }
+
+    /// The files the guest sent, taken out of the run.
+    pub fn take_files(&mut self) -> GuestFiles {
+        std::mem::take(&mut self.files)
     }
 
     /// How many PASS/FAIL lines the guest printed so far.
@@ -329,6 +355,25 @@ mod tests {
     }
 
     #[test]
+    fn file_lines_are_collected_quietly_and_checked_at_the_end() {
+        let mut guest = GuestRun::default();
+        let chunk = guest.observe("pfnwatch-vmtest: FILE cap 0 QUJD\r");
+        assert_eq!(chunk.echo, None, "chunks are not echoed");
+        let end = guest.observe("[ 9.0] pfnwatch-vmtest: FILE cap END 1 3 a3830348\r");
+        assert_eq!(end.echo.as_deref(), Some("FILE cap: 3 bytes received"));
+        assert!(!end.finished);
+        let bad = guest.observe("pfnwatch-vmtest: FILE ../etc 0 QUJD");
+        assert_eq!(
+            bad.echo.as_deref(),
+            Some("UNRECOGNISED pfnwatch-vmtest: FILE ../etc 0 QUJD")
+        );
+        let (files, failed) = guest.take_files().finish();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(files["cap"], b"ABC");
+        assert_eq!(guest.reported(), 0, "files are not checks");
+    }
+
+    #[test]
     fn finds_the_marker_after_interleaved_printk_text() {
         // A printk without a newline can precede the guest's line on the console.
         assert_eq!(
@@ -369,6 +414,50 @@ mod tests {
         assert_eq!(
             kernel_trouble("pfnwatch-vmtest: PASS no-Kernel panic-on-fork"),
             None
+        );
+    }
+
+    /// The console lines of a bad page map report as 6.1 and 7.2 print them
+    /// at loglevel=4 (the stack dump is below it), from the bad-driver module.
+    const BAD_PAGE_MAP_6_1: [&str; 4] = [
+        "[    6.422532] BUG: Bad page map in process badtest  pte:80000000fd000237 pmd:3fcd9067",
+        "[    6.424056] addr:00007f813fee5000 vm_flags:0c0440fb anon_vma:0000000000000000 mapping:ff32768cc22e0518 index:0",
+        "[    6.424542] file:pfnw-bad-page-map fault:sigbus_fault [pfnwatch_badmod] mmap:bad_page_map_mmap [pfnwatch_badmod] read_folio:0x0",
+        "[   70.100000] BUG: Bad page map: 3 messages suppressed",
+    ];
+    const BAD_PAGE_MAP_7_2: [&str; 2] = [
+        "[   24.912171] BUG: Bad page map in process badtest  pte:80000000fd000237",
+        "[   24.912390] pgd:02d75067 p4d:02e6f067 pud:02d74067 pmd:02e6c067",
+    ];
+
+    #[test]
+    fn a_bad_page_map_report_is_not_an_oops() {
+        for line in BAD_PAGE_MAP_6_1.iter().chain(&BAD_PAGE_MAP_7_2) {
+            assert_eq!(kernel_trouble(line), None, "{line}");
+        }
+        // Other BUG reports still are.
+        assert_eq!(
+            kernel_trouble("[    9.0] BUG: Bad page state in process badtest  pfn:02801"),
+            Some(KernelTrouble::Oops)
+        );
+    }
+
+    #[test]
+    fn a_run_with_a_bad_page_map_report_passes() {
+        let mut lines = vec!["pfnwatch-vmtest: PASS module/load"];
+        lines.extend(BAD_PAGE_MAP_6_1);
+        lines.extend(BAD_PAGE_MAP_7_2);
+        lines.push("pfnwatch-vmtest: verdict success");
+        let checks = run(&lines, exited());
+        let mut summary = Summary::default();
+        summary.add(&checks);
+        assert_eq!(
+            summary,
+            Summary {
+                passed: 1,
+                failed: 0
+            },
+            "{checks:?}"
         );
     }
 

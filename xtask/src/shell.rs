@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::{
-    guest,
+    badmod, guest,
     kernels::{self, KernelSpec},
     paths::Paths,
     preflight, qemu,
@@ -21,8 +21,17 @@ pub struct Options {
 pub fn run(options: &Options) -> Result<()> {
     preflight::check()?;
     let paths = Paths::discover()?;
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref())?;
     let kernel = kernels::fetch(options.kernel, &paths)?;
+    // Handy by hand (`insmod /lib/pfnwatch/badmod-$(uname -r).ko bar_pfn=0xfd000`),
+    // not needed for a shell: a failed build is only a warning.
+    let modules = match badmod::build(&paths, &kernel) {
+        Ok(module) => vec![module],
+        Err(err) => {
+            println!("warning: no bad-driver module in this guest: {err:#}");
+            Vec::new()
+        }
+    };
+    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &modules)?;
     println!("qemu: Ctrl-A x quits, Ctrl-A c toggles the monitor");
     qemu::interactive(&kernel.vmlinuz, &initrd, "shell")
 }

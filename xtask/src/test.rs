@@ -1,12 +1,15 @@
 //! `cargo xtask test`: what CI runs, from a fresh machine: install what is
-//! missing, then fmt, clippy and the unit tests on the host, then the VM
-//! tests on every kernel. One summary line closes it all.
+//! missing, then fmt, clippy, the unit tests and the deploy/ checks on the
+//! host, then the VM tests on every kernel. One summary line closes it all.
 
 use std::{env, process::Command, time::Duration};
 
 use anyhow::Result;
 
-use crate::{cmd::describe, kernels::KERNELS, preflight, protocol::CheckResult, vmtest};
+use crate::{
+    cmd::describe, deploy_checks, kernels::KERNELS, paths::Paths, preflight, protocol::CheckResult,
+    vmtest,
+};
 
 /// The host steps, as cargo invocations.
 const STEPS: [(&str, &[&str]); 3] = [
@@ -48,6 +51,8 @@ pub fn run(timeout: Duration) -> Result<bool> {
             failure,
         });
     }
+    // deploy/: the Debian package, the systemd unit, the Prometheus rules.
+    host.extend(deploy_checks::run(&Paths::discover()?));
     vmtest::run(&vmtest::Options {
         kernels: KERNELS.to_vec(),
         keep_going: true,

@@ -10,12 +10,13 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    guest,
-    kernels::{self, KernelSpec},
+    badmod, guest,
+    kernels::{self, Kernel, KernelSpec},
     paths::Paths,
-    preflight,
+    preflight, promtool,
     protocol::{CheckResult, GuestRun, Summary},
     qemu::{self, Boot, Next},
+    replay_check,
 };
 
 #[derive(Debug, Clone)]
@@ -36,23 +37,28 @@ pub fn run(options: &Options) -> Result<bool> {
     let mut summary = Summary::default();
     summary.add(&options.prior);
 
+    // Every kernel is fetched and its bad-driver module built before the
+    // initramfs, which carries all the modules.
     let prepared = preflight::check()
         .map_err(|err| failed("preflight", format!("{err:#}")))
         .and_then(|()| {
-            guest::prepare(&paths, options.guest_dir.as_deref())
+            let (kernels, modules) = fetch_and_build(&options.kernels, &paths);
+            guest::prepare(&paths, options.guest_dir.as_deref(), &modules)
+                .map(|initrd| (initrd, kernels))
                 .map_err(|err| failed("build", format!("{err:#}")))
         });
-    let initrd = match prepared {
-        Ok(initrd) => Some(initrd),
+    let prepared = match prepared {
+        Ok(prepared) => Some(prepared),
         Err(check) => {
             report("host", &[check], &mut summary);
             None
         }
     };
 
-    if let Some(initrd) = initrd {
-        for (index, spec) in options.kernels.iter().enumerate() {
-            let checks = test_kernel(*spec, &paths, &initrd, options.timeout);
+    if let Some((initrd, kernels)) = prepared {
+        for (index, (spec, fetched)) in options.kernels.iter().zip(kernels).enumerate() {
+            let pfnwatch = replay_check::host_pfnwatch(&paths, options.guest_dir.as_deref());
+            let checks = test_kernel(*spec, fetched, &paths, &initrd, options.timeout, &pfnwatch);
             let kernel_failed = checks.iter().any(|check| check.failure.is_some());
             summary.add(&checks);
             let rest = &options.kernels[index + 1..];
@@ -70,14 +76,54 @@ pub fn run(options: &Options) -> Result<bool> {
     Ok(summary.failed == 0)
 }
 
+/// One selected kernel before its boot.
+struct Fetched {
+    /// The kernel, or why it could not be fetched.
+    kernel: Result<Kernel>,
+    /// Host-side failures that count with its checks (its module did not build).
+    host: Vec<CheckResult>,
+}
+
+/// Fetches each kernel and builds its module; returns them with the modules that built.
+fn fetch_and_build(specs: &[KernelSpec], paths: &Paths) -> (Vec<Fetched>, Vec<badmod::Module>) {
+    let kernels: Vec<Result<Kernel>> = specs
+        .iter()
+        .map(|spec| kernels::fetch(*spec, paths))
+        .collect();
+    let fetched: Vec<Kernel> = kernels.iter().flatten().cloned().collect();
+    let mut built = badmod::build_all(paths, &fetched).into_iter();
+    let mut modules = Vec::new();
+    let kernels = kernels
+        .into_iter()
+        .map(|kernel| {
+            let host = match (&kernel, built.next()) {
+                (Err(_), _) => Vec::new(),
+                (Ok(_), Some(Ok(module))) => {
+                    modules.push(module);
+                    Vec::new()
+                }
+                (Ok(_), Some(Err(err))) => vec![failed("badmod", format!("{err:#}"))],
+                (Ok(_), None) => vec![failed("badmod", "no build result".to_owned())],
+            };
+            Fetched { kernel, host }
+        })
+        .collect();
+    (kernels, modules)
+}
+
+/// Boots one kernel; failures found on the host before the boot (its module
+/// did not build) count with the guest's checks. The kernel still
+/// boots without its module: the guest then fails `module/load` itself.
 fn test_kernel(
     spec: KernelSpec,
+    Fetched { kernel, host }: Fetched,
     paths: &Paths,
     initrd: &Path,
     timeout: Duration,
+    pfnwatch: &Path,
 ) -> Vec<CheckResult> {
     let label = spec.label;
-    let kernel = match kernels::fetch(spec, paths) {
+    let kernel = match kernel {
         Ok(kernel) => kernel,
         Err(err) => {
             let checks = vec![failed("kernel", format!("{err:#}"))];
@@ -85,6 +131,7 @@ fn test_kernel(
             return checks;
         }
     };
+    report(label, &host, &mut Summary::default());
     let boot = Boot {
         kernel: kernel.vmlinuz.clone(),
         initrd: initrd.to_owned(),
@@ -97,6 +144,7 @@ fn test_kernel(
         kernel.version,
         timeout.as_secs()
     );
+    promtool::forget_scrape(label, paths);
     let mut guest = GuestRun::default();
     let result = qemu::run(&boot, |line| {
         let seen = guest.observe(line);
@@ -114,17 +162,25 @@ fn test_kernel(
         Err(err) => {
             let checks = vec![failed("boot", format!("{err:#}"))];
             report(label, &checks, &mut Summary::default());
-            return checks;
+            return [host, checks].concat();
         }
     };
     let reported = guest.reported();
-    let checks = guest.finish(&result.end);
+    let files = guest.take_files();
+    let guest_checks = guest.finish(&result.end);
     // The guest's own FAIL lines were printed as they came; these are the host's.
-    for check in &checks[reported..] {
+    for check in &guest_checks[reported..] {
         if let Some(reason) = &check.failure {
             println!("[{label}] FAIL {}: {reason}", check.name);
         }
     }
+    // The capture recorded in the guest, replayed by the host's pfnwatch.
+    let replayed = replay_check::run(label, paths, pfnwatch, files);
+    report(label, &replayed, &mut Summary::default());
+    // The guest's /metrics scrape, saved with the other files above.
+    let scraped = vec![promtool::check_scrape(label, paths)];
+    report(label, &scraped, &mut Summary::default());
+    let checks = [host, guest_checks, replayed, scraped].concat();
     let mut own = Summary::default();
     own.add(&checks);
     println!(

@@ -3,8 +3,13 @@
 //! verdict line the host reads, and powers off.
 
 mod demo_mode;
+// pfnwatch run's /metrics, SIGHUP and SIGTERM (metrics_checks.rs).
+mod metrics_checks;
+// badmod: loads the bad-driver test module (module.rs).
+mod module;
 mod report;
 mod test_mode;
+mod trace_checks;
 mod watch;
 
 pub use report::Reporter;
@@ -49,6 +54,8 @@ fn mount_all() -> anyhow::Result<()> {
         ("devtmpfs", "/dev", "devtmpfs"),
         ("tmpfs", "/tmp", "tmpfs"),
         ("debugfs", "/sys/kernel/debug", "debugfs"),
+        // Alerts name the cgroup: give pfnwatch a hierarchy to resolve ids in.
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
     ];
     for (source, target, fstype) in mounts {
         let _ = std::fs::create_dir_all(target);

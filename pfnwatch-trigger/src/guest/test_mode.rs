@@ -27,6 +27,8 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     let kernel = KernelVersion::parse(&release)
         .with_context(|| format!("cannot parse kernel release {release:?}"))?;
     rep.info(&format!("kernel {release} (expectations for {kernel})"));
+    // badmod: the bad-driver test module, before pfnwatch starts watching.
+    super::module::load(rep);
 
     check(rep, kernel)?;
 
@@ -71,6 +73,8 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         status.success(),
         &format!("pfnwatch trace exited: {status}"),
     );
+    super::trace_checks::run(rep, kernel)?;
+    super::metrics_checks::run(rep, kernel)?;
     daemon(rep, kernel)
 }
 

@@ -71,7 +71,7 @@ impl Watch {
         let mut window = Window::default();
         loop {
             match self.next_line(deadline)? {
-                Line::Record { record, rules } => {
+                Line::Record { record, rules, .. } => {
                     window.records.push(*record);
                     window.rules.push(rules);
                 }
@@ -81,6 +81,10 @@ impl Watch {
                     return Ok(window);
                 }
                 Line::Ready { .. } => bail!("pfnwatch printed a second ready line"),
+                // Alerts and losses are judged elsewhere (the counters
+                // check sees drops; trace_checks.rs the alerts).
+                Line::Alert { .. } | Line::Lost { .. } => {}
+                Line::Summary { .. } => bail!("pfnwatch printed its summary before it stopped"),
             }
         }
     }
@@ -95,6 +99,38 @@ impl Watch {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (none: pfnwatch is to stop by itself) and reads every
+    /// line up to its exit; the lines and how it exited.
+    pub fn collect(
+        mut self,
+        signal: Option<libc::c_int>,
+        timeout: Duration,
+    ) -> Result<(ExitStatus, Vec<Line>)> {
+        if let Some(sig) = signal {
+            self.signal(sig)?;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(text) => lines.push(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("pfnwatch printed {text:?}"))?,
+                ),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    bail!(
+                        "pfnwatch did not exit within {timeout:?} (it printed {} lines)",
+                        lines.len()
+                    );
+                }
+            }
+        }
+        Ok((self.child.wait()?, lines))
     }
 
     /// SIGTERM, then wait for a clean exit.

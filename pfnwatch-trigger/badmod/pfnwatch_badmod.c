@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pfnwatch_badmod: a test module that plays drivers which break the kernel's
+ * VM_PFNMAP / VM_MIXEDMAP rules, so pfnwatch's VM tests can make each
+ * misbehaviour happen on a real Debian kernel (6.1, 6.12, 7.2). One misc
+ * device per misbehaviour; each mmap handler is the whole "driver".
+ *
+ * It maps a device BAR that has no struct page (qemu -vga std: PCI 00:02.0
+ * resource0), given as bar_pfn/bar_pages. Everything it does is chosen so the
+ * guest survives: no path here reaches a BUG_ON, and every page it hands out
+ * is freed by the page tables' own refcounting. It is for test VMs only.
+ */
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/version.h>
+
+/* pfn_t went away in 6.17 (Alistair Popple's "mm: remove pfn_t" series):
+ * vmf_insert_mixed() takes a plain pfn from then on. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 17, 0)
+#include <linux/pfn_t.h>
+#define BADMOD_HAS_PFN_T 1
+#endif
+
+static unsigned long bar_pfn;
+module_param(bar_pfn, ulong, 0444);
+MODULE_PARM_DESC(bar_pfn, "first pfn of a device BAR without struct pages (required)");
+
+static unsigned long bar_pages = 16;
+module_param(bar_pages, ulong, 0444);
+MODULE_PARM_DESC(bar_pages, "pages of that BAR the devices may map (default 16)");
+
+/* The misc devices registered, space-separated, for the guest to read back
+ * from /sys/module/pfnwatch_badmod/parameters/devices. */
+static char devices[256];
+module_param_string(devices, devices, sizeof(devices), 0444);
+MODULE_PARM_DESC(devices, "read-only: the /dev nodes this module created");
+
+/* Bounds the normal-pfnmap allocation: the tests map a few pages. */
+#define NORMAL_PFNMAP_MAX_PAGES 256
+/* Written at the start of each normal-pfnmap page ("pfnw" + page index), so a
+ * test can tell it reads the driver's page and not some other memory. */
+#define NORMAL_PFNMAP_MARK 0x70666e7700000000ULL
+
+/* vm_flags became write-protected behind vm_flags_*() in 6.3 (per-VMA locks). */
+static void badmod_flags_mod(struct vm_area_struct *vma, vm_flags_t set,
+			     vm_flags_t clear)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_mod(vma, set, clear);
+#else
+	vma->vm_flags = (vma->vm_flags | set) & ~clear;
+#endif
+}
+
+static vm_fault_t badmod_insert_mixed(struct vm_area_struct *vma,
+				      unsigned long addr, unsigned long pfn)
+{
+#ifdef BADMOD_HAS_PFN_T
+	/* PFN_DEV without PFN_MAP: no memmap behind it and not devmap, so
+	 * insert_pfn() writes a plain special pte. */
+	return vmf_insert_mixed(vma, addr, __pfn_to_pfn_t(pfn, PFN_DEV));
+#else
+	return vmf_insert_mixed(vma, addr, pfn);
+#endif
+}
+
+/* The vma's pages must lie inside the BAR: first device pfn in *pfn. */
+static int bar_range(struct vm_area_struct *vma, unsigned long *pfn)
+{
+	if (vma->vm_pgoff >= bar_pages ||
+	    vma_pages(vma) > bar_pages - vma->vm_pgoff)
+		return -EINVAL;
+	*pfn = bar_pfn + vma->vm_pgoff;
+	return 0;
+}
+
+/* For vmas populated at mmap time: a fault there (a child after fork, where
+ * the ptes were not copied) has nothing to map. */
+static vm_fault_t sigbus_fault(struct vm_fault *vmf)
+{
+	return VM_FAULT_SIGBUS;
+}
+
+static const struct vm_operations_struct sigbus_ops = {
+	.fault = sigbus_fault,
+};
+
+/*
+ * /dev/pfnw-insert-mixed: a fault-time inserting driver that allows COW
+ * (MAP_PRIVATE) mappings. It must be VM_MIXEDMAP: vmf_insert_pfn*() BUG()s on
+ * a COW VM_PFNMAP vma. Each fault maps bar_pfn + file page offset.
+ */
+static vm_fault_t insert_mixed_fault(struct vm_fault *vmf)
+{
+	if (vmf->pgoff >= bar_pages)
+		return VM_FAULT_SIGBUS;
+	return badmod_insert_mixed(vmf->vma, vmf->address, bar_pfn + vmf->pgoff);
+}
+
+static const struct vm_operations_struct insert_mixed_ops = {
+	.fault = insert_mixed_fault,
+};
+
+static int insert_mixed_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long pfn;
+	int err = bar_range(vma, &pfn);
+
+	if (err)
+		return err;
+	badmod_flags_mod(vma, VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP, 0);
+	vma->vm_ops = &insert_mixed_ops;
+	return 0;
+}
+
+/*
+ * /dev/pfnw-partial-remap: remaps all but the last page. On a COW mapping the
+ * kernel refuses (-EINVAL, before touching flags or ptes) and so does mmap.
+ * On a shared mapping it is legal; the last page then SIGBUSes.
+ */
+static int partial_remap_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long pfn, size = vma->vm_end - vma->vm_start;
+	int err = bar_range(vma, &pfn);
+
+	if (err)
+		return err;
+	/* remap_pfn_range() BUG()s on an empty range. */
+	if (size < 2 * PAGE_SIZE)
+		return -EINVAL;
+	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+	vma->vm_ops = &sigbus_ops;
+	return remap_pfn_range(vma, vma->vm_start, pfn, size - PAGE_SIZE,
+			       vma->vm_page_prot);
+}
+
+/*
+ * /dev/pfnw-normal-pfnmap (MAP_SHARED only): real pages inserted with
+ * vm_insert_page() (normal, refcounted, not special ptes), then the vma is
+ * relabelled VM_PFNMAP. vm_normal_page() on those ptes returns a page in a
+ * non-COW PFNMAP (rule 1 broken).
+ *
+ * Safe because zap and fork treat the ptes exactly as in the VM_MIXEDMAP
+ * mapping they were inserted into (vm_normal_page() finds the page, the
+ * rmap and refcount are dropped or duplicated); the VM_PFNMAP-only paths
+ * are PAT's untrack_pfn()/track_pfn_copy() (6.1, 6.12), which act only on
+ * VM_PAT, and 7.2's pfnmap_track_ctx, which only remap_pfn_range() sets.
+ * Neither is set here.
+ */
+static int normal_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long addr, index = 0;
+	int err;
+
+	if (is_cow_mapping(vma->vm_flags) ||
+	    vma_pages(vma) > NORMAL_PFNMAP_MAX_PAGES)
+		return -EINVAL;
+	/* Set up front: vm_insert_page() would set it itself, but 6.1 asserts
+	 * with BUG_ON(mmap_read_trylock()) while doing so. */
+	badmod_flags_mod(vma, VM_MIXEDMAP, 0);
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		struct page *page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+
+		if (!page)
+			return -ENOMEM;
+		*(u64 *)page_address(page) = NORMAL_PFNMAP_MARK | index++;
+		err = vm_insert_page(vma, addr, page);
+		/* The pte took its own reference: from here the page belongs to
+		 * the page tables and is freed when the last pte mapping it is
+		 * zapped (munmap, exit, or mmap's own error path). */
+		put_page(page);
+		if (err)
+			return err;
+	}
+	badmod_flags_mod(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP,
+			 VM_MIXEDMAP);
+	vma->vm_ops = &sigbus_ops;
+	return 0;
+}
+
+/*
+ * /dev/pfnw-pgoff (MAP_PRIVATE only, at least 2 pages): a COW VM_PFNMAP vma
+ * whose vm_pgoff is not its first pfn (it is first pfn + 1), so the device's
+ * special ptes break pfn == vm_pgoff + page index, the rule that tells them
+ * from COW copies on architectures without pte_special.
+ *
+ * Not the obvious way (a full remap_pfn_range(), which sets vm_pgoff to the
+ * first pfn, then vm_pgoff += 1): a full remap makes PAT track the range
+ * (VM_PAT on 6.1/6.12), and once page 0 has been COWed, get_pat_info() finds
+ * the range from vm_pgoff. Measured on 6.1 and 6.12: munmap then frees the
+ * wrong range ("x86/PAT: freeing invalid memtype") and the real reservation
+ * leaks. So the vma is mapped with two partial remaps while VM_MAYWRITE is
+ * briefly cleared (a COW vma refuses partial remaps): partial remaps only
+ * look up the cache mode, so there is no VM_PAT and no 7.2 pfnmap_track_ctx,
+ * nothing to untrack, and fork and munmap are safe whatever page is COWed.
+ */
+static int pgoff_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long pfn, start = vma->vm_start;
+	int err = bar_range(vma, &pfn);
+
+	if (err)
+		return err;
+	if (!is_cow_mapping(vma->vm_flags) || vma_pages(vma) < 2)
+		return -EINVAL;
+	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+	vma->vm_ops = &sigbus_ops;
+	badmod_flags_mod(vma, 0, VM_MAYWRITE);
+	err = remap_pfn_range(vma, start, pfn, PAGE_SIZE, vma->vm_page_prot);
+	if (!err)
+		err = remap_pfn_range(vma, start + PAGE_SIZE, pfn + 1,
+				      vma->vm_end - start - PAGE_SIZE,
+				      vma->vm_page_prot);
+	badmod_flags_mod(vma, VM_MAYWRITE, 0);
+	if (err)
+		return err;
+	vma->vm_pgoff = pfn + 1;
+	return 0;
+}
+
+/*
+ * /dev/pfnw-bad-page-map (MAP_SHARED only): special ptes in a vma that is
+ * neither VM_PFNMAP nor VM_MIXEDMAP. They are inserted with vmf_insert_mixed()
+ * while the vma is VM_MIXEDMAP, then VM_MIXEDMAP is cleared. Every later
+ * vm_normal_page() on them (munmap, exit) finds a special pte it cannot
+ * explain and reports it through print_bad_pte() (6.1, 6.12) or
+ * print_bad_page_map() (7.2): "BUG: Bad page map in process ...", then
+ * returns NULL, so the pte is just cleared. No struct page is touched.
+ *
+ * VM_IO keeps GUP, NUMA balancing and mlock away; a shared vma without
+ * anon_vma is not copied at fork, so the child's copy is empty (SIGBUS).
+ */
+static int bad_page_map_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long pfn, addr;
+	int err = bar_range(vma, &pfn);
+
+	if (err)
+		return err;
+	if (is_cow_mapping(vma->vm_flags))
+		return -EINVAL;
+	badmod_flags_mod(vma, VM_MIXEDMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP,
+			 0);
+	vma->vm_ops = &sigbus_ops;
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		vm_fault_t ret = badmod_insert_mixed(vma, addr, pfn++);
+
+		if (ret != VM_FAULT_NOPAGE)
+			return ret == VM_FAULT_OOM ? -ENOMEM : -EFAULT;
+	}
+	badmod_flags_mod(vma, 0, VM_MIXEDMAP);
+	return 0;
+}
+
+#define BADMOD_FOPS(fn) \
+	{ .owner = THIS_MODULE, .mmap = fn }
+
+static const struct file_operations badmod_fops[] = {
+	BADMOD_FOPS(insert_mixed_mmap),
+	BADMOD_FOPS(partial_remap_mmap),
+	BADMOD_FOPS(normal_pfnmap_mmap),
+	BADMOD_FOPS(pgoff_mmap),
+	BADMOD_FOPS(bad_page_map_mmap),
+};
+
+static struct miscdevice badmod_devs[] = {
+	{ .name = "pfnw-insert-mixed", .fops = &badmod_fops[0] },
+	{ .name = "pfnw-partial-remap", .fops = &badmod_fops[1] },
+	{ .name = "pfnw-normal-pfnmap", .fops = &badmod_fops[2] },
+	{ .name = "pfnw-pgoff", .fops = &badmod_fops[3] },
+	{ .name = "pfnw-bad-page-map", .fops = &badmod_fops[4] },
+};
+
+static unsigned int registered;
+
+static void badmod_unregister(void)
+{
+	while (registered > 0)
+		misc_deregister(&badmod_devs[--registered]);
+}
+
+/* The devices need pfns without struct pages: vmf_insert_mixed() would
+ * refcount real RAM, and the remaps would map it. */
+static bool bar_has_no_memmap(void)
+{
+	unsigned long i;
+
+	for (i = 0; i < bar_pages; i++)
+		if (pfn_valid(bar_pfn + i))
+			return false;
+	return true;
+}
+
+static int __init badmod_init(void)
+{
+	int err;
+
+	if (!bar_pfn || !bar_pages || bar_pfn + bar_pages < bar_pfn) {
+		pr_err("pfnwatch_badmod: bar_pfn=0x%lx bar_pages=%lu: give a BAR's first pfn and size\n",
+		       bar_pfn, bar_pages);
+		return -EINVAL;
+	}
+	if (!bar_has_no_memmap()) {
+		pr_err("pfnwatch_badmod: bar_pfn=0x%lx..+%lu has struct pages; refusing\n",
+		       bar_pfn, bar_pages);
+		return -EINVAL;
+	}
+	for (registered = 0; registered < ARRAY_SIZE(badmod_devs);) {
+		struct miscdevice *dev = &badmod_devs[registered];
+
+		dev->minor = MISC_DYNAMIC_MINOR;
+		dev->mode = 0600;
+		err = misc_register(dev);
+		if (err) {
+			pr_err("pfnwatch_badmod: registering /dev/%s: %d\n",
+			       dev->name, err);
+			badmod_unregister();
+			return err;
+		}
+		registered++;
+		if (devices[0])
+			strlcat(devices, " ", sizeof(devices));
+		strlcat(devices, dev->name, sizeof(devices));
+	}
+	pr_info("pfnwatch_badmod: bar_pfn 0x%lx, %lu pages; devices: %s\n",
+		bar_pfn, bar_pages, devices);
+	return 0;
+}
+
+static void __exit badmod_exit(void)
+{
+	badmod_unregister();
+}
+
+module_init(badmod_init);
+module_exit(badmod_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("pfnwatch test module: drivers that break the VM_PFNMAP/VM_MIXEDMAP rules");

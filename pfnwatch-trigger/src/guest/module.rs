@@ -1,0 +1,145 @@
+//! Loads the bad-driver test module (pfnwatch-trigger/badmod) that xtask
+//! built for this kernel: one misc device per way a driver can break the
+//! VM_PFNMAP/VM_MIXEDMAP rules, each mapping qemu's VGA BAR.
+
+use super::Reporter;
+use anyhow::{Context, Result, bail, ensure};
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The BAR the devices map: PCI 00:02.0 (`-vga std`) resource 0. Its pfns
+/// have no struct page.
+const BAR_RESOURCE: &str = "/sys/bus/pci/devices/0000:00:02.0/resource";
+/// What the module says it registered.
+const DEVICES_PARAM: &str = "/sys/module/pfnwatch_badmod/parameters/devices";
+
+/// The module's devices, under /dev (see badmod/README.md for what each does).
+pub const DEVICES: [&str; 5] = [
+    "pfnw-insert-mixed",
+    "pfnw-partial-remap",
+    "pfnw-normal-pfnmap",
+    "pfnw-pgoff",
+    "pfnw-bad-page-map",
+];
+
+/// devtmpfs creates the nodes as the module registers them; this is slack.
+const NODE_WAIT: Duration = Duration::from_secs(2);
+
+/// Loads the module and reports `module/load`.
+pub fn load(rep: &mut Reporter) {
+    match try_load() {
+        Ok(detail) => rep.pass("module/load", &detail),
+        Err(e) => rep.fail("module/load", &format!("{e:#}")),
+    }
+}
+
+fn try_load() -> Result<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .context("reading the kernel release")?;
+    // xtask's badmod::guest_path().
+    let path = format!("/lib/pfnwatch/badmod-{}.ko", release.trim());
+    let resource =
+        std::fs::read_to_string(BAR_RESOURCE).with_context(|| format!("reading {BAR_RESOURCE}"))?;
+    let params = params(&resource).with_context(|| format!("parsing {BAR_RESOURCE}"))?;
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("opening {path} (built by xtask for this kernel?)"))?;
+    let c_params = CString::new(params.clone())?;
+    // SAFETY: a valid fd and NUL-terminated parameter string; flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            c_params.as_ptr(),
+            0,
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        // Loaded already (a second run in one boot): what it created still counts.
+        if err.raw_os_error() != Some(libc::EEXIST) {
+            return Err(err).with_context(|| format!("finit_module({path}, {params:?})"));
+        }
+    }
+    let listed = std::fs::read_to_string(DEVICES_PARAM)
+        .with_context(|| format!("reading {DEVICES_PARAM}"))?;
+    let missing: Vec<&str> = DEVICES
+        .iter()
+        .copied()
+        .filter(|device| !listed.split_whitespace().any(|name| name == *device))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "the module did not register {missing:?} (it lists {:?})",
+        listed.trim()
+    );
+    wait_for_nodes()?;
+    Ok(format!(
+        "{path} with {params}: /dev/{}",
+        DEVICES.join(", /dev/")
+    ))
+}
+
+/// `bar_pfn=0x<first pfn> bar_pages=<pages>` from the first line of a sysfs
+/// PCI `resource` file (`start end flags`, in hex).
+fn params(resource: &str) -> Result<String> {
+    let mut fields = resource
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace();
+    let mut hex = |what: &str| -> Result<u64> {
+        let field = fields.next().with_context(|| format!("no {what}"))?;
+        let digits = field.trim_start_matches("0x");
+        u64::from_str_radix(digits, 16).with_context(|| format!("{what} {field:?}"))
+    };
+    let (start, end) = (hex("start")?, hex("end")?);
+    if start == 0 || end < start || start % 4096 != 0 {
+        bail!("resource 0 is {start:#x}..{end:#x}, not a page-aligned BAR");
+    }
+    Ok(format!(
+        "bar_pfn={:#x} bar_pages={}",
+        start >> 12,
+        (end - start + 1) >> 12
+    ))
+}
+
+fn wait_for_nodes() -> Result<()> {
+    let deadline = Instant::now() + NODE_WAIT;
+    loop {
+        let missing: Vec<&str> = DEVICES
+            .iter()
+            .copied()
+            .filter(|device| !Path::new("/dev").join(device).exists())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("no /dev node for {missing:?} after {NODE_WAIT:?} (is devtmpfs mounted?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_come_from_the_first_resource_line() {
+        let resource = "0x00000000fd000000 0x00000000fdffffff 0x0000000000042208\n\
+                        0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
+        assert_eq!(params(resource).unwrap(), "bar_pfn=0xfd000 bar_pages=4096");
+    }
+
+    #[test]
+    fn an_absent_or_odd_bar_is_an_error() {
+        let unset = "0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
+        assert!(params(unset).is_err());
+        assert!(params("").is_err());
+        assert!(params("0x00000000fd000800 0x00000000fdffffff 0x0\n").is_err());
+        assert!(params("zz 0x1 0x0\n").is_err());
+    }
+}

@@ -1,0 +1,374 @@
+//! The host steps that check deploy/: the Debian package (built with
+//! cargo-deb, its contents listed), the systemd unit (`systemd-analyze
+//! verify` against the package's own files, and its `security` exposure
+//! against the README's figure), and the Prometheus files (`promtool check
+//! config`, `check rules`, `test rules`).
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{build, cmd::describe, paths::Paths, promtool, protocol::CheckResult};
+
+/// cargo-deb from crates.io, pinned; installed once per machine into
+/// cargo's bin directory (about two minutes on two cores), then reused.
+const CARGO_DEB: &str = "3.8.0";
+const UNIT: &str = "pfnwatch.service";
+/// What the package must carry.
+const PACKAGED: [&str; 3] = [
+    "./usr/bin/pfnwatch",
+    "./etc/pfnwatch/pfnwatch.toml",
+    "/systemd/system/pfnwatch.service",
+];
+
+pub fn run(paths: &Paths) -> Vec<CheckResult> {
+    let mut checks = Vec::new();
+    let (deb, root) = match package(paths) {
+        Ok(deb) => (Ok(()), Some(verify_root(paths, &deb))),
+        Err(err) => (Err(err), None),
+    };
+    checks.push(result("deb", deb));
+    checks.push(result(
+        "systemd-verify",
+        match root {
+            Some(Ok(root)) => verify(&root),
+            Some(Err(err)) => Err(err),
+            None => Err(anyhow::anyhow!("needs the package's files (see deb)")),
+        },
+    ));
+    checks.push(result("systemd-security", security(paths)));
+    let dir = paths.root.join("deploy/prometheus");
+    match promtool::ensure(paths) {
+        Ok(promtool) => {
+            for (name, args) in [
+                (
+                    "promtool-check-config",
+                    &["check", "config", "prometheus.yml"][..],
+                ),
+                (
+                    "promtool-check-rules",
+                    &["check", "rules", "pfnwatch.rules.yml"],
+                ),
+                (
+                    "promtool-test-rules",
+                    &["test", "rules", "pfnwatch.rules.test.yml"],
+                ),
+            ] {
+                println!("[host] + promtool {}", args.join(" "));
+                checks.push(report(promtool::check(name, &promtool, &dir, args)));
+            }
+        }
+        Err(err) => checks.push(result("promtool", Err(err))),
+    }
+    checks
+}
+
+fn result(name: &str, outcome: Result<()>) -> CheckResult {
+    report(CheckResult {
+        name: name.to_owned(),
+        failure: outcome.err().map(|err| format!("{err:#}")),
+    })
+}
+
+fn report(check: CheckResult) -> CheckResult {
+    match &check.failure {
+        None => println!("[host] PASS {}", check.name),
+        Some(reason) => println!("[host] FAIL {}: {reason}", check.name),
+    }
+    check
+}
+
+/// `cargo deb -p pfnwatch` with the static binary the guest uses (same
+/// target and flags as build.rs, so the guest build reuses it); lists the
+/// package and checks what it must hold.
+fn package(paths: &Paths) -> Result<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    ensure_cargo_deb(&cargo)?;
+    let out_dir = paths.vmtest.join("deb");
+    if out_dir.exists() {
+        fs::remove_dir_all(&out_dir).with_context(|| format!("clearing {}", out_dir.display()))?;
+    }
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(&paths.root)
+        .args([
+            "deb",
+            "--locked",
+            "-p",
+            "pfnwatch",
+            "--target",
+            build::GUEST_TARGET,
+        ])
+        .arg("--output")
+        .arg(&out_dir)
+        .env("RUSTFLAGS", build::guest_rustflags())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    println!("[host] + {}", describe(&command));
+    let status = command
+        .status()
+        .with_context(|| format!("running {}", describe(&command)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(&command));
+    }
+    let deb = fs::read_dir(&out_dir)
+        .with_context(|| format!("listing {}", out_dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("cargo deb left no .deb in {}", out_dir.display()))?;
+    let contents = output(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
+    let info = output(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
+    println!("[host] {}:", deb.display());
+    for line in info.lines().chain(contents.lines()) {
+        println!("[host]   {line}");
+    }
+    let missing: Vec<&str> = PACKAGED
+        .iter()
+        .filter(|path| !contents.lines().any(|l| l.ends_with(*path)))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        bail!("{} lacks {}", deb.display(), missing.join(", "));
+    }
+    let conffiles = output(
+        Command::new("dpkg-deb")
+            .arg("--info")
+            .arg(&deb)
+            .arg("conffiles"),
+    )?;
+    if !conffiles
+        .lines()
+        .any(|l| l.trim() == "/etc/pfnwatch/pfnwatch.toml")
+    {
+        bail!("/etc/pfnwatch/pfnwatch.toml is not a conffile ({conffiles:?})");
+    }
+    let depends = info
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("Depends:"))
+        .unwrap_or("");
+    if !depends.trim().is_empty() {
+        bail!("the package depends on something; its binary should be static:\n{info}");
+    }
+    let postinst = output(
+        Command::new("dpkg-deb")
+            .arg("--info")
+            .arg(&deb)
+            .arg("postinst"),
+    )?;
+    if !postinst.contains("deb-systemd-helper enable pfnwatch.service") {
+        bail!("the package's postinst does not enable the unit:\n{postinst}");
+    }
+    Ok(deb)
+}
+
+fn ensure_cargo_deb(cargo: &std::ffi::OsStr) -> Result<()> {
+    let version = Command::new(cargo)
+        .args(["deb", "--version"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+    if version.as_deref().is_some_and(|v| v.contains(CARGO_DEB)) {
+        return Ok(());
+    }
+    let mut install = Command::new(cargo);
+    install.args(["install", "--locked", "cargo-deb", "--version", CARGO_DEB]);
+    println!("[host] + {}", describe(&install));
+    let status = install
+        .status()
+        .with_context(|| format!("running {}", describe(&install)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(&install));
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {}", describe(command)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            describe(command),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A root for `systemd-analyze verify --root`: the package unpacked as it
+/// would be installed, the host's systemd units (the targets the unit
+/// names), and the host programs its Exec lines run that it does not ship.
+fn verify_root(paths: &Paths, deb: &Path) -> Result<PathBuf> {
+    let root = paths.vmtest.join("verify-root");
+    if root.exists() {
+        fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
+    }
+    fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    output(
+        Command::new("dpkg-deb")
+            .arg("--extract")
+            .arg(deb)
+            .arg(&root),
+    )?;
+    let units = Path::new("/usr/lib/systemd/system");
+    copy_dir(units, &root.join(units.strip_prefix("/")?))?;
+    // Merged /usr, as on the host: /bin/kill is /usr/bin/kill.
+    for dir in ["bin", "sbin", "lib"] {
+        let link = root.join(dir);
+        if !link.exists() {
+            std::os::unix::fs::symlink(format!("usr/{dir}"), &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    let unit = fs::read_to_string(paths.root.join("deploy").join(UNIT))
+        .with_context(|| format!("reading deploy/{UNIT}"))?;
+    for program in exec_programs(&unit) {
+        if root.join(program.trim_start_matches('/')).exists() {
+            continue; // the package ships it
+        }
+        let host = fs::canonicalize(program).with_context(|| format!("{UNIT} runs {program}"))?;
+        let to = root.join(host.strip_prefix("/")?);
+        fs::copy(&host, &to).with_context(|| format!("copying {}", host.display()))?;
+    }
+    Ok(root)
+}
+
+/// The programs a unit's Exec*= lines run (their first word, without the
+/// `-@:+!` prefixes).
+fn exec_programs(unit: &str) -> Vec<&str> {
+    unit.lines()
+        .filter(|l| l.starts_with("Exec"))
+        .filter_map(|l| l.split_once('=')?.1.split_whitespace().next())
+        .map(|p| p.trim_start_matches(['-', '@', ':', '+', '!']))
+        .filter(|p| p.starts_with('/'))
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if dst.exists() {
+            continue;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else if kind.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `systemd-analyze verify` of the packaged unit: its Exec programs must
+/// exist and every setting parse; any complaint about it fails the check.
+fn verify(root: &Path) -> Result<()> {
+    let unit = ["usr/lib/systemd/system", "lib/systemd/system"]
+        .iter()
+        .map(|dir| root.join(dir).join(UNIT))
+        .find(|path| path.is_file())
+        .with_context(|| format!("the package has no {UNIT}"))?;
+    let mut command = Command::new("systemd-analyze");
+    command
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg(&unit);
+    println!("[host] + {}", describe(&command));
+    let out = command
+        .output()
+        .with_context(|| format!("running {}", describe(&command)))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let complaints: Vec<&str> = said.lines().filter(|l| l.contains(UNIT)).collect();
+    if !out.status.success() || !complaints.is_empty() {
+        bail!("{} ({}): {}", describe(&command), out.status, said.trim());
+    }
+    Ok(())
+}
+
+/// `systemd-analyze security` of deploy/pfnwatch.service: its overall
+/// exposure must not exceed the figure the README records.
+fn security(paths: &Paths) -> Result<()> {
+    let unit = paths.root.join("deploy").join(UNIT);
+    let readme = paths.root.join("README.md");
+    let recorded = recorded_exposure(
+        &fs::read_to_string(&readme).with_context(|| format!("reading {}", readme.display()))?,
+    )
+    .with_context(|| format!("{} records no `exposure level: N.N`", readme.display()))?;
+    let mut command = Command::new("systemd-analyze");
+    command
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit);
+    println!("[host] + {}", describe(&command));
+    let out = command
+        .output()
+        .with_context(|| format!("running {}", describe(&command)))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let measured = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for pfnwatch.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| {
+            format!(
+                "{} printed no exposure ({}): {}",
+                describe(&command),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+    println!("[host]   exposure level {measured} (README: {recorded})");
+    if measured > recorded {
+        bail!("the unit's exposure level is {measured}, above the README's {recorded}");
+    }
+    Ok(())
+}
+
+/// The number after "exposure level: " in the README.
+fn recorded_exposure(readme: &str) -> Option<f64> {
+    let (_, rest) = readme.split_once("exposure level: ")?;
+    rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()?
+        .trim_end_matches('.')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_programs_a_unit_runs() {
+        let unit = "[Service]\nExecStart=/usr/bin/pfnwatch run\nExecReload=-/bin/kill -HUP $MAINPID\n\
+                    ExecStop=!kill\nEnvironment=A=/x\n";
+        assert_eq!(exec_programs(unit), ["/usr/bin/pfnwatch", "/bin/kill"]);
+        let shipped = include_str!("../../deploy/pfnwatch.service");
+        assert_eq!(exec_programs(shipped), ["/usr/bin/pfnwatch", "/bin/kill"]);
+    }
+
+    #[test]
+    fn finds_the_recorded_exposure() {
+        assert_eq!(
+            recorded_exposure("the unit's exposure level: 1.6 (OK) with systemd 252."),
+            Some(1.6)
+        );
+        assert_eq!(recorded_exposure("exposure level: 2."), Some(2.0));
+        assert_eq!(recorded_exposure("no figure"), None);
+        let readme = include_str!("../../README.md");
+        assert!(recorded_exposure(readme).is_some_and(|n| n < 10.0));
+    }
+}
