@@ -92,11 +92,20 @@ static const struct vm_operations_struct sigbus_ops = {
  * (MAP_PRIVATE) mappings. It must be VM_MIXEDMAP: vmf_insert_pfn*() BUG()s on
  * a COW VM_PFNMAP vma. Each fault maps bar_pfn + file page offset.
  */
+/* Keeps the caller's frame on the kernel stack: a tail call would replace it
+ * with the callee's, and pfnwatch's call path would not name this driver.
+ * (Real drivers do tail-call; their alerts then name the caller above.) */
+#define BADMOD_NO_TAIL_CALL() asm volatile("" ::: "memory")
+
 static vm_fault_t insert_mixed_fault(struct vm_fault *vmf)
 {
+	vm_fault_t ret;
+
 	if (vmf->pgoff >= bar_pages)
 		return VM_FAULT_SIGBUS;
-	return badmod_insert_mixed(vmf->vma, vmf->address, bar_pfn + vmf->pgoff);
+	ret = badmod_insert_mixed(vmf->vma, vmf->address, bar_pfn + vmf->pgoff);
+	BADMOD_NO_TAIL_CALL();
+	return ret;
 }
 
 static const struct vm_operations_struct insert_mixed_ops = {
@@ -132,8 +141,10 @@ static int partial_remap_mmap(struct file *file, struct vm_area_struct *vma)
 		return -EINVAL;
 	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
 	vma->vm_ops = &sigbus_ops;
-	return remap_pfn_range(vma, vma->vm_start, pfn, size - PAGE_SIZE,
-			       vma->vm_page_prot);
+	err = remap_pfn_range(vma, vma->vm_start, pfn, size - PAGE_SIZE,
+			      vma->vm_page_prot);
+	BADMOD_NO_TAIL_CALL();
+	return err;
 }
 
 /*

@@ -3,7 +3,10 @@
 //! pfnwatch's own output. Each row says why.
 
 use crate::judge::Tally;
-use pfnwatch_common::class::{ANON, COW, MIXEDMAP, NO_PAGE, PFN_MATCH, PFNMAP, SPECIAL};
+use pfnwatch::rules::Severity;
+use pfnwatch_common::class::{
+    ANON, COW, ERROR, MIXEDMAP, NO_PAGE, PARTIAL, PFN_MATCH, PFNMAP, SPECIAL,
+};
 use pfnwatch_common::{Class, Hook};
 
 /// A kernel's major.minor.
@@ -79,7 +82,10 @@ const COPY: u16 = PFNMAP | COW | ANON;
 /// A remap that covered the whole vma and left pfn == vm_pgoff + off.
 const REMAP: u16 = PFNMAP | PFN_MATCH;
 
-use Hook::{FolioWalkStart, RemapPfnRange, RemapPfnRangeComplete, VmNormalPage, VmfInsertPfnProt};
+use Hook::{
+    FolioWalkStart, PrintBadPageMap, PrintBadPte, RemapPfnRange, RemapPfnRangeComplete,
+    VmNormalPage, VmfInsertMixed, VmfInsertPfnProt,
+};
 
 /// Calls on each scenario's own mapping, by its own processes.
 pub const ROWS: &[Row] = &[
@@ -393,15 +399,156 @@ pub const ROWS: &[Row] = &[
          hook); exit's vm_normal_page returns that page",
     ),
     // idle: no rows.
+    //
+    // The bad-driver module (pfnwatch-trigger/badmod), 4 pages of qemu's VGA
+    // BAR each; its pfns have no struct page and vm_pgoff is 0 unless said.
+    row(
+        "mod-insert-mixed",
+        ALL,
+        VmfInsertMixed,
+        MIXEDMAP | COW,
+        4,
+        "each first read faults: insert_mixed_fault -> vmf_insert_mixed into the \
+         MAP_PRIVATE VM_MIXEDMAP vma (R2, R4); pfn is the BAR's, vm_pgoff 0",
+    ),
+    row(
+        "mod-insert-mixed",
+        ALL,
+        VmNormalPage,
+        MIXEDMAP | COW | SPECIAL | NO_PAGE,
+        4,
+        "munmap: zap_pte_range finds the special ptes insert_pfn() wrote",
+    ),
+    row(
+        "mod-partial-remap",
+        ALL,
+        RemapPfnRange,
+        COW | PARTIAL | ERROR,
+        1,
+        "partial_remap_mmap remaps 3 of 4 pages of a COW vma: -EINVAL before any flag \
+         is set (remap_pfn_range_notrack / remap_pfn_range_prepare_vma), so mmap fails",
+    ),
+    row(
+        "mod-normal-pfnmap",
+        ALL,
+        VmNormalPage,
+        PFNMAP,
+        12,
+        "vm_insert_page'd pages in a vma relabelled VM_PFNMAP: not special, so \
+         vm_normal_page returns them (R6, R7) at fork (copy_present_pte), the child's \
+         exit and munmap, 4 each; no PAT lookup on 6.1 (no VM_PAT)",
+    ),
+    row(
+        "mod-pgoff",
+        ALL,
+        RemapPfnRange,
+        PFNMAP | PARTIAL,
+        2,
+        "pgoff_mmap maps page 0 and pages 1-3 with two partial remaps while VM_MAYWRITE \
+         is cleared (not COW then), and only afterwards sets vm_pgoff = first pfn + 1",
+    ),
+    row(
+        "mod-pgoff",
+        ALL,
+        VmNormalPage,
+        PFNMAP | COW | SPECIAL | NO_PAGE,
+        10,
+        "special device ptes off the pgoff rule (R8): the write fault on page 1, then \
+         pages 0, 2, 3 at fork, child exit and munmap; no PAT lookup (no VM_PAT)",
+    ),
+    row(
+        "mod-pgoff",
+        ALL,
+        VmNormalPage,
+        COPY,
+        3,
+        "page 1's COW copy at fork, child exit and munmap",
+    ),
+    row(
+        "mod-bad-page-map",
+        ALL,
+        VmfInsertMixed,
+        MIXEDMAP,
+        4,
+        "bad_page_map_mmap inserts the 4 pfns while the shared vma is VM_MIXEDMAP (R4), \
+         then clears VM_MIXEDMAP",
+    ),
+    row(
+        "mod-bad-page-map",
+        K6,
+        PrintBadPte,
+        SPECIAL | NO_PAGE,
+        4,
+        "munmap: vm_normal_page finds special ptes in a vma that is neither PFNMAP nor \
+         MIXEDMAP and reports each through print_bad_pte (R9); the lookups themselves \
+         are not counted, the vma is no pfn mapping",
+    ),
+    row(
+        "mod-bad-page-map",
+        K7_2,
+        PrintBadPageMap,
+        SPECIAL | NO_PAGE,
+        4,
+        "the same report, renamed print_bad_page_map in 6.18",
+    ),
 ];
 
 /// The rules a scenario breaks, with how many calls break them. Creating a
 /// COW PFNMAP is R1 (info); nothing else the plain scenarios do is wrong.
+/// Each bad-driver scenario breaks exactly the rules it was written for.
 pub fn rules(scenario: &str) -> &'static [(&'static str, u64)] {
     match scenario {
         "devmem-private" | "pcibar-private" | "movepages-stat" | "movepages-move" => &[("R1", 1)],
+        "mod-insert-mixed" => &[("R2", 4), ("R4", 4)],
+        "mod-partial-remap" => &[("R3", 1)],
+        "mod-normal-pfnmap" => &[("R6", 12), ("R7", 12)],
+        "mod-pgoff" => &[("R8", 10)],
+        "mod-bad-page-map" => &[("R4", 4), ("R9", 4)],
         _ => &[],
     }
+}
+
+/// The alerts `pfnwatch run` must raise for a bad-driver scenario: rule,
+/// severity, occurrences (summed over duplicate follow-ups), and the
+/// module function the call path must name when the driver's code is on
+/// the stack (the fault or mmap handler); later lookups (fork, munmap) run
+/// in the kernel alone and are traced to the driver by the file instead.
+pub fn module_alerts(
+    scenario: &str,
+) -> &'static [(&'static str, Severity, u64, Option<&'static str>)] {
+    use Severity::{Critical, Info, Warning};
+    match scenario {
+        "mod-insert-mixed" => &[
+            ("R2", Warning, 4, Some("insert_mixed_fault")),
+            ("R4", Info, 4, Some("insert_mixed_fault")),
+        ],
+        "mod-partial-remap" => &[("R3", Warning, 1, Some("partial_remap_mmap"))],
+        "mod-normal-pfnmap" => &[("R6", Critical, 12, None), ("R7", Critical, 12, None)],
+        "mod-pgoff" => &[("R8", Warning, 10, None)],
+        "mod-bad-page-map" => &[
+            ("R4", Info, 4, Some("bad_page_map_mmap")),
+            ("R9", Critical, 4, None),
+        ],
+        _ => &[],
+    }
+}
+
+/// Errno counts (hook, errno, calls) a scenario must leave in the kernel's
+/// `errors` map.
+pub fn errors(scenario: &str) -> &'static [(Hook, u32, u64)] {
+    match scenario {
+        "mod-partial-remap" => &[(RemapPfnRange, 22, 1)],
+        _ => &[],
+    }
+}
+
+/// Scenarios whose device ptes must follow pfn == vm_pgoff + off while their
+/// COW copies do not (rule 2 observed). mod-pgoff breaks it on purpose.
+pub fn pfn_rule_holds(scenario: &str) -> bool {
+    matches!(
+        scenario,
+        "devmem-private" | "pcibar-private" | "movepages-stat" | "movepages-move"
+    )
 }
 
 /// The function that called the remap hook, as the call path must show it:

@@ -38,17 +38,22 @@ impl Finding {
     }
 }
 
-/// Records made by the scenario's processes on the scenario's mappings.
+/// Records made by the scenario's processes on the scenario's mappings. A
+/// mapping whose mmap failed has no range: its records are known by file.
 pub fn own_records<'a>(
     report: &'a Report,
     records: &'a [Record],
 ) -> impl Iterator<Item = &'a Record> {
     records.iter().filter(|r| {
         report.pids().any(|p| p == r.tgid)
-            && report
-                .mappings
-                .iter()
-                .any(|m| r.vm_start == m.start && r.vm_end == m.end)
+            && report.mappings.iter().any(|m| {
+                if m.start == 0 && m.end == 0 {
+                    let name = m.label.rsplit('/').next().unwrap_or_default();
+                    r.file.as_ref().is_some_and(|f| f.name == name)
+                } else {
+                    r.vm_start == m.start && r.vm_end == m.end
+                }
+            })
     })
 }
 
@@ -102,7 +107,7 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
         out.push(Finding::new(name, "move-pages", got == want, detail));
     }
 
-    if report.mappings.iter().any(|m| !m.written_pages.is_empty()) && name != "anon-control" {
+    if expect::pfn_rule_holds(name) {
         let (ok, detail) = pfn_rule(report, &window.records);
         out.push(Finding::new(name, "pfn-rule", ok, detail));
     }
@@ -112,6 +117,23 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
 
     let (ok, detail) = rules_fired(report, window);
     out.push(Finding::new(name, "rules", ok, detail));
+
+    let want: BTreeMap<(Hook, u32), u64> = expect::errors(name)
+        .iter()
+        .map(|(h, e, n)| ((*h, *e), *n))
+        .collect();
+    let got: BTreeMap<(Hook, u32), u64> = window
+        .counts
+        .errors
+        .iter()
+        .flat_map(|(h, m)| m.iter().map(move |(e, n)| ((*h, *e), *n)))
+        .collect();
+    out.push(Finding::new(
+        name,
+        "errors",
+        got == want,
+        format!("errno counts {got:?}, expected {want:?}"),
+    ));
 
     if name == "idle" {
         let during = window

@@ -66,7 +66,42 @@ pub static SCENARIOS: &[Scenario] = &[
         about: "one second doing nothing: nothing may be reported",
         run: idle,
     },
+    Scenario {
+        name: "mod-insert-mixed",
+        about: "bad driver: fault-time vmf_insert_mixed into a MAP_PRIVATE (COW) VM_MIXEDMAP; read, munmap",
+        run: mod_insert_mixed,
+    },
+    Scenario {
+        name: "mod-partial-remap",
+        about: "bad driver: remap_pfn_range of all but one page of a COW vma; mmap must fail EINVAL",
+        run: mod_partial_remap,
+    },
+    Scenario {
+        name: "mod-normal-pfnmap",
+        about: "bad driver: real pages in a vma turned VM_PFNMAP (ptes not special); read, fork, munmap",
+        run: mod_normal_pfnmap,
+    },
+    Scenario {
+        name: "mod-pgoff",
+        about: "bad driver: COW VM_PFNMAP with vm_pgoff = first pfn + 1; read, write page 1, fork, munmap",
+        run: mod_pgoff,
+    },
+    Scenario {
+        name: "mod-bad-page-map",
+        about: "bad driver: special ptes left in a vma that is neither PFNMAP nor MIXEDMAP; munmap",
+        run: mod_bad_page_map,
+    },
 ];
+
+/// The bad-driver test module's devices (pfnwatch-trigger/badmod).
+pub const MOD_INSERT_MIXED: &str = "/dev/pfnw-insert-mixed";
+pub const MOD_PARTIAL_REMAP: &str = "/dev/pfnw-partial-remap";
+pub const MOD_NORMAL_PFNMAP: &str = "/dev/pfnw-normal-pfnmap";
+pub const MOD_PGOFF: &str = "/dev/pfnw-pgoff";
+pub const MOD_BAD_PAGE_MAP: &str = "/dev/pfnw-bad-page-map";
+/// What the module writes at the start of each normal-pfnmap page, with the
+/// page index in the low bits: proof the mapping shows the driver's pages.
+pub const NORMAL_PFNMAP_MARK: u64 = 0x7066_6e77_0000_0000;
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
@@ -190,6 +225,58 @@ fn vdso(r: &mut Report) -> Result<()> {
         bail!("no [vvar] mapping in /proc/self/maps");
     }
     Ok(())
+}
+
+fn mod_insert_mixed(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_INSERT_MIXED, 0)?;
+    let map = Map::file(&fd, 0, PAGES, true)?;
+    record_map(r, MOD_INSERT_MIXED, &map, &[]);
+    // Each first read faults: one vmf_insert_mixed per page.
+    map.touch_all();
+    map.unmap()
+}
+
+fn mod_partial_remap(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_PARTIAL_REMAP, 0)?;
+    // The vma never comes to be: the records are matched by file instead.
+    r.mappings.push(Mapping {
+        label: MOD_PARTIAL_REMAP.to_owned(),
+        ..Mapping::default()
+    });
+    match Map::file(&fd, 0, PAGES, true) {
+        Ok(_) => bail!(
+            "mmap of {MOD_PARTIAL_REMAP} succeeded; the kernel must refuse a partial COW remap"
+        ),
+        Err(e) if sys::errno_of(&e) == Some(libc::EINVAL) => Ok(()),
+        Err(e) => Err(e.context("expected EINVAL")),
+    }
+}
+
+fn mod_normal_pfnmap(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_NORMAL_PFNMAP, 0)?;
+    let map = Map::file(&fd, 0, PAGES, false)?;
+    record_map(r, MOD_NORMAL_PFNMAP, &map, &[]);
+    for i in 0..PAGES {
+        // SAFETY: inside the mapping; the driver's pages are 8-byte aligned.
+        let mark = unsafe { std::ptr::read_volatile(map.page(i).cast::<u64>()) };
+        if mark != NORMAL_PFNMAP_MARK | i as u64 {
+            bail!("page {i} reads {mark:#x}, not the driver's mark");
+        }
+    }
+    fork_reader(r, &map)?;
+    map.unmap()
+}
+
+fn mod_pgoff(r: &mut Report) -> Result<()> {
+    private(r, MOD_PGOFF, 0, 0, fork_reader)
+}
+
+fn mod_bad_page_map(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_BAD_PAGE_MAP, 0)?;
+    let map = Map::file(&fd, 0, PAGES, false)?;
+    record_map(r, MOD_BAD_PAGE_MAP, &map, &[]);
+    // The kernel reports each pte as it zaps it.
+    map.unmap()
 }
 
 fn idle(_: &mut Report) -> Result<()> {

@@ -27,6 +27,12 @@ pub fn open_rw(path: &str, extra: libc::c_int) -> Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// The errno behind an error from these wrappers, if there is one.
+pub fn errno_of(err: &anyhow::Error) -> Option<i32> {
+    err.downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::raw_os_error)
+}
+
 /// A mapping that is unmapped on drop (or explicitly, to time the munmap).
 pub struct Map {
     pub addr: *mut u8,
