@@ -465,6 +465,25 @@ pub const ROWS: &[Row] = &[
         "page 1's COW copy at fork, child exit and munmap",
     ),
     row(
+        "mod-normal-pfnmap-walk",
+        ALL,
+        VmNormalPage,
+        PFNMAP,
+        8,
+        "move_pages(nodes NULL) looks each page up (6.1: follow_page -> follow_page_pte; \
+         6.12+: inside folio_walk_start) and munmap zaps it: vm_normal_page returns the \
+         driver's pages, 4 + 4 (R6, R7)",
+    ),
+    row(
+        "mod-normal-pfnmap-walk",
+        K6_12_UP,
+        FolioWalkStart,
+        PFNMAP,
+        4,
+        "do_pages_stat_array -> folio_walk_start returns each page's folio: not anonymous, \
+         in a VM_PFNMAP vma (R5, and R7 for its non-special pte)",
+    ),
+    row(
         "mod-bad-page-map",
         ALL,
         VmfInsertMixed,
@@ -496,8 +515,13 @@ pub const ROWS: &[Row] = &[
 /// The rules a scenario breaks, with how many calls break them. Creating a
 /// COW PFNMAP is R1 (info); nothing else the plain scenarios do is wrong.
 /// Each bad-driver scenario breaks exactly the rules it was written for.
-pub fn rules(scenario: &str) -> &'static [(&'static str, u64)] {
+pub fn rules(kernel: KernelVersion, scenario: &str) -> &'static [(&'static str, u64)] {
     match scenario {
+        // folio_walk_start adds R5 and its own R7 where it exists.
+        "mod-normal-pfnmap-walk" if K6_12_UP.contains(&kernel) => {
+            &[("R5", 4), ("R6", 8), ("R7", 12)]
+        }
+        "mod-normal-pfnmap-walk" => &[("R6", 8), ("R7", 8)],
         "devmem-private" | "pcibar-private" | "movepages-stat" | "movepages-move" => &[("R1", 1)],
         "mod-insert-mixed" => &[("R2", 4), ("R4", 4)],
         "mod-partial-remap" => &[("R3", 1)],
@@ -514,10 +538,17 @@ pub fn rules(scenario: &str) -> &'static [(&'static str, u64)] {
 /// the stack (the fault or mmap handler); later lookups (fork, munmap) run
 /// in the kernel alone and are traced to the driver by the file instead.
 pub fn module_alerts(
+    kernel: KernelVersion,
     scenario: &str,
 ) -> &'static [(&'static str, Severity, u64, Option<&'static str>)] {
     use Severity::{Critical, Info, Warning};
     match scenario {
+        "mod-normal-pfnmap-walk" if K6_12_UP.contains(&kernel) => &[
+            ("R5", Critical, 4, None),
+            ("R6", Critical, 8, None),
+            ("R7", Critical, 12, None),
+        ],
+        "mod-normal-pfnmap-walk" => &[("R6", Critical, 8, None), ("R7", Critical, 8, None)],
         "mod-insert-mixed" => &[
             ("R2", Warning, 4, Some("insert_mixed_fault")),
             ("R4", Info, 4, Some("insert_mixed_fault")),
@@ -572,7 +603,7 @@ pub fn move_pages_status(kernel: KernelVersion, scenario: &str) -> Option<Vec<i3
         "movepages-stat" => Some(vec![device, 0, device, device]),
         // vma_migratable() fails first: -EFAULT for every page.
         "movepages-move" => Some(vec![EFAULT; 4]),
-        "anon-control" => Some(vec![0; 4]),
+        "anon-control" | "mod-normal-pfnmap-walk" => Some(vec![0; 4]),
         _ => None,
     }
 }

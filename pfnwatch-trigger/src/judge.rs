@@ -115,7 +115,7 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
     let (ok, detail) = counters_agree(window);
     out.push(Finding::new(name, "counters", ok, detail));
 
-    let (ok, detail) = rules_fired(report, window);
+    let (ok, detail) = rules_fired(kernel, report, window);
     out.push(Finding::new(name, "rules", ok, detail));
 
     let want: BTreeMap<(Hook, u32), u64> = expect::errors(name)
@@ -199,7 +199,7 @@ fn pfn_rule(report: &Report, records: &[Record]) -> (bool, String) {
 
 /// The rules pfnwatch marked on the scenario's own records must be exactly
 /// the expected ones, and nothing else in the window may break a rule.
-fn rules_fired(report: &Report, window: &Window) -> (bool, String) {
+fn rules_fired(kernel: KernelVersion, report: &Report, window: &Window) -> (bool, String) {
     let mut own = BTreeMap::<String, u64>::new();
     let mut stray = BTreeMap::<String, u64>::new();
     let mine: Vec<*const Record> = own_records(report, &window.records)
@@ -215,7 +215,7 @@ fn rules_fired(report: &Report, window: &Window) -> (bool, String) {
             *into.entry(id.clone()).or_default() += 1;
         }
     }
-    let want: BTreeMap<String, u64> = expect::rules(&report.scenario)
+    let want: BTreeMap<String, u64> = expect::rules(kernel, &report.scenario)
         .iter()
         .map(|(id, n)| ((*id).to_owned(), *n))
         .collect();

@@ -82,6 +82,11 @@ pub static SCENARIOS: &[Scenario] = &[
         run: mod_normal_pfnmap,
     },
     Scenario {
+        name: "mod-normal-pfnmap-walk",
+        about: "bad driver: the same VM_PFNMAP of real pages, walked by move_pages(2) (folio_walk_start on 6.12+)",
+        run: mod_normal_pfnmap_walk,
+    },
+    Scenario {
         name: "mod-pgoff",
         about: "bad driver: COW VM_PFNMAP with vm_pgoff = first pfn + 1; read, write page 1, fork, munmap",
         run: mod_pgoff,
@@ -264,6 +269,14 @@ fn mod_normal_pfnmap(r: &mut Report) -> Result<()> {
         }
     }
     fork_reader(r, &map)?;
+    map.unmap()
+}
+
+fn mod_normal_pfnmap_walk(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_NORMAL_PFNMAP, 0)?;
+    let map = Map::file(&fd, 0, PAGES, false)?;
+    record_map(r, MOD_NORMAL_PFNMAP, &map, &[]);
+    r.move_pages_status = Some(sys::move_pages(&map, None)?);
     map.unmap()
 }
 

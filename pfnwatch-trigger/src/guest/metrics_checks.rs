@@ -52,7 +52,7 @@ pub fn run(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         rep.fail("metrics/run", &format!("{e:#}"));
         rep.info(&daemon.log.join("\n"));
     }
-    stop(rep, daemon)
+    stop(rep, kernel, daemon)
 }
 
 /// Scrapes before, between and after the scenarios; returns the last scrape.
@@ -72,7 +72,15 @@ fn scrape_scenarios(
         let report = trigger(name)?;
         let after = scrape(PORT)?;
         let want = expect::expected(kernel, name);
-        per_scenario(rep, name, &report, &want, &before.delta(&after), &noise);
+        per_scenario(
+            rep,
+            kernel,
+            name,
+            &report,
+            &want,
+            &before.delta(&after),
+            &noise,
+        );
         for (key, n) in want {
             *want_all.entry(key).or_default() += n;
         }
@@ -151,6 +159,7 @@ fn startup(rep: &mut Reporter, kernel: KernelVersion, s: &Scrape, stats: bool) {
 /// One scenario's growth in every family it touches.
 fn per_scenario(
     rep: &mut Reporter,
+    kernel: KernelVersion,
     name: &str,
     report: &Report,
     want: &Tally,
@@ -210,7 +219,7 @@ fn per_scenario(
     );
 
     // Rule hits, and the records the kernel sent for them (no drops).
-    let rules_want: BTreeMap<String, f64> = expect::rules(name)
+    let rules_want: BTreeMap<String, f64> = expect::rules(kernel, name)
         .iter()
         .map(|(id, n)| ((*id).to_owned(), *n as f64))
         .collect();
@@ -373,7 +382,7 @@ fn reload(
 
 /// SIGTERM: a clean exit, the programs detached, every alert in the file,
 /// the listener gone.
-fn stop(rep: &mut Reporter, mut daemon: Daemon) -> Result<()> {
+fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result<()> {
     daemon.signal(libc::SIGTERM)?;
     let deadline = Instant::now() + LOG_WAIT;
     let status = loop {
@@ -394,7 +403,7 @@ fn stop(rep: &mut Reporter, mut daemon: Daemon) -> Result<()> {
     // One R1 per COW scenario while R1 was on: none lost at the end.
     let want: u64 = SCENARIOS
         .iter()
-        .flat_map(|s| expect::rules(s.name))
+        .flat_map(|s| expect::rules(kernel, s.name))
         .filter(|(id, _)| *id == "R1")
         .map(|(_, n)| n)
         .sum();

@@ -121,7 +121,7 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         .collect::<Result<_, _>>()
         .context("reading the alerts file")?;
     for bad in &bad_drivers {
-        module_alerts(rep, bad, &alerts);
+        module_alerts(rep, kernel, bad, &alerts);
     }
     let others: usize = bad_drivers
         .iter()
@@ -172,7 +172,7 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 /// into follow-ups count too); the call path names the module's function
 /// where the driver was on the stack, and the alert names its device file
 /// and driver everywhere.
-fn module_alerts(rep: &mut Reporter, report: &Report, alerts: &[Alert]) {
+fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, alerts: &[Alert]) {
     let device = report
         .mappings
         .first()
@@ -187,12 +187,12 @@ fn module_alerts(rep: &mut Reporter, report: &Report, alerts: &[Alert]) {
         *got.entry((a.rule.clone(), a.severity)).or_default() += a.count;
     }
     let want: std::collections::BTreeMap<(String, Severity), u64> =
-        expect::module_alerts(&report.scenario)
+        expect::module_alerts(kernel, &report.scenario)
             .iter()
             .map(|(r, s, n, _)| (((*r).to_owned(), *s), *n))
             .collect();
     let mut wrong = Vec::new();
-    for (rule, _, _, func) in expect::module_alerts(&report.scenario) {
+    for (rule, _, _, func) in expect::module_alerts(kernel, &report.scenario) {
         for a in mine.iter().filter(|a| a.rule == *rule) {
             if a.file.as_deref() != Some(device.as_str()) || a.driver.as_deref() != Some("misc") {
                 wrong.push(format!(

@@ -121,7 +121,7 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         ),
     );
 
-    let r1 = expect::rules("devmem-private");
+    let r1 = expect::rules(kernel, "devmem-private");
     let alerts: Vec<_> = out
         .alerts
         .iter()
@@ -372,7 +372,7 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         .iter()
         .flat_map(|(r, rules, _)| rules.iter().map(move |id| (id.as_str(), r.tgid)))
         .collect();
-    let want: Vec<(&str, u32)> = expect::rules("devmem-private")
+    let want: Vec<(&str, u32)> = expect::rules(kernel, "devmem-private")
         .iter()
         .flat_map(|(id, n)| std::iter::repeat_n((*id, private.tgid), *n as usize))
         .collect();
