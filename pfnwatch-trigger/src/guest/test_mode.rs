@@ -200,6 +200,9 @@ fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, ale
                     a.file, a.driver
                 ));
             }
+            if func.is_some() && !a.repeat && a.count != 1 {
+                wrong.push(format!("{rule}'s first line counts {}", a.count));
+            }
             if let Some(func) = func {
                 let named = a
                     .stack
@@ -209,6 +212,14 @@ fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, ale
                     wrong.push(format!("{rule} call path {:?} lacks {func}", a.stack));
                 }
             }
+        }
+    }
+    // The driver's own call path is the same at every fault: its repeats
+    // fold into one follow-up line (dedup window 10 s).
+    for (rule, _, n, func) in expect::module_alerts(kernel, &report.scenario) {
+        let lines = mine.iter().filter(|a| a.rule == *rule).count();
+        if func.is_some() && *n > 1 && lines != 2 {
+            wrong.push(format!("{rule}: {n} occurrences in {lines} lines, want 2"));
         }
     }
     let show = |m: &std::collections::BTreeMap<(String, Severity), u64>| {
