@@ -44,26 +44,7 @@ pub enum Command {
     /// every pfn mapping created; --all adds every classified call. Only
     /// the programs the --hook filter needs are attached, and the other
     /// filters narrow what the kernel sends where it can.
-    Trace {
-        #[command(flatten)]
-        kernel: KernelArgs,
-        /// Record every classified call, not only rule hits (busy hosts: a lot).
-        #[arg(long)]
-        all: bool,
-        /// Add the kernel call path to every record.
-        #[arg(long)]
-        stack: bool,
-        #[command(flatten)]
-        rules: RuleArgs,
-        #[command(flatten)]
-        filter: FilterArgs,
-        #[command(flatten)]
-        stop: StopArgs,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        alerts: AlertArgs,
-    },
+    Trace(LiveArgs),
     /// Trace, and save the records in FILE for `pfnwatch replay` anywhere.
     ///
     /// The capture holds what replay needs from this host: the kernel
@@ -74,23 +55,7 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         #[command(flatten)]
-        kernel: KernelArgs,
-        /// Record every classified call, not only rule hits (busy hosts: a lot).
-        #[arg(long)]
-        all: bool,
-        /// Show the kernel call path on every line too.
-        #[arg(long)]
-        stack: bool,
-        #[command(flatten)]
-        rules: RuleArgs,
-        #[command(flatten)]
-        filter: FilterArgs,
-        #[command(flatten)]
-        stop: StopArgs,
-        #[command(flatten)]
-        output: OutputArgs,
-        #[command(flatten)]
-        alerts: AlertArgs,
+        live: LiveArgs,
     },
     /// Show a capture as trace showed it live: same rules, filters, alerts
     /// and output, on any machine, without a kernel.
@@ -128,6 +93,29 @@ pub enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "command")]
         dir: Option<PathBuf>,
     },
+}
+
+/// What `trace` and `record` share: the live view's options.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// Record every classified call, not only rule hits (busy hosts: a lot).
+    #[arg(long)]
+    pub all: bool,
+    /// Show the kernel call path on every line (record always saves it).
+    #[arg(long)]
+    pub stack: bool,
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub stop: StopArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 #[derive(Debug, Args)]
@@ -360,13 +348,13 @@ mod tests {
 
     #[test]
     fn trace_filters_parse_into_a_filter() {
-        let Ok(Command::Trace {
+        let Ok(Command::Trace(LiveArgs {
             filter,
             stop,
             output,
             rules,
             ..
-        }) = trace_args(&[
+        })) = trace_args(&[
             "--pid",
             "7",
             "--pid",
@@ -428,7 +416,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--format"), "{err}");
-        let Ok(Command::Trace { filter, rules, .. }) =
+        let Ok(Command::Trace(LiveArgs { filter, rules, .. })) =
             trace_args(&["--rule", "R4", "--disable-rule", "R4"])
         else {
             panic!("did not parse");
@@ -445,7 +433,10 @@ mod tests {
         let cli = Cli::try_parse_from(["pfnwatch", "record", "/tmp/c", "--all", "--cow-only"]);
         assert!(matches!(
             cli.map(|c| c.command),
-            Ok(Command::Record { all: true, .. })
+            Ok(Command::Record {
+                live: LiveArgs { all: true, .. },
+                ..
+            })
         ));
         assert!(
             Cli::try_parse_from(["pfnwatch", "record"]).is_err(),

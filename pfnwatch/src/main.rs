@@ -1,5 +1,5 @@
 use clap::Parser;
-use pfnwatch::cli::{AlertArgs, FilterArgs, KernelArgs, OutputArgs, RuleArgs, StopArgs};
+use pfnwatch::cli::LiveArgs;
 use pfnwatch::cli::{Cli, Command};
 use pfnwatch::view::ViewOptions;
 use pfnwatch::{check, daemon, manual, replay, rules, trace};
@@ -47,51 +47,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(daemon::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trace {
-            kernel,
-            all,
-            stack,
-            rules,
-            filter,
-            stop,
-            output,
-            alerts,
-        } => live(
-            Live {
-                kernel,
-                all,
-                stack,
-                rules,
-                filter,
-                stop,
-                output,
-                alerts,
-            },
-            None,
-        ),
-        Command::Record {
-            file,
-            kernel,
-            all,
-            stack,
-            rules,
-            filter,
-            stop,
-            output,
-            alerts,
-        } => live(
-            Live {
-                kernel,
-                all,
-                stack,
-                rules,
-                filter,
-                stop,
-                output,
-                alerts,
-            },
-            Some(file),
-        ),
+        Command::Trace(args) => live(args, None),
+        Command::Record { file, live: args } => live(args, Some(file)),
         Command::Replay {
             file,
             stack,
@@ -132,20 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What trace and record share.
-struct Live {
-    kernel: KernelArgs,
-    all: bool,
-    stack: bool,
-    rules: RuleArgs,
-    filter: FilterArgs,
-    stop: StopArgs,
-    output: OutputArgs,
-    alerts: AlertArgs,
-}
-
 /// `trace`, or `record` into `capture`.
-fn live(args: Live, capture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn live(args: LiveArgs, capture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let rules = args.rules.rule_set()?;
     let filter = args.filter.filter(&rules.config)?;
     let selection = if args.all {

@@ -9,6 +9,7 @@
 //! where `promtool check metrics` checks its format.
 
 use super::Reporter;
+use super::trigger::run as trigger;
 use super::watch::lines_of;
 use crate::expect::{self, KernelVersion};
 use crate::judge::Tally;
@@ -701,21 +702,6 @@ fn loopback_up() -> Result<()> {
 
 fn write_config(text: &str) -> Result<()> {
     std::fs::write(CONFIG, text).with_context(|| format!("writing {CONFIG}"))
-}
-
-fn trigger(name: &str) -> Result<Report> {
-    let out = Command::new("/bin/pfnwatch-trigger")
-        .arg(name)
-        .output()
-        .context("running pfnwatch-trigger")?;
-    if !out.status.success() {
-        bail!(
-            "pfnwatch-trigger {name} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("pfnwatch-trigger printed no report")
 }
 
 /// `pfnwatch run --config CONFIG`, its log read on a thread.

@@ -10,6 +10,7 @@ mod module;
 mod report;
 mod test_mode;
 mod trace_checks;
+mod trigger;
 mod watch;
 
 pub use report::Reporter;

@@ -2,6 +2,7 @@
 //! `pfnwatch trace --all`, each judged against the kernel's expectations.
 
 use super::Reporter;
+use super::trigger::run as trigger;
 use super::watch::{self, Watch};
 use crate::expect::{self, KernelVersion};
 use crate::judge;
@@ -337,20 +338,6 @@ fn hooks(rep: &mut Reporter, kernel: KernelVersion, who: &str, programs: &[Progr
             &format!("want {want:?} on {kernel}: {}", states.join(", ")),
         );
     }
-}
-
-fn trigger(name: &str) -> Result<Report> {
-    let out = Command::new("/bin/pfnwatch-trigger")
-        .arg(name)
-        .output()
-        .context("running pfnwatch-trigger")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "pfnwatch-trigger {name} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    serde_json::from_slice(&out.stdout).context("pfnwatch-trigger printed no report")
 }
 
 /// Records in the window that are not the scenario's own, summarized, so

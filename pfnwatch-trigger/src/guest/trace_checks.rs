@@ -6,13 +6,14 @@
 //! the host as FILE lines, where xtask replays the capture with the host's
 //! pfnwatch and compares.
 
+use super::trigger::run as trigger;
 use super::watch::Watch;
 use super::{PREFIX, Reporter};
 use crate::expect::{self, KernelVersion};
 use crate::judge::{self, Tally};
 use crate::report::{Mapping, Report};
 use crate::scenario::{DEVMEM_OFFSET, PAGES, WRITTEN};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pfnwatch::counters::Counts;
 use pfnwatch::loader::ProgramState;
 use pfnwatch::output::{Line, RecordView, Source};
@@ -673,19 +674,4 @@ impl<'a> Output<'a> {
             .and_then(|s| serde_json::to_string(s).ok())
             .unwrap_or_else(|| "missing".to_owned())
     }
-}
-
-fn trigger(name: &str) -> Result<Report> {
-    let out = Command::new("/bin/pfnwatch-trigger")
-        .arg(name)
-        .output()
-        .context("running pfnwatch-trigger")?;
-    if !out.status.success() {
-        bail!(
-            "pfnwatch-trigger {name} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("pfnwatch-trigger printed no report")
 }
