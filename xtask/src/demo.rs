@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Result, bail};
 
 use crate::{
-    guest, kernels,
+    badmod, guest, kernels,
     paths::Paths,
     preflight,
     protocol::GuestRun,
@@ -22,10 +22,14 @@ pub struct Options {
 pub fn run(options: &Options) -> Result<()> {
     preflight::install_missing()?;
     let paths = Paths::discover()?;
-    // The demo does not play bad drivers: no module, no root to build it in.
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[])?;
     let spec = kernels::newest();
     let kernel = kernels::fetch(spec, &paths)?;
+    // The bad driver is the point of the demo: what pfnwatch says when a
+    // driver breaks the rules. Building it costs a root of the kernel's
+    // suite (about 90 s the first time, cached after).
+    println!("building the bad-driver test module for {}...", kernel.version);
+    let module = badmod::build(&paths, &kernel)?;
+    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[module])?;
     let boot = Boot {
         kernel: kernel.vmlinuz,
         initrd,
