@@ -27,7 +27,10 @@ pub fn run(options: &Options) -> Result<()> {
     // The bad driver is the point of the demo: what pfnwatch says when a
     // driver breaks the rules. Building it costs a root of the kernel's
     // suite (about 90 s the first time, cached after).
-    println!("building the bad-driver test module for {}...", kernel.version);
+    println!(
+        "building the bad-driver test module for {}...",
+        kernel.version
+    );
     let module = badmod::build(&paths, &kernel)?;
     let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[module])?;
     let boot = Boot {
