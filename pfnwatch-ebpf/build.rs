@@ -1,13 +1,24 @@
-//! Compiles the kernel programs into one CO-RE object with clang.
+//! Compiles the kernel programs into one CO-RE object with clang, and the
+//! benchmark's yardstick (an empty program) into a second one.
 //!
 //! The ABI header is generated from pfnwatch-common first, so the C side
 //! never carries its own copy of the record layout or constants.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SOURCES: &[&str] = &["src/bpf/pfnwatch.bpf.c", "src/bpf/kernel_types.h"];
+const SOURCES: &[&str] = &[
+    "src/bpf/pfnwatch.bpf.c",
+    "src/bpf/kernel_types.h",
+    "src/bpf/bench.bpf.c",
+];
+
+/// (source, object in OUT_DIR); lib.rs embeds each object.
+const OBJECTS: &[(&str, &str)] = &[
+    ("src/bpf/pfnwatch.bpf.c", "pfnwatch.bpf.o"),
+    ("src/bpf/bench.bpf.c", "bench.bpf.o"),
+];
 
 fn main() {
     if let Err(err) = build() {
@@ -28,15 +39,21 @@ fn build() -> Result<(), String> {
         .map_err(|e| format!("writing {}: {e}", header.display()))?;
 
     let clang = env::var("PFNWATCH_CLANG").unwrap_or_else(|_| "clang-19".to_owned());
-    let object = out.join("pfnwatch.bpf.o");
-    let status = Command::new(&clang)
+    for (source, object) in OBJECTS {
+        compile(&clang, &out, source, &out.join(object))?;
+    }
+    Ok(())
+}
+
+fn compile(clang: &str, out: &Path, source: &str, object: &Path) -> Result<(), String> {
+    let status = Command::new(clang)
         .args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"])
         .args(["-D__TARGET_ARCH_x86", "-mcpu=v3"])
         // <linux/types.h> includes <asm/types.h> from the multiarch dir.
         .arg("-I/usr/include/x86_64-linux-gnu")
         .arg(format!("-I{}", out.display()))
-        .args(["-c", "src/bpf/pfnwatch.bpf.c", "-o"])
-        .arg(&object)
+        .args(["-c", source, "-o"])
+        .arg(object)
         .status()
         .map_err(|e| {
             format!(
@@ -45,9 +62,7 @@ fn build() -> Result<(), String> {
             )
         })?;
     if !status.success() {
-        return Err(format!(
-            "{clang} failed ({status}) compiling src/bpf/pfnwatch.bpf.c"
-        ));
+        return Err(format!("{clang} failed ({status}) compiling {source}"));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod apt;
 mod badmod;
+mod bench;
 mod build;
 mod chroot;
 mod cmd;
@@ -58,6 +59,17 @@ enum Task {
     /// The deploy/ checks of `test` alone: the Debian package, the systemd
     /// unit, the Prometheus config and rules.
     CheckDeploy,
+    /// Measure pfnwatch's cost in a guest per kernel and write BENCHMARKS.md.
+    Bench {
+        /// Kernels to boot; repeat or comma-separate for several.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        kernel: Vec<KernelChoice>,
+        /// Rounds of every configuration in each guest (the spread comes from them).
+        #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+        runs: u32,
+        #[command(flatten)]
+        guest: GuestArgs,
+    },
     /// Install what is missing, build, and run pfnwatch's demo on the newest kernel.
     Demo {
         #[command(flatten)]
@@ -141,6 +153,16 @@ fn main() -> ExitCode {
             println!("{summary}");
             summary.failed == 0
         }),
+        Task::Bench {
+            kernel,
+            runs,
+            guest,
+        } => bench::run(&bench::Options {
+            kernels: select(&kernel),
+            runs,
+            timeout: Duration::from_secs(guest.timeout),
+            guest_dir: guest.guest_dir,
+        }),
         Task::Demo { guest } => demo::run(&demo::Options {
             timeout: Duration::from_secs(guest.timeout),
             guest_dir: guest.guest_dir,
@@ -210,5 +232,22 @@ mod tests {
         assert!(keep_going);
         assert_eq!(guest.timeout, 300);
         assert!(Cli::try_parse_from(["xtask", "vm-test", "--kernel", "5.10"]).is_err());
+    }
+
+    #[test]
+    fn bench_takes_kernels_and_a_bounded_round_count() {
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--kernel", "6.1", "--runs", "2"]).unwrap();
+        let Task::Bench { kernel, runs, .. } = cli.task else {
+            panic!("not bench");
+        };
+        assert_eq!((kernel, runs), (vec![KernelChoice::V6_1], 2));
+        let Task::Bench { kernel, runs, .. } =
+            Cli::try_parse_from(["xtask", "bench"]).unwrap().task
+        else {
+            panic!("not bench");
+        };
+        assert_eq!((kernel, runs), (vec![KernelChoice::All], 5));
+        assert!(Cli::try_parse_from(["xtask", "bench", "--runs", "0"]).is_err());
     }
 }

@@ -78,7 +78,16 @@ pub fn command(kernel: &Path, initrd: &Path, mode: &str) -> Command {
 
 /// Boots and feeds every console line to `on_line` until qemu exits, the
 /// timeout passes, or the guest finished but qemu lingers past [`GRACE`].
-pub fn run(boot: &Boot, mut on_line: impl FnMut(&str) -> Next) -> Result<BootResult> {
+pub fn run(boot: &Boot, on_line: impl FnMut(&str) -> Next) -> Result<BootResult> {
+    run_with(boot, &[], on_line)
+}
+
+/// [`run`] with more qemu arguments (the benchmark's `-icount`).
+pub fn run_with(
+    boot: &Boot,
+    extra: &[&str],
+    mut on_line: impl FnMut(&str) -> Next,
+) -> Result<BootResult> {
     if let Some(dir) = boot.log.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -88,6 +97,7 @@ pub fn run(boot: &Boot, mut on_line: impl FnMut(&str) -> Next) -> Result<BootRes
 
     let mut command = command(&boot.kernel, &boot.initrd, &boot.mode);
     command
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

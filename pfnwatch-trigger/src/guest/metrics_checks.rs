@@ -670,7 +670,7 @@ fn scrape(port: u16) -> Result<Scrape> {
 }
 
 /// `ip link set lo up`, by ioctl: the kernel then gives lo 127.0.0.1.
-fn loopback_up() -> Result<()> {
+pub(super) fn loopback_up() -> Result<()> {
     // SAFETY: a plain socket for the ioctl, closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {

@@ -1,7 +1,9 @@
 //! PID 1 of the test VM: mounts what pfnwatch needs, runs the mode the
-//! kernel command line asks for (`pfnwatch.mode=test|demo|shell`), prints a
+//! kernel command line asks for (`pfnwatch.mode=test|demo|bench|shell`), prints a
 //! verdict line the host reads, and powers off.
 
+// `cargo xtask bench`: pfnwatch's cost (bench_mode.rs).
+mod bench_mode;
 mod demo_mode;
 // pfnwatch run's /metrics, SIGHUP and SIGTERM (metrics_checks.rs).
 mod metrics_checks;
@@ -30,6 +32,7 @@ pub fn main() -> ! {
     let outcome = match mode.as_str() {
         "test" => test_mode::run(&mut reporter),
         "demo" => demo_mode::run(&mut reporter),
+        "bench" => bench_mode::run(&mut reporter),
         "shell" => shell(),
         other => Err(anyhow::anyhow!("unknown pfnwatch.mode={other:?}")),
     };

@@ -1,0 +1,438 @@
+//! `pfnwatch.mode=bench`: what pfnwatch costs, for `cargo xtask bench`.
+//!
+//! Two workloads make the kernel call vm_normal_page once per pte, twice
+//! per fork+exit (workload.rs): ordinary memory, where pfnwatch's filter
+//! returns after one load, and a VM_PFNMAP, where every call is classified.
+//! Each round times them with nothing attached, with an empty fexit program
+//! on vm_normal_page, with `pfnwatch run`, and (the PFNMAP) with `pfnwatch
+//! trace --all`, which sends a record per call. Rounds repeat the whole
+//! sequence, every other one backwards, so drift in the emulator shows as
+//! spread, not as a ratio.
+//!
+//! The timed forks run with kernel.bpf_stats_enabled off (it adds two clock
+//! reads to every program run); a short pass with it on follows, for each
+//! program's run count and time. Memory is read from pfnwatch's /proc files
+//! and its BPF objects' fdinfo. Every result is one `pfnwatch-bench: <json>`
+//! line; xtask/src/bench.rs turns them into BENCHMARKS.md.
+
+mod attach;
+mod readings;
+mod worker;
+mod workload;
+
+use super::Reporter;
+use anyhow::{Context, Result};
+use attach::{Attached, Config};
+use readings::Prog;
+use serde::Serialize;
+use std::io::Write;
+use std::time::Instant;
+use worker::Worker;
+use workload::Kind;
+
+/// Prefix of the result lines (the PASS/FAIL lines keep the test's prefix).
+pub const PREFIX: &str = "pfnwatch-bench:";
+/// Rounds when the command line does not say (`pfnwatch.bench_runs=N`;
+/// `cargo xtask bench` always does).
+const DEFAULT_RUNS: u32 = 5;
+/// Timed fork+exit cycles per workload, configuration and round, after one
+/// untimed cycle (the first after an attach pays for cold caches).
+const FORKS: u32 = 5;
+/// Cycles with kernel.bpf_stats_enabled on, for the programs' own figures.
+const STATS_FORKS: u32 = 2;
+/// Idle before the first round (virtual time: under -icount sleep=off the
+/// host does not wait for it).
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One result line. xtask/src/bench/lines.rs reads the same shape.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Line<'a> {
+    Guest {
+        release: &'a str,
+        /// /proc/version: the exact build.
+        version: &'a str,
+        cpus: usize,
+        mem_total_kib: u64,
+        runs: u32,
+        forks: u32,
+        stats_forks: u32,
+    },
+    Workload {
+        workload: &'a str,
+        about: &'a str,
+        pages: usize,
+    },
+    /// Wall time of each timed fork+exit.
+    Timing {
+        round: u32,
+        workload: &'a str,
+        config: &'a str,
+        fork_ns: &'a [u64],
+    },
+    /// A program's runs during the stats pass (`forks` cycles).
+    Program {
+        round: u32,
+        workload: &'a str,
+        config: &'a str,
+        program: &'a str,
+        function: &'a str,
+        forks: u32,
+        runs: u64,
+        run_time_ns: u64,
+    },
+    /// The pfnwatch process of one round.
+    Process {
+        round: u32,
+        config: &'a str,
+        /// From spawn to ready (loading, attaching).
+        attach_ms: u64,
+        /// CPU time it used while the workloads ran.
+        cpu_ms: u64,
+        /// /proc/PID/status once it is ready, before the workloads.
+        ready_rss_kib: u64,
+        ready_hwm_kib: u64,
+        /// The same after the workloads.
+        vm_rss_kib: u64,
+        vm_hwm_kib: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        records: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lost: Option<u64>,
+    },
+    /// A BPF map a pfnwatch process holds.
+    Map {
+        config: &'a str,
+        name: &'a str,
+        map_type: &'a str,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        memlock: u64,
+    },
+    /// A program a pfnwatch process holds.
+    Code {
+        config: &'a str,
+        program: &'a str,
+        jited_bytes: u32,
+        memlock: u64,
+    },
+}
+
+fn printed(line: &Line<'_>) -> String {
+    // Plain strings and numbers: serialising cannot fail.
+    let json = serde_json::to_string(line).unwrap_or_default();
+    format!("{PREFIX} {json}")
+}
+
+fn emit(line: &Line<'_>) {
+    let mut out = std::io::stdout().lock();
+    // The console is all we have; nothing to do if it fails.
+    let _ = writeln!(out, "{}", printed(line));
+    let _ = out.flush();
+}
+
+pub fn run(rep: &mut Reporter) -> Result<()> {
+    // First, while PID 1 is small and has one thread (worker.rs says why).
+    let mut worker = Worker::spawn()?;
+    let runs = super::cmdline_param("pfnwatch.bench_runs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_RUNS);
+    let release = pfnwatch::kernel::release();
+    let version = std::fs::read_to_string("/proc/version").context("reading /proc/version")?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    emit(&Line::Guest {
+        release: &release,
+        version: version.trim(),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        mem_total_kib: mem_total_kib(&meminfo).unwrap_or(0),
+        runs,
+        forks: FORKS,
+        stats_forks: STATS_FORKS,
+    });
+    // pfnwatch run serves /metrics on 127.0.0.1: lo must be up.
+    super::metrics_checks::loopback_up()?;
+    let (btf, _) = pfnwatch::kernel::load_btf(None)?;
+    for kind in Kind::ALL {
+        let pages = match kind {
+            Kind::Anon => worker.anon_pages,
+            Kind::Bar => workload::bar_pages()?,
+        };
+        emit(&Line::Workload {
+            workload: kind.name(),
+            about: kind.about(),
+            pages,
+        });
+    }
+    readings::set_stats(false)?;
+    settle(&mut worker)?;
+    for round in 0..runs {
+        // Odd rounds go backwards, so drift within a round (work the guest
+        // kernel does in the background, memory it has left behind) weighs
+        // on every configuration alike.
+        let mut order = Config::ALL;
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for config in order {
+            if let Err(e) = phase(rep, round, config, &mut worker, &btf) {
+                rep.fail(
+                    &format!("bench/{}/round{round}", config.name()),
+                    &format!("{e:#}"),
+                );
+                // Never leave the stats on for the next timed forks.
+                readings::set_stats(false)?;
+            }
+        }
+    }
+    worker.stop()?;
+    rep.pass("bench/done", &format!("{runs} rounds"));
+    Ok(())
+}
+
+/// Right after boot the kernel still has work of its own in the
+/// background, which made round 0's first forks take up to twice the
+/// instructions of later ones: idle, then fork each workload untimed.
+fn settle(worker: &mut Worker) -> Result<()> {
+    std::thread::sleep(SETTLE);
+    for kind in Kind::ALL {
+        worker.prepare(kind)?;
+        worker.forks(FORKS)?;
+        worker.finish(kind)?;
+    }
+    Ok(())
+}
+
+/// One configuration in one round: attach, time each workload, the stats
+/// pass, pfnwatch's memory, detach.
+fn phase(
+    rep: &mut Reporter,
+    round: u32,
+    config: Config,
+    worker: &mut Worker,
+    btf: &aya::Btf,
+) -> Result<()> {
+    let started = Instant::now();
+    let attached = Attached::start(config, btf)?;
+    let attach_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let pid = attached.pid();
+    let cpu_before = pid.map(readings::cpu_ms).transpose()?;
+    let ready = pid.map(readings::rss).transpose()?.unwrap_or_default();
+    let progs = attached.progs();
+    // trace --all only differs from run where records are sent: the PFNMAP.
+    let kinds: &[Kind] = if config == Config::Trace {
+        &[Kind::Bar]
+    } else {
+        &Kind::ALL
+    };
+    for kind in kinds {
+        measure(rep, round, config, *kind, worker, &progs)?;
+    }
+    let Some(pid) = pid else {
+        attached.stop()?;
+        return Ok(());
+    };
+    let cpu_ms = readings::cpu_ms(pid)?.saturating_sub(cpu_before.unwrap_or(0));
+    let rss = readings::rss(pid)?;
+    if round == 0 {
+        memory(config, pid, &progs)?;
+    }
+    let output = attached.stop()?;
+    emit(&Line::Process {
+        round,
+        config: config.name(),
+        attach_ms,
+        cpu_ms,
+        ready_rss_kib: ready.vm_rss_kib,
+        ready_hwm_kib: ready.vm_hwm_kib,
+        vm_rss_kib: rss.vm_rss_kib,
+        vm_hwm_kib: rss.vm_hwm_kib,
+        records: output.as_ref().map(|o| o.records),
+        lost: output.and_then(|o| o.lost),
+    });
+    Ok(())
+}
+
+fn measure(
+    rep: &mut Reporter,
+    round: u32,
+    config: Config,
+    kind: Kind,
+    worker: &mut Worker,
+    progs: &[Prog],
+) -> Result<()> {
+    let pages = worker.prepare(kind)?;
+    worker.forks(1)?;
+    let fork_ns = worker.forks(FORKS)?;
+    emit(&Line::Timing {
+        round,
+        workload: kind.name(),
+        config: config.name(),
+        fork_ns: &fork_ns,
+    });
+    readings::set_stats(true)?;
+    let before = readings::runs(progs)?;
+    worker.forks(STATS_FORKS)?;
+    let after = readings::runs(progs)?;
+    readings::set_stats(false)?;
+    // Unmapping the BAR zaps its ptes: after the stats, so they are not counted.
+    worker.finish(kind)?;
+    for p in progs {
+        let runs = after
+            .get(&p.id)
+            .copied()
+            .unwrap_or_default()
+            .since(before.get(&p.id).copied().unwrap_or_default());
+        if p.function == "vm_normal_page" {
+            // Each fork copies every pte and the exit zaps it again.
+            let least = 2 * pages as u64 * u64::from(STATS_FORKS);
+            rep.check(
+                &format!("bench/{}/{}/round{round}/runs", config.name(), kind.name()),
+                runs.count >= least,
+                &format!(
+                    "{} ran {} times in {STATS_FORKS} forks of {pages} ptes",
+                    p.name, runs.count
+                ),
+            );
+        }
+        if runs.count > 0 {
+            emit(&Line::Program {
+                round,
+                workload: kind.name(),
+                config: config.name(),
+                program: &p.name,
+                function: &p.function,
+                forks: STATS_FORKS,
+                runs: runs.count,
+                run_time_ns: runs.time_ns,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The BPF maps and programs `pid` holds, as the kernel charges them.
+fn memory(config: Config, pid: u32, progs: &[Prog]) -> Result<()> {
+    let (maps, code) = readings::bpf_objects(pid)?;
+    for m in &maps {
+        emit(&Line::Map {
+            config: config.name(),
+            name: &m.name,
+            map_type: &m.map_type,
+            key_size: m.key_size,
+            value_size: m.value_size,
+            max_entries: m.max_entries,
+            memlock: m.memlock,
+        });
+    }
+    for c in &code {
+        let name = progs
+            .iter()
+            .find(|p| p.id == c.id)
+            .map_or("?", |p| p.name.as_str());
+        emit(&Line::Code {
+            config: config.name(),
+            program: name,
+            jited_bytes: c.jited_bytes,
+            memlock: c.memlock,
+        });
+    }
+    Ok(())
+}
+
+fn mem_total_kib(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines xtask's parser is tested on (xtask/src/bench/lines.rs):
+    /// what the guest prints must be there byte for byte.
+    const HOST_FIXTURE: &str = include_str!("../../../xtask/src/bench/testdata/guest-lines.txt");
+
+    #[test]
+    fn every_kind_prints_as_the_host_reads_it() {
+        let lines = [
+            Line::Guest {
+                release: "6.12.117+deb13-amd64",
+                version: "Linux version 6.12.117+deb13-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-12)",
+                cpus: 1,
+                mem_total_kib: 988_564,
+                runs: 2,
+                forks: FORKS,
+                stats_forks: STATS_FORKS,
+            },
+            Line::Workload {
+                workload: Kind::Bar.name(),
+                about: "fork+exit of the BAR",
+                pages: 4096,
+            },
+            Line::Timing {
+                round: 1,
+                workload: Kind::Anon.name(),
+                config: Config::Run.name(),
+                fork_ns: &[70_000_000, 70_000_000, 70_000_000],
+            },
+            Line::Program {
+                round: 0,
+                workload: Kind::Anon.name(),
+                config: Config::Empty.name(),
+                program: pfnwatch_ebpf::BENCH_EMPTY_PROGRAM,
+                function: "vm_normal_page",
+                forks: STATS_FORKS,
+                runs: 131_072,
+                run_time_ns: 16_515_072,
+            },
+            Line::Process {
+                round: 0,
+                config: Config::Trace.name(),
+                attach_ms: 2137,
+                cpu_ms: 390,
+                ready_rss_kib: 20000,
+                ready_hwm_kib: 38460,
+                vm_rss_kib: 20948,
+                vm_hwm_kib: 38460,
+                records: Some(2038),
+                lost: Some(67611),
+            },
+            Line::Process {
+                round: 0,
+                config: Config::Run.name(),
+                attach_ms: 1474,
+                cpu_ms: 0,
+                ready_rss_kib: 21000,
+                ready_hwm_kib: 38948,
+                vm_rss_kib: 21724,
+                vm_hwm_kib: 38948,
+                records: None,
+                lost: None,
+            },
+            Line::Map {
+                config: Config::Run.name(),
+                name: "counts",
+                map_type: "PerCpuArray",
+                key_size: 4,
+                value_size: 8,
+                max_entries: 4608,
+                memlock: 73992,
+            },
+            Line::Code {
+                config: Config::Run.name(),
+                program: "vm_normal_page_exit",
+                jited_bytes: 1483,
+                memlock: 4096,
+            },
+        ];
+        let fixture: Vec<&str> = HOST_FIXTURE.lines().collect();
+        for line in &lines {
+            let text = printed(line);
+            assert!(
+                fixture.contains(&text.as_str()),
+                "{text}\nis not in the host's fixture"
+            );
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! What is attached while a workload runs: nothing, the empty fexit
+//! program, `pfnwatch run` (default rules), or `pfnwatch trace --all`.
+
+use super::readings::{self, Prog};
+use crate::guest::watch::lines_of;
+use anyhow::{Context, Result, bail};
+use aya::programs::FExit;
+use aya::{Btf, Ebpf, EbpfLoader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Under TCG pfnwatch takes seconds to load; leave room.
+const READY: Duration = Duration::from_secs(90);
+const STOP: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Config {
+    None,
+    Empty,
+    Run,
+    Trace,
+}
+
+impl Config {
+    pub const ALL: [Config; 4] = [Config::None, Config::Empty, Config::Run, Config::Trace];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::None => "none",
+            Config::Empty => "empty",
+            Config::Run => "run",
+            Config::Trace => "trace",
+        }
+    }
+}
+
+pub enum Attached {
+    None,
+    /// The object stays loaded (and the program attached) while held.
+    Empty {
+        _ebpf: Ebpf,
+        prog: Prog,
+    },
+    Pfnwatch(Pfnwatch),
+}
+
+/// A pfnwatch child and the programs it loaded.
+pub struct Pfnwatch {
+    child: Child,
+    pub progs: Vec<Prog>,
+    /// trace's output reader: records counted, the summary kept.
+    output: Option<JoinHandle<TraceOutput>>,
+    /// run's log, read so the pipe never fills.
+    _log: Option<Receiver<String>>,
+}
+
+/// What trace printed after its ready line.
+#[derive(Debug, Default)]
+pub struct TraceOutput {
+    pub records: u64,
+    /// The kernel's lost count, from the summary trace prints when it stops.
+    pub lost: Option<u64>,
+}
+
+impl Attached {
+    pub fn start(config: Config, btf: &Btf) -> Result<Attached> {
+        match config {
+            Config::None => Ok(Attached::None),
+            Config::Empty => empty(btf),
+            Config::Run => Pfnwatch::run(btf).map(Attached::Pfnwatch),
+            Config::Trace => Pfnwatch::trace(btf).map(Attached::Pfnwatch),
+        }
+    }
+
+    pub fn progs(&self) -> Vec<Prog> {
+        match self {
+            Attached::None => Vec::new(),
+            Attached::Empty { prog, .. } => vec![prog.clone()],
+            Attached::Pfnwatch(p) => p.progs.clone(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Attached::Pfnwatch(p) => Some(p.child.id()),
+            _ => None,
+        }
+    }
+
+    /// Detaches; for trace, what it printed.
+    pub fn stop(self) -> Result<Option<TraceOutput>> {
+        match self {
+            Attached::None | Attached::Empty { .. } => Ok(None),
+            Attached::Pfnwatch(p) => p.stop(),
+        }
+    }
+}
+
+fn empty(btf: &Btf) -> Result<Attached> {
+    let name = pfnwatch_ebpf::BENCH_EMPTY_PROGRAM;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(btf))
+        .load(pfnwatch_ebpf::BENCH_OBJECT)
+        .context("loading the bench object")?;
+    let program: &mut FExit = ebpf
+        .program_mut(name)
+        .with_context(|| format!("the bench object has no {name}"))?
+        .try_into()?;
+    program
+        .load("vm_normal_page", btf)
+        .with_context(|| format!("loading {name}"))?;
+    program
+        .attach()
+        .with_context(|| format!("attaching {name}"))?;
+    let id = program.info().context("the empty program's info")?.id();
+    let prog = Prog {
+        id,
+        name: name.to_owned(),
+        function: "vm_normal_page".to_owned(),
+    };
+    Ok(Attached::Empty { _ebpf: ebpf, prog })
+}
+
+impl Pfnwatch {
+    /// `pfnwatch run` as the package starts it, with the guest's absent
+    /// /etc/pfnwatch/pfnwatch.toml: the defaults (every rule, 256 KiB ring
+    /// buffer, call paths in records).
+    fn run(btf: &Btf) -> Result<Pfnwatch> {
+        let before = readings::loaded_ids()?;
+        let mut child = Command::new("/bin/pfnwatch")
+            .arg("run")
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting pfnwatch run")?;
+        let stderr = child.stderr.take().context("pfnwatch run's stderr")?;
+        let log = lines_of(stderr);
+        let deadline = Instant::now() + READY;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains("pfnwatch running") => break,
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!("pfnwatch run did not start: {}", seen.join(" | "));
+                }
+            }
+        }
+        let mut pfnwatch = Pfnwatch {
+            progs: Vec::new(),
+            child,
+            output: None,
+            _log: Some(log),
+        };
+        pfnwatch.progs = new_programs(&before, btf)?;
+        Ok(pfnwatch)
+    }
+
+    /// `pfnwatch trace --all --format json`, its output read and counted
+    /// (not parsed) as `> /dev/null` would take it.
+    fn trace(btf: &Btf) -> Result<Pfnwatch> {
+        let before = readings::loaded_ids()?;
+        let mut child = Command::new("/bin/pfnwatch")
+            .args(["trace", "--all", "--format", "json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting pfnwatch trace")?;
+        let stdout = child.stdout.take().context("pfnwatch trace's stdout")?;
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let output = std::thread::spawn(move || {
+            let mut out = TraceOutput::default();
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            if let Some(first) = lines.next() {
+                let _ = ready_tx.send(first);
+            }
+            for line in lines {
+                if line.starts_with(r#"{"type":"record""#) {
+                    out.records += 1;
+                } else if line.starts_with(r#"{"type":"summary""#) {
+                    out.lost = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v.get("lost")?.as_u64());
+                }
+            }
+            out
+        });
+        match ready.recv_timeout(READY) {
+            Ok(line) if line.starts_with(r#"{"type":"ready""#) => {}
+            Ok(line) => {
+                let _ = child.kill();
+                bail!("pfnwatch trace printed {line:?} before it was ready");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!("pfnwatch trace was not ready within {READY:?}");
+            }
+        }
+        let mut pfnwatch = Pfnwatch {
+            progs: Vec::new(),
+            child,
+            output: Some(output),
+            _log: None,
+        };
+        pfnwatch.progs = new_programs(&before, btf)?;
+        Ok(pfnwatch)
+    }
+
+    fn stop(mut self) -> Result<Option<TraceOutput>> {
+        // SAFETY: signalling our own child.
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("signalling pfnwatch");
+        }
+        let deadline = Instant::now() + STOP;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("pfnwatch did not exit within {STOP:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !status.success() {
+            bail!("pfnwatch exited {status}");
+        }
+        match self.output.take() {
+            Some(reader) => match reader.join() {
+                Ok(out) => Ok(Some(out)),
+                Err(_) => bail!("the trace output reader panicked"),
+            },
+            None => Ok(None),
+        }
+    }
+}
+
+/// A phase that fails half-way must not leave pfnwatch attached to the
+/// next one's workloads.
+impl Drop for Pfnwatch {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The programs that appeared since `before`, named.
+fn new_programs(before: &std::collections::BTreeSet<u32>, btf: &Btf) -> Result<Vec<Prog>> {
+    let new: BTreeMap<u32, String> = readings::loaded()?
+        .into_iter()
+        .filter(|(id, _)| !before.contains(id))
+        .map(|(id, l)| (id, l.name))
+        .collect();
+    Ok(readings::name_pfnwatch_programs(&new, |f| {
+        pfnwatch::kernel::has_function(btf, f)
+    }))
+}

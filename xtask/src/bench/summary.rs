@@ -1,0 +1,238 @@
+//! The figures an operator asks about first: BENCHMARKS.md's summary
+//! tables, one row per kernel, and the line per kernel on the terminal.
+
+use std::fmt::{self, Write as _};
+
+use super::{
+    KernelBench,
+    lines::Line,
+    render::kib,
+    stats::{KernelFigures, Spread},
+};
+
+pub const ANON: &str = "anon-fork";
+pub const PFNMAP: &str = "pfnmap-fork";
+
+pub fn section(md: &mut String, benches: &[KernelBench]) {
+    let measured: Vec<(&KernelBench, &KernelFigures)> = benches
+        .iter()
+        .filter_map(|b| Some((b, b.outcome.as_ref().ok()?)))
+        .collect();
+    if measured.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Summary\n\n\
+         Fork+exit time (guest instructions, see Method) with a configuration over the time with \
+         another (median over rounds, range over rounds in brackets). \"ours\" is `pfnwatch run`; \"empty\" an fexit program on \
+         vm_normal_page that does nothing, so ours/empty is pfnwatch's own share.\n\n\
+         | kernel | ordinary memory: ours/none | empty/none | ours/empty | PFNMAP: ours/none | ours/empty | trace --all/none |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (b, k) in &measured {
+        let r = |w: &str, over: &str, base: &str| {
+            k.ratio(w, over, base).map_or("?".to_owned(), |s| {
+                format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+            })
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            b.label,
+            r(ANON, "run", "none"),
+            r(ANON, "empty", "none"),
+            r(ANON, "run", "empty"),
+            r(PFNMAP, "run", "none"),
+            r(PFNMAP, "run", "empty"),
+            r(PFNMAP, "trace", "none"),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nExtra guest instructions per vm_normal_page call (difference of the median fork+exit \
+         times over the calls per fork):\n\n\
+         | kernel | fexit trampoline (empty − none), ordinary memory | pfnwatch (ours − empty), ordinary memory | trampoline, PFNMAP | pfnwatch, PFNMAP | trace --all − ours, PFNMAP |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    for (b, k) in &measured {
+        let d = |w: &str, over: &str, base: &str| {
+            k.added_ns_per_call(w, over, base)
+                .map_or("?".to_owned(), |v| format!("{v:+.0}"))
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            b.label,
+            d(ANON, "empty", "none"),
+            d(ANON, "run", "empty"),
+            d(PFNMAP, "empty", "none"),
+            d(PFNMAP, "run", "empty"),
+            d(PFNMAP, "trace", "run"),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe kernel's own accounting (kernel.bpf_stats_enabled) of pfnwatch's vm_normal_page \
+         program against the empty one, and what the daemon holds:\n\n\
+         | kernel | instructions per run vs empty, ordinary memory | the same, PFNMAP | daemon VmRSS | daemon VmHWM | BPF maps and programs |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    for (b, k) in &measured {
+        let rss = k.processes.get("run");
+        let median_rss = rss
+            .and_then(|p| Spread::of(&p.iter().map(|p| p.vm_rss_kib as f64).collect::<Vec<_>>()))
+            .map_or("?".to_owned(), |s| format!("{:.1} MiB", s.median / 1024.0));
+        let hwm = rss
+            .and_then(|p| p.iter().map(|p| p.vm_hwm_kib).max())
+            .map_or("?".to_owned(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {median_rss} | {hwm} | {} |",
+            b.label,
+            vs_empty(k, ANON),
+            vs_empty(k, PFNMAP),
+            bpf_memory(k, "run"),
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// pfnwatch's vm_normal_page program's run time per run over the empty one's.
+fn vs_empty(k: &KernelFigures, workload: &str) -> String {
+    let ns = |config: &str| {
+        k.programs_of(workload, config)
+            .find(|(_, p)| p.function == "vm_normal_page")
+            .and_then(|(_, p)| p.ns_per_run())
+            .map(|s| s.median)
+    };
+    match (ns("run"), ns("empty")) {
+        (Some(run), Some(empty)) if empty > 0.0 => {
+            format!("{run:.0} / {empty:.0} = {:.2}×", run / empty)
+        }
+        _ => "?".to_owned(),
+    }
+}
+
+/// A configuration's BPF memory as the kernel charges it (fdinfo memlock of
+/// its maps and programs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfMemory {
+    pub charged: u64,
+    /// The ring buffer's data size when the kernel charges nothing for it
+    /// (before 6.4 memlock came from key and value sizes; a ring buffer has none).
+    pub ring_uncharged: Option<u64>,
+}
+
+pub fn bpf_memory(k: &KernelFigures, of: &str) -> BpfMemory {
+    let mut memory = BpfMemory {
+        charged: 0,
+        ring_uncharged: None,
+    };
+    for line in k.maps.iter().chain(&k.code) {
+        match line {
+            Line::Map {
+                config,
+                map_type,
+                max_entries,
+                memlock,
+                ..
+            } if config == of => {
+                memory.charged += memlock;
+                if map_type == "RingBuf" && *memlock == 0 {
+                    memory.ring_uncharged = Some(u64::from(*max_entries));
+                }
+            }
+            Line::Code {
+                config, memlock, ..
+            } if config == of => memory.charged += memlock,
+            _ => {}
+        }
+    }
+    memory
+}
+
+impl fmt::Display for BpfMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} memlock", kib(self.charged))?;
+        if let Some(ring) = self.ring_uncharged {
+            write!(f, " + {} ring buffer this kernel does not count", kib(ring))?;
+        }
+        Ok(())
+    }
+}
+
+/// One line per kernel for the terminal.
+pub fn summary(benches: &[KernelBench]) -> String {
+    let mut out = String::new();
+    for b in benches {
+        let _ = match &b.outcome {
+            Ok(k) => {
+                let r = |w: &str, over: &str, base: &str| {
+                    k.ratio(w, over, base)
+                        .map_or("?".to_owned(), |s| format!("{:.3}", s.median))
+                };
+                writeln!(
+                    out,
+                    "[{}] {ANON}: ours/none {} empty/none {} ours/empty {}; {PFNMAP}: ours/none {} trace/none {}",
+                    b.label,
+                    r(ANON, "run", "none"),
+                    r(ANON, "empty", "none"),
+                    r(ANON, "run", "empty"),
+                    r(PFNMAP, "run", "none"),
+                    r(PFNMAP, "trace", "none"),
+                )
+            }
+            Err(reason) => writeln!(out, "[{}] not measured: {reason}", b.label),
+        };
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::lines::tests::fixture_lines;
+
+    fn map(name: &str, map_type: &str, max_entries: u32, memlock: u64) -> Line {
+        Line::Map {
+            config: "run".into(),
+            name: name.into(),
+            map_type: map_type.into(),
+            key_size: 0,
+            value_size: 0,
+            max_entries,
+            memlock,
+        }
+    }
+
+    #[test]
+    fn bpf_memory_adds_maps_and_programs_of_one_configuration() {
+        let k = KernelFigures::from_lines(&fixture_lines());
+        // events 275736 + counts 73992 + one program's 4096; trace's are apart.
+        assert_eq!(
+            bpf_memory(&k, "run"),
+            BpfMemory {
+                charged: 353_824,
+                ring_uncharged: None
+            }
+        );
+        assert_eq!(bpf_memory(&k, "run").to_string(), "346 KiB memlock");
+    }
+
+    #[test]
+    fn a_ring_buffer_charged_nothing_is_named_apart() {
+        // 6.1: fdinfo says 0 for the ring buffer.
+        let lines = [
+            map("events", "RingBuf", 262_144, 0),
+            map("counts", "PerCpuArray", 4608, 73_728),
+        ];
+        let k = KernelFigures::from_lines(&lines);
+        let m = bpf_memory(&k, "run");
+        assert_eq!(m.ring_uncharged, Some(262_144));
+        assert_eq!(
+            m.to_string(),
+            "72 KiB memlock + 256 KiB ring buffer this kernel does not count"
+        );
+    }
+}
