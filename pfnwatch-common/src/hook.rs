@@ -25,10 +25,15 @@ pub enum Hook {
     /// `print_bad_page_map(vma, addr, entry, page, level)`: the same from
     /// 6.18 on.
     PrintBadPageMap = 8,
+    /// `vmf_insert_pfn_pmd(vmf, pfn, write)`: fault-time insert of a huge
+    /// pmd of pfns (6.12+ as a function; 6.1 inlines it).
+    VmfInsertPfnPmd = 9,
+    /// `vmf_insert_pfn_pud(vmf, pfn, write)`: the same for a pud.
+    VmfInsertPfnPud = 10,
 }
 
 impl Hook {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
 
     pub const ALL: [Hook; Hook::COUNT] = [
         Hook::VmNormalPage,
@@ -40,6 +45,8 @@ impl Hook {
         Hook::VmfInsertMixed,
         Hook::PrintBadPte,
         Hook::PrintBadPageMap,
+        Hook::VmfInsertPfnPmd,
+        Hook::VmfInsertPfnPud,
     ];
 
     pub const fn id(self) -> u16 {
@@ -62,6 +69,8 @@ impl Hook {
             Hook::VmfInsertMixed => "vmf_insert_mixed",
             Hook::PrintBadPte => "print_bad_pte",
             Hook::PrintBadPageMap => "print_bad_page_map",
+            Hook::VmfInsertPfnPmd => "vmf_insert_pfn_pmd",
+            Hook::VmfInsertPfnPud => "vmf_insert_pfn_pud",
         }
     }
 
@@ -83,6 +92,8 @@ impl Hook {
                 | Hook::RemapPfnRangeComplete
                 | Hook::VmfInsertPfnProt
                 | Hook::VmfInsertMixed
+                | Hook::VmfInsertPfnPmd
+                | Hook::VmfInsertPfnPud
         )
     }
 }

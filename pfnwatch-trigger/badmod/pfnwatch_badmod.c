@@ -265,6 +265,77 @@ static int bad_page_map_mmap(struct file *file, struct vm_area_struct *vma)
 	return 0;
 }
 
+#ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+/*
+ * /dev/pfnw-huge-pfnmap (MAP_SHARED only): a driver that does it right, the
+ * way vfio-pci maps BARs since 6.12: a VM_PFNMAP whose faults map 2 MiB of
+ * the BAR at once with one special pmd (->huge_fault, vmf_insert_pfn_pmd),
+ * single pages where a pmd does not fit. vm_pgoff is set to the first pfn,
+ * as PCI sysfs does. It breaks no rule: it is there so a test can make the
+ * kernel look up huge pfn-map entries (vm_normal_page_pmd, folio_walk_start
+ * at the pmd level) and see pfnwatch classify them and stay quiet.
+ *
+ * x86-64 has pmd pfn maps from 6.12 (ARCH_SUPPORTS_PMD_PFNMAP); 6.1 lacks
+ * the pmd special bit, so the device does not exist there.
+ */
+static vm_fault_t huge_pfnmap_huge_fault(struct vm_fault *vmf,
+					 unsigned int order)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long base = vmf->address & ~((PAGE_SIZE << order) - 1);
+	unsigned long pfn = vma->vm_pgoff + ((base - vma->vm_start) >> PAGE_SHIFT);
+	vm_fault_t ret;
+
+	if (base < vma->vm_start || base + (PAGE_SIZE << order) > vma->vm_end ||
+	    (pfn & ((1UL << order) - 1)))
+		return VM_FAULT_FALLBACK;
+	switch (order) {
+	case 0:
+		ret = vmf_insert_pfn(vma, base, pfn);
+		break;
+	case PMD_ORDER:
+#ifdef BADMOD_HAS_PFN_T
+		ret = vmf_insert_pfn_pmd(vmf, __pfn_to_pfn_t(pfn, PFN_DEV), false);
+#else
+		ret = vmf_insert_pfn_pmd(vmf, pfn, false);
+#endif
+		break;
+	default:
+		return VM_FAULT_FALLBACK;
+	}
+	BADMOD_NO_TAIL_CALL();
+	return ret;
+}
+
+static vm_fault_t huge_pfnmap_fault(struct vm_fault *vmf)
+{
+	return huge_pfnmap_huge_fault(vmf, 0);
+}
+
+static const struct vm_operations_struct huge_pfnmap_ops = {
+	.fault = huge_pfnmap_fault,
+	.huge_fault = huge_pfnmap_huge_fault,
+};
+
+static int huge_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long pfn;
+	int err = bar_range(vma, &pfn);
+
+	if (err)
+		return err;
+	/* vmf_insert_pfn*() BUG() on a COW VM_PFNMAP. */
+	if (is_cow_mapping(vma->vm_flags))
+		return -EINVAL;
+	badmod_flags_mod(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP,
+			 0);
+	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+	vma->vm_pgoff = pfn;
+	vma->vm_ops = &huge_pfnmap_ops;
+	return 0;
+}
+#endif /* CONFIG_ARCH_SUPPORTS_PMD_PFNMAP */
+
 #define BADMOD_FOPS(fn) \
 	{ .owner = THIS_MODULE, .mmap = fn }
 
@@ -274,6 +345,11 @@ static const struct file_operations badmod_fops[] = {
 	BADMOD_FOPS(normal_pfnmap_mmap),
 	BADMOD_FOPS(pgoff_mmap),
 	BADMOD_FOPS(bad_page_map_mmap),
+#ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+	/* Pmd-aligned addresses, so the faults can map whole pmds. */
+	{ .owner = THIS_MODULE, .mmap = huge_pfnmap_mmap,
+	  .get_unmapped_area = thp_get_unmapped_area },
+#endif
 };
 
 static struct miscdevice badmod_devs[] = {
@@ -282,6 +358,9 @@ static struct miscdevice badmod_devs[] = {
 	{ .name = "pfnw-normal-pfnmap", .fops = &badmod_fops[2] },
 	{ .name = "pfnw-pgoff", .fops = &badmod_fops[3] },
 	{ .name = "pfnw-bad-page-map", .fops = &badmod_fops[4] },
+#ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
+	{ .name = "pfnw-huge-pfnmap", .fops = &badmod_fops[5] },
+#endif
 };
 
 static unsigned int registered;

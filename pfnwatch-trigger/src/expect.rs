@@ -84,7 +84,7 @@ const REMAP: u16 = PFNMAP | PFN_MATCH;
 
 use Hook::{
     FolioWalkStart, PrintBadPageMap, PrintBadPte, RemapPfnRange, RemapPfnRangeComplete,
-    VmNormalPage, VmfInsertMixed, VmfInsertPfnProt,
+    VmNormalPage, VmNormalPagePmd, VmfInsertMixed, VmfInsertPfnPmd, VmfInsertPfnProt,
 };
 
 /// Calls on each scenario's own mapping, by its own processes.
@@ -510,7 +510,58 @@ pub const ROWS: &[Row] = &[
         4,
         "the same report, renamed print_bad_page_map in 6.18",
     ),
+    // mod-huge-pfnmap (6.12+): two 2 MiB pmds of the BAR, vm_pgoff = first
+    // pfn; a read in each (page 5) and move_pages on those two addresses.
+    // Its faults map whole pmds: a fallback to ptes would show as
+    // vmf_insert_pfn_prot and vm_normal_page calls, which no row allows.
+    row(
+        "mod-huge-pfnmap",
+        K6_12_UP,
+        VmfInsertPfnPmd,
+        PFNMAP | PFN_MATCH,
+        2,
+        "each read faults: __handle_mm_fault -> create_huge_pmd -> huge_pfnmap_huge_fault \
+         -> vmf_insert_pfn_pmd at the pmd's start, pfn = vm_pgoff + its page offset",
+    ),
+    row(
+        "mod-huge-pfnmap",
+        K6_12_UP,
+        FolioWalkStart,
+        PFNMAP | NO_PAGE,
+        2,
+        "do_pages_stat_array -> folio_walk_start finds a present pmd leaf and gets no \
+         page for it, so no folio (-ENOENT)",
+    ),
+    row(
+        "mod-huge-pfnmap",
+        K6_12_UP,
+        VmNormalPagePmd,
+        DEV,
+        2,
+        "folio_walk_start's pmd level: vm_normal_page_pmd returns NULL for the special pmd \
+         (pmd_mkspecial in insert_pfn_pmd); its pfn, the pmd's first, is vm_pgoff + the \
+         pmd's page offset",
+    ),
+    row(
+        "mod-huge-pfnmap",
+        K7_2,
+        VmNormalPagePmd,
+        DEV,
+        2,
+        "munmap: zap_huge_pmd -> normal_or_softleaf_folio_pmd -> vm_normal_folio_pmd, one \
+         per pmd (6.12's zap_huge_pmd skips special-huge vmas without a lookup)",
+    ),
 ];
+
+/// Whether this kernel can run a scenario: mod-huge-pfnmap needs pmd pfn
+/// maps (x86-64's ARCH_SUPPORTS_PMD_PFNMAP, 6.12), so the module offers its
+/// device only there.
+pub fn runs_on(kernel: KernelVersion, scenario: &str) -> bool {
+    match scenario {
+        "mod-huge-pfnmap" => K6_12_UP.contains(&kernel),
+        _ => true,
+    }
+}
 
 /// The rules a scenario breaks, with how many calls break them. Creating a
 /// COW PFNMAP is R1 (info); nothing else the plain scenarios do is wrong.
@@ -604,6 +655,8 @@ pub fn move_pages_status(kernel: KernelVersion, scenario: &str) -> Option<Vec<i3
         // vma_migratable() fails first: -EFAULT for every page.
         "movepages-move" => Some(vec![EFAULT; 4]),
         "anon-control" | "mod-normal-pfnmap-walk" => Some(vec![0; 4]),
+        // folio_walk_start gets no page for a special pmd.
+        "mod-huge-pfnmap" => Some(vec![ENOENT; 2]),
         _ => None,
     }
 }
@@ -617,6 +670,8 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
         // Renamed print_bad_page_map in 6.18.
         Hook::PrintBadPte => K6.contains(&kernel),
         Hook::PrintBadPageMap => K7_2.contains(&kernel),
+        // 6.1 has only vmf_insert_pfn_{pmd,pud}_prot; the names are inline wrappers.
+        Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => K6_12_UP.contains(&kernel),
         _ => true,
     }
 }

@@ -1,6 +1,7 @@
 //! The scenarios: each makes the kernel map and walk pfns in one known way
 //! and reports the mappings, so the judge can pick out exactly their records.
 
+use crate::expect::{self, KernelVersion};
 use crate::report::{Mapping, Report};
 use crate::sys::{self, Map};
 use anyhow::{Result, bail};
@@ -96,6 +97,11 @@ pub static SCENARIOS: &[Scenario] = &[
         about: "bad driver: special ptes left in a vma that is neither PFNMAP nor MIXEDMAP; munmap",
         run: mod_bad_page_map,
     },
+    Scenario {
+        name: "mod-huge-pfnmap",
+        about: "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds; read, move_pages(2), munmap",
+        run: mod_huge_pfnmap,
+    },
 ];
 
 /// The bad-driver test module's devices (pfnwatch-trigger/badmod).
@@ -104,12 +110,26 @@ pub const MOD_PARTIAL_REMAP: &str = "/dev/pfnw-partial-remap";
 pub const MOD_NORMAL_PFNMAP: &str = "/dev/pfnw-normal-pfnmap";
 pub const MOD_PGOFF: &str = "/dev/pfnw-pgoff";
 pub const MOD_BAD_PAGE_MAP: &str = "/dev/pfnw-bad-page-map";
+pub const MOD_HUGE_PFNMAP: &str = "/dev/pfnw-huge-pfnmap";
+/// A huge pmd: 2 MiB, in pages.
+pub const PMD_PAGES: usize = 512;
+/// mod-huge-pfnmap maps two pmds and touches this page of each: not the
+/// first, so the lookups get addresses inside the pmd, not its start.
+pub const HUGE_TOUCHED: usize = 5;
 /// What the module writes at the start of each normal-pfnmap page, with the
 /// page index in the low bits: proof the mapping shows the driver's pages.
 pub const NORMAL_PFNMAP_MARK: u64 = 0x7066_6e77_0000_0000;
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// The scenarios this kernel can run (mod-huge-pfnmap needs 6.12's pmd pfn
+/// maps; the others run everywhere).
+pub fn for_kernel(kernel: KernelVersion) -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS
+        .iter()
+        .filter(move |s| expect::runs_on(kernel, s.name))
 }
 
 impl Scenario {
@@ -289,6 +309,27 @@ fn mod_bad_page_map(r: &mut Report) -> Result<()> {
     let map = Map::file(&fd, 0, PAGES, false)?;
     record_map(r, MOD_BAD_PAGE_MAP, &map, &[]);
     // The kernel reports each pte as it zaps it.
+    map.unmap()
+}
+
+fn mod_huge_pfnmap(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_HUGE_PFNMAP, 0)?;
+    let map = Map::file(&fd, 0, 2 * PMD_PAGES, false)?;
+    record_map(r, MOD_HUGE_PFNMAP, &map, &[]);
+    // The driver's get_unmapped_area aligns the mapping, or no pmd fits.
+    if map.start() % (PMD_PAGES * sys::PAGE) as u64 != 0 {
+        bail!(
+            "{MOD_HUGE_PFNMAP} mapped at {:#x}, not on a 2 MiB boundary",
+            map.start()
+        );
+    }
+    // One fault per pmd: the driver maps the whole 2 MiB there.
+    let touched = [HUGE_TOUCHED, PMD_PAGES + HUGE_TOUCHED];
+    for page in touched {
+        map.touch(page);
+    }
+    let addrs: Vec<*mut u8> = touched.iter().map(|p| map.page(*p)).collect();
+    r.move_pages_status = Some(sys::move_pages_at(&addrs, None)?);
     map.unmap()
 }
 

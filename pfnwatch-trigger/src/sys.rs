@@ -101,6 +101,13 @@ impl Map {
             .sum()
     }
 
+    /// Reads one byte of page `index`.
+    pub fn touch(&self, index: usize) -> u8 {
+        assert!(index < self.pages(), "page {index} outside the mapping");
+        // SAFETY: inside the mapping (checked above), readable.
+        unsafe { std::ptr::read_volatile(self.page(index)) }
+    }
+
     pub fn write(&self, index: usize) {
         // SAFETY: inside the mapping, mapped writable.
         unsafe {
@@ -152,9 +159,15 @@ pub fn fork_and_wait(child: impl FnOnce()) -> Result<u32> {
     Ok(pid as u32)
 }
 
-/// move_pages(2) on our own process; `node` None asks for status only.
+/// move_pages(2) on every page of `map`; `node` None asks for status only.
 pub fn move_pages(map: &Map, node: Option<i32>) -> Result<Vec<i32>> {
-    let pages: Vec<*mut libc::c_void> = (0..map.pages()).map(|i| map.page(i).cast()).collect();
+    let pages: Vec<*mut u8> = (0..map.pages()).map(|i| map.page(i)).collect();
+    move_pages_at(&pages, node)
+}
+
+/// move_pages(2) on our own process at these addresses.
+pub fn move_pages_at(addrs: &[*mut u8], node: Option<i32>) -> Result<Vec<i32>> {
+    let pages: Vec<*mut libc::c_void> = addrs.iter().map(|a| a.cast()).collect();
     let nodes = vec![node.unwrap_or(0); pages.len()];
     let mut status = vec![i32::MIN; pages.len()];
     let nodes_ptr = if node.is_some() {

@@ -49,7 +49,7 @@ const fn entry(name: &'static str, hook: Hook) -> ProgramSpec {
     }
 }
 
-pub const PROGRAMS: [ProgramSpec; 10] = [
+pub const PROGRAMS: [ProgramSpec; 12] = [
     exit("vm_normal_page_exit", Hook::VmNormalPage),
     exit("vm_normal_page_pmd_exit", Hook::VmNormalPagePmd),
     exit("folio_walk_start_exit", Hook::FolioWalkStart),
@@ -58,6 +58,8 @@ pub const PROGRAMS: [ProgramSpec; 10] = [
     exit("remap_pfn_range_complete_exit", Hook::RemapPfnRangeComplete),
     exit("vmf_insert_pfn_prot_exit", Hook::VmfInsertPfnProt),
     exit("vmf_insert_mixed_exit", Hook::VmfInsertMixed),
+    exit("vmf_insert_pfn_pmd_exit", Hook::VmfInsertPfnPmd),
+    exit("vmf_insert_pfn_pud_exit", Hook::VmfInsertPfnPud),
     // Void functions that only report: nothing to learn at exit.
     entry("print_bad_pte_entry", Hook::PrintBadPte),
     entry("print_bad_page_map_entry", Hook::PrintBadPageMap),
@@ -81,6 +83,9 @@ pub const fn availability(hook: Hook) -> &'static str {
         Hook::VmNormalPage | Hook::RemapPfnRange => "every supported kernel",
         Hook::VmNormalPagePmd => "kernels with huge pfn mappings",
         Hook::VmfInsertPfnProt | Hook::VmfInsertMixed => "4.17 and later",
+        Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => {
+            "a function in 6.12 and 7.x; 6.1 inlines it into the *_prot variant"
+        }
         Hook::PrintBadPte => "until 6.17; print_bad_page_map replaced it",
         Hook::PrintBadPageMap => "6.18 and later",
     }

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub const PAGE_SHIFT: u32 = 12;
+/// x86-64's huge pmd (2 MiB) and pud (1 GiB).
+const PMD_SHIFT: u32 = 21;
+const PUD_SHIFT: u32 = 30;
 
 /// CLOCK_MONOTONIC now, in the records' time base.
 pub fn monotonic_ns() -> u64 {
@@ -157,9 +160,17 @@ impl Record {
         })
     }
 
-    /// Page index of `addr` inside the vma.
+    /// Page index inside the vma of the entry's first page: `addr` itself
+    /// for a pte, `addr` rounded down to the pmd or pud for a huge entry
+    /// (whose pfn is that of its first page).
     pub fn page_offset(&self) -> u64 {
-        self.addr.saturating_sub(self.vm_start) >> PAGE_SHIFT
+        let entry_shift = match self.level {
+            1 => PMD_SHIFT,
+            2 => PUD_SHIFT,
+            _ => PAGE_SHIFT,
+        };
+        let base = self.addr >> entry_shift << entry_shift;
+        base.saturating_sub(self.vm_start) >> PAGE_SHIFT
     }
 
     /// The pfn the remap rule predicts for `addr`: vm_pgoff + page offset.
@@ -201,6 +212,29 @@ mod tests {
         assert_eq!(r.page_offset(), 2);
         assert_eq!(r.rule_pfn(), 0xf2);
         assert_eq!(r.class.to_string(), "pfnmap+special+pfn_match+no_page");
+    }
+
+    #[test]
+    fn a_huge_entrys_rule_pfn_is_its_first_pages() {
+        // A 4 MiB vma of two huge pmds at 0x7f00_0000_0000, vm_pgoff 0xfd000;
+        // folio_walk_start passes an address inside the second pmd.
+        let mut e = event();
+        e.hook = Hook::VmNormalPagePmd.id();
+        e.vm_end = 0x7f00_0040_0000;
+        e.vm_pgoff = 0xfd000;
+        e.addr = 0x7f00_0030_5000;
+        e.pfn = 0xfd200;
+        e.level = 1;
+        let r = Record::from_event(&e).unwrap();
+        assert_eq!(r.page_offset(), 0x200);
+        assert_eq!(r.rule_pfn(), 0xfd200);
+        // The same address in a pte: its own page.
+        e.level = 0;
+        assert_eq!(Record::from_event(&e).unwrap().page_offset(), 0x305);
+        e.level = 2;
+        e.vm_start = 0x7f00_0000_0000;
+        e.addr = 0x7f00_7fff_f000;
+        assert_eq!(Record::from_event(&e).unwrap().page_offset(), 0x40000);
     }
 
     #[test]

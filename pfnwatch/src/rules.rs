@@ -99,12 +99,19 @@ pub struct Rule {
 
 const LOOKUPS: &[Hook] = &[Hook::VmNormalPage, Hook::VmNormalPagePmd];
 const REMAPS: &[Hook] = &[Hook::RemapPfnRange, Hook::RemapPfnRangeComplete];
-const INSERTS: &[Hook] = &[Hook::VmfInsertPfnProt, Hook::VmfInsertMixed];
+const INSERTS: &[Hook] = &[
+    Hook::VmfInsertPfnProt,
+    Hook::VmfInsertMixed,
+    Hook::VmfInsertPfnPmd,
+    Hook::VmfInsertPfnPud,
+];
 const MAPPERS: &[Hook] = &[
     Hook::RemapPfnRange,
     Hook::RemapPfnRangeComplete,
     Hook::VmfInsertPfnProt,
     Hook::VmfInsertMixed,
+    Hook::VmfInsertPfnPmd,
+    Hook::VmfInsertPfnPud,
 ];
 const BAD_MAP: &[Hook] = &[Hook::PrintBadPte, Hook::PrintBadPageMap];
 
@@ -488,6 +495,21 @@ mod tests {
         assert!(hits(Hook::FolioWalkStart, PFNMAP | COW | NO_PAGE).is_empty());
         assert!(hits(Hook::VmfInsertPfnProt, PFNMAP).is_empty());
         assert!(hits(Hook::RemapPfnRange, PFNMAP | PFN_MATCH).is_empty());
+        // A huge PFNMAP as vfio-pci maps BARs: pmd inserts, special pmds.
+        assert!(hits(Hook::VmfInsertPfnPmd, PFNMAP | PFN_MATCH).is_empty());
+        assert!(hits(Hook::VmfInsertPfnPud, PFNMAP | PFN_MATCH).is_empty());
+        assert!(hits(Hook::VmNormalPagePmd, DEV).is_empty());
+        assert!(hits(Hook::FolioWalkStart, PFNMAP | NO_PAGE).is_empty());
+    }
+
+    #[test]
+    fn huge_inserts_are_inserts() {
+        // vmf_insert_pfn_pmd BUG()s on a COW VM_PFNMAP, not on a COW MIXEDMAP.
+        assert_eq!(
+            hits(Hook::VmfInsertPfnPmd, MIXEDMAP | COW),
+            ["R2:warning", "R4:info"]
+        );
+        assert_eq!(hits(Hook::VmfInsertPfnPud, MIXEDMAP), ["R4:info"]);
     }
 
     #[test]

@@ -25,6 +25,13 @@ typedef _Bool bool;
 typedef struct { unsigned long pte; } __kc pte_t;
 typedef struct { unsigned long pmd; } __kc pmd_t;
 
+/* 6.1 keeps vma and address at the top; 6.12+ in an anonymous const struct.
+ * Matched by name either way. */
+struct vm_fault {
+	struct vm_area_struct *vma;
+	unsigned long address;
+} __kc;
+
 struct qstr {
 	const unsigned char *name;
 } __kc;

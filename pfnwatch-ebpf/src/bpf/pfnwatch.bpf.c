@@ -144,7 +144,11 @@ static __always_inline __u16 vma_class(struct call *c)
 		class |= PFNW_CLASS_COW;
 	if (c->event_flags & PFNW_EVENT_PFN_KNOWN) {
 		__u64 start = c->vma->vm_start;
-		__u64 off = (c->addr - start) >> PAGE_SHIFT;
+		/* A huge entry's pfn is that of its first page: so is the rule's. */
+		__u64 base = c->level == 2 ? c->addr & ~(PUD_SIZE - 1)
+			   : c->level == 1 ? c->addr & ~(PMD_SIZE - 1)
+					   : c->addr;
+		__u64 off = (base - start) >> PAGE_SHIFT;
 
 		if (c->pfn == c->vma->vm_pgoff + off)
 			class |= PFNW_CLASS_PFN_MATCH;
@@ -351,6 +355,7 @@ static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *
 	c.addr = addr;
 	c.pfn = pfn;
 	c.size = size;
+	c.level = size == PUD_SIZE ? 2 : size == PMD_SIZE ? 1 : 0;
 	c.ret = ret;
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
 	if (hook == PFNW_HOOK_REMAP_PFN_RANGE) {
@@ -416,6 +421,28 @@ int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long ad
 {
 	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK, PAGE_SIZE,
 		      ret, ret & VM_FAULT_ERROR, false);
+}
+
+/*
+ * Huge fault-time inserts (6.12+; 6.1 has them only as inline wrappers of
+ * *_prot functions): one special pmd or pud maps 2 MiB or 1 GiB of pfns,
+ * as vfio-pci does for BARs. The pfn arrives as a pfn_t until 6.16 (flags
+ * in the top bits) and as a plain pfn after: the mask serves both.
+ */
+SEC("fexit/vmf_insert_pfn_pmd")
+int BPF_PROG(vmf_insert_pfn_pmd_exit, struct vm_fault *vmf, __u64 pfn, bool write,
+	     unsigned int ret)
+{
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf->vma, vmf->address & ~(PMD_SIZE - 1),
+		      pfn & ~PFN_T_FLAGS_MASK, PMD_SIZE, ret, ret & VM_FAULT_ERROR, false);
+}
+
+SEC("fexit/vmf_insert_pfn_pud")
+int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn, bool write,
+	     unsigned int ret)
+{
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf->vma, vmf->address & ~(PUD_SIZE - 1),
+		      pfn & ~PFN_T_FLAGS_MASK, PUD_SIZE, ret, ret & VM_FAULT_ERROR, false);
 }
 
 /*

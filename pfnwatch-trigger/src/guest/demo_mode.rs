@@ -5,7 +5,7 @@
 
 use super::Reporter;
 use super::watch::lines_of;
-use crate::scenario::SCENARIOS;
+use crate::scenario;
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
@@ -15,6 +15,7 @@ use std::time::Duration;
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub fn run(rep: &mut Reporter) -> Result<()> {
+    let (_, kernel) = super::kernel()?;
     println!("\n$ pfnwatch check");
     let status = Command::new("/bin/pfnwatch").arg("check").status()?;
     rep.check(
@@ -24,7 +25,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     );
 
     println!("\n$ insmod pfnwatch_badmod.ko   # a test driver that breaks the rules");
-    super::module::load(rep);
+    super::module::load(rep, kernel);
 
     println!("\n$ pfnwatch trace &   # rule hits and every pfn mapping created");
     let mut trace = Command::new("/bin/pfnwatch")
@@ -45,7 +46,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         let _ = trace.kill();
         bail!("pfnwatch trace printed nothing within {READY_TIMEOUT:?}");
     }
-    for s in SCENARIOS {
+    for s in scenario::for_kernel(kernel) {
         println!("\n# {}: {}", s.name, s.about);
         let out = Command::new("/bin/pfnwatch-trigger").arg(s.name).output()?;
         rep.check(

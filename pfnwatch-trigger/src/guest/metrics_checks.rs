@@ -14,7 +14,7 @@ use super::watch::lines_of;
 use crate::expect::{self, KernelVersion};
 use crate::judge::Tally;
 use crate::report::Report;
-use crate::scenario::SCENARIOS;
+use crate::scenario;
 use anyhow::{Context, Result, bail};
 use pfnwatch::metrics;
 use pfnwatch::rules::{self, RuleConfig, RuleSet, Selection};
@@ -68,7 +68,7 @@ fn scrape_scenarios(
     let noise = vdso_noise(kernel);
     let mut before = first.clone();
     let mut want_all = Tally::new();
-    for scenario in SCENARIOS {
+    for scenario in scenario::for_kernel(kernel) {
         let name = scenario.name;
         let report = trigger(name)?;
         let after = scrape(PORT)?;
@@ -402,8 +402,7 @@ fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result
         .any(|l| l.contains("pfnwatch stopped") && l.contains("detached="));
     let closed = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], RELOAD_PORT))).is_err();
     // One R1 per COW scenario while R1 was on: none lost at the end.
-    let want: u64 = SCENARIOS
-        .iter()
+    let want: u64 = scenario::for_kernel(kernel)
         .flat_map(|s| expect::rules(kernel, s.name))
         .filter(|(id, _)| *id == "R1")
         .map(|(_, n)| n)
@@ -469,6 +468,8 @@ fn call_labels(hook: Hook, class: Class) -> Labels {
             | Hook::RemapPfnRangeComplete
             | Hook::VmfInsertPfnProt
             | Hook::VmfInsertMixed
+            | Hook::VmfInsertPfnPmd
+            | Hook::VmfInsertPfnPud
     ) {
         "ok"
     } else if class.has(NO_PAGE) {

@@ -43,6 +43,18 @@ pub fn main() -> ! {
     power_off()
 }
 
+/// This kernel's release (`uname -r`) and the version expect.rs keys on.
+fn kernel() -> anyhow::Result<(String, crate::expect::KernelVersion)> {
+    use anyhow::Context as _;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .context("reading /proc/sys/kernel/osrelease")?
+        .trim()
+        .to_owned();
+    let version = crate::expect::KernelVersion::parse(&release)
+        .with_context(|| format!("cannot parse kernel release {release:?}"))?;
+    Ok((release, version))
+}
+
 fn cmdline_param(key: &str) -> Option<String> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
     cmdline

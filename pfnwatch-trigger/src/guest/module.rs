@@ -3,6 +3,7 @@
 //! VM_PFNMAP/VM_MIXEDMAP rules, each mapping qemu's VGA BAR.
 
 use super::Reporter;
+use crate::expect::{self, KernelVersion};
 use anyhow::{Context, Result, bail, ensure};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -16,26 +17,37 @@ const BAR_RESOURCE: &str = "/sys/bus/pci/devices/0000:00:02.0/resource";
 const DEVICES_PARAM: &str = "/sys/module/pfnwatch_badmod/parameters/devices";
 
 /// The module's devices, under /dev (see badmod/README.md for what each does).
-pub const DEVICES: [&str; 5] = [
+const DEVICES: [&str; 5] = [
     "pfnw-insert-mixed",
     "pfnw-partial-remap",
     "pfnw-normal-pfnmap",
     "pfnw-pgoff",
     "pfnw-bad-page-map",
 ];
+/// Only where the kernel has pmd pfn maps (6.12 on).
+const HUGE_DEVICE: &str = "pfnw-huge-pfnmap";
+
+/// The devices the module must register on this kernel.
+fn devices(kernel: KernelVersion) -> Vec<&'static str> {
+    let mut devices = DEVICES.to_vec();
+    if expect::runs_on(kernel, "mod-huge-pfnmap") {
+        devices.push(HUGE_DEVICE);
+    }
+    devices
+}
 
 /// devtmpfs creates the nodes as the module registers them; this is slack.
 const NODE_WAIT: Duration = Duration::from_secs(2);
 
 /// Loads the module and reports `module/load`.
-pub fn load(rep: &mut Reporter) {
-    match try_load() {
+pub fn load(rep: &mut Reporter, kernel: KernelVersion) {
+    match try_load(&devices(kernel)) {
         Ok(detail) => rep.pass("module/load", &detail),
         Err(e) => rep.fail("module/load", &format!("{e:#}")),
     }
 }
 
-fn try_load() -> Result<String> {
+fn try_load(devices: &[&str]) -> Result<String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("reading the kernel release")?;
     // xtask's badmod::guest_path().
@@ -64,7 +76,7 @@ fn try_load() -> Result<String> {
     }
     let listed = std::fs::read_to_string(DEVICES_PARAM)
         .with_context(|| format!("reading {DEVICES_PARAM}"))?;
-    let missing: Vec<&str> = DEVICES
+    let missing: Vec<&str> = devices
         .iter()
         .copied()
         .filter(|device| !listed.split_whitespace().any(|name| name == *device))
@@ -74,10 +86,10 @@ fn try_load() -> Result<String> {
         "the module did not register {missing:?} (it lists {:?})",
         listed.trim()
     );
-    wait_for_nodes()?;
+    wait_for_nodes(devices)?;
     Ok(format!(
         "{path} with {params}: /dev/{}",
-        DEVICES.join(", /dev/")
+        devices.join(", /dev/")
     ))
 }
 
@@ -105,10 +117,10 @@ fn params(resource: &str) -> Result<String> {
     ))
 }
 
-fn wait_for_nodes() -> Result<()> {
+fn wait_for_nodes(devices: &[&str]) -> Result<()> {
     let deadline = Instant::now() + NODE_WAIT;
     loop {
-        let missing: Vec<&str> = DEVICES
+        let missing: Vec<&str> = devices
             .iter()
             .copied()
             .filter(|device| !Path::new("/dev").join(device).exists())

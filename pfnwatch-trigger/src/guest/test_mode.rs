@@ -7,7 +7,7 @@ use super::watch::{self, Watch};
 use crate::expect::{self, KernelVersion};
 use crate::judge;
 use crate::report::Report;
-use crate::scenario::SCENARIOS;
+use crate::scenario;
 use anyhow::{Context, Result};
 use pfnwatch::alert::Alert;
 use pfnwatch::loader::{ProgramReport, ProgramState};
@@ -22,14 +22,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(rep: &mut Reporter) -> Result<()> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
-        .trim()
-        .to_owned();
-    let kernel = KernelVersion::parse(&release)
-        .with_context(|| format!("cannot parse kernel release {release:?}"))?;
+    let (release, kernel) = super::kernel()?;
     rep.info(&format!("kernel {release} (expectations for {kernel})"));
     // badmod: the bad-driver test module, before pfnwatch starts watching.
-    super::module::load(rep);
+    super::module::load(rep, kernel);
 
     check(rep, kernel)?;
 
@@ -41,7 +37,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         hooks(rep, kernel, "trace", programs);
     }
     watch.snapshot(SNAPSHOT_TIMEOUT)?;
-    for scenario in SCENARIOS {
+    for scenario in scenario::for_kernel(kernel) {
         let report = match trigger(scenario.name) {
             Ok(r) => r,
             Err(e) => {
@@ -106,7 +102,7 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     }
     let report = trigger("devmem-private")?;
     let mut bad_drivers = Vec::new();
-    for scenario in SCENARIOS.iter().filter(|s| s.name.starts_with("mod-")) {
+    for scenario in scenario::for_kernel(kernel).filter(|s| s.name.starts_with("mod-")) {
         bad_drivers.push(trigger(scenario.name)?);
     }
     // Two interval ticks at least.

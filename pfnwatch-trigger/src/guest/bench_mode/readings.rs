@@ -265,6 +265,8 @@ mod tests {
             (45, "remap_pfn_range"),
             (46, "vmf_insert_pfn_"),
             (47, "vmf_insert_mixe"),
+            (48, "vmf_insert_pfn_"),
+            (49, "vmf_insert_pfn_"),
             (50, "print_bad_pte_e"),
         ]);
         let progs = name_pfnwatch_programs(&kernel, on_6_12);
@@ -282,6 +284,8 @@ mod tests {
                 (45, "remap_pfn_range_exit", "remap_pfn_range"),
                 (46, "vmf_insert_pfn_prot_exit", "vmf_insert_pfn_prot"),
                 (47, "vmf_insert_mixed_exit", "vmf_insert_mixed"),
+                (48, "vmf_insert_pfn_pmd_exit", "vmf_insert_pfn_pmd"),
+                (49, "vmf_insert_pfn_pud_exit", "vmf_insert_pfn_pud"),
                 (50, "print_bad_pte_entry", "print_bad_pte"),
             ]
         );
@@ -289,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_mismatch_keeps_the_kernel_names() {
-        // One program refused: eight expected, seven loaded.
+        // One program refused: ten expected, seven loaded.
         let kernel = new(&[
             (40, "vm_normal_page_"),
             (41, "vm_normal_page_"),
