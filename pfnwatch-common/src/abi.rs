@@ -222,7 +222,7 @@ mod tests {
     fn counts_index_is_dense() {
         assert_eq!(counts_index(Hook::VmNormalPage, 0), 0);
         assert_eq!(
-            counts_index(Hook::VmfInsertPfnPud, 511) as usize,
+            counts_index(Hook::VmNormalPagePud, 511) as usize,
             COUNTS_LEN - 1
         );
     }

@@ -30,10 +30,12 @@ pub enum Hook {
     VmfInsertPfnPmd = 9,
     /// `vmf_insert_pfn_pud(vmf, pfn, write)`: the same for a pud.
     VmfInsertPfnPud = 10,
+    /// `vm_normal_page_pud(vma, addr, pud)`: the lookup for a huge pud (7.x).
+    VmNormalPagePud = 11,
 }
 
 impl Hook {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     pub const ALL: [Hook; Hook::COUNT] = [
         Hook::VmNormalPage,
@@ -47,6 +49,7 @@ impl Hook {
         Hook::PrintBadPageMap,
         Hook::VmfInsertPfnPmd,
         Hook::VmfInsertPfnPud,
+        Hook::VmNormalPagePud,
     ];
 
     pub const fn id(self) -> u16 {
@@ -71,6 +74,7 @@ impl Hook {
             Hook::PrintBadPageMap => "print_bad_page_map",
             Hook::VmfInsertPfnPmd => "vmf_insert_pfn_pmd",
             Hook::VmfInsertPfnPud => "vmf_insert_pfn_pud",
+            Hook::VmNormalPagePud => "vm_normal_page_pud",
         }
     }
 

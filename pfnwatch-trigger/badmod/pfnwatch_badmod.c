@@ -31,6 +31,16 @@ static unsigned long bar_pages = 16;
 module_param(bar_pages, ulong, 0444);
 MODULE_PARM_DESC(bar_pages, "pages of that BAR the devices may map (default 16)");
 
+/* Optional: a second BAR of at least 1 GiB (qemu's ivshmem BAR 2), for the
+ * pud-sized pfn map (/dev/pfnw-huge-pud). */
+static unsigned long pud_bar_pfn;
+module_param(pud_bar_pfn, ulong, 0444);
+MODULE_PARM_DESC(pud_bar_pfn, "first pfn of a 1 GiB-aligned BAR without struct pages (optional)");
+
+static unsigned long pud_bar_pages;
+module_param(pud_bar_pages, ulong, 0444);
+MODULE_PARM_DESC(pud_bar_pages, "pages of that BAR");
+
 /* The misc devices registered, space-separated, for the guest to read back
  * from /sys/module/pfnwatch_badmod/parameters/devices. */
 static char devices[256];
@@ -66,14 +76,20 @@ static vm_fault_t badmod_insert_mixed(struct vm_area_struct *vma,
 #endif
 }
 
-/* The vma's pages must lie inside the BAR: first device pfn in *pfn. */
+/* The vma's pages must lie inside the BAR at base (pages long): first
+ * device pfn in *pfn. */
+static int range_in(unsigned long base, unsigned long pages,
+		    struct vm_area_struct *vma, unsigned long *pfn)
+{
+	if (vma->vm_pgoff >= pages || vma_pages(vma) > pages - vma->vm_pgoff)
+		return -EINVAL;
+	*pfn = base + vma->vm_pgoff;
+	return 0;
+}
+
 static int bar_range(struct vm_area_struct *vma, unsigned long *pfn)
 {
-	if (vma->vm_pgoff >= bar_pages ||
-	    vma_pages(vma) > bar_pages - vma->vm_pgoff)
-		return -EINVAL;
-	*pfn = bar_pfn + vma->vm_pgoff;
-	return 0;
+	return range_in(bar_pfn, bar_pages, vma, pfn);
 }
 
 /* For vmas populated at mmap time: a fault there (a child after fork, where
@@ -267,16 +283,18 @@ static int bad_page_map_mmap(struct file *file, struct vm_area_struct *vma)
 
 #ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
 /*
- * /dev/pfnw-huge-pfnmap (MAP_SHARED only): a driver that does it right, the
- * way vfio-pci maps BARs since 6.12: a VM_PFNMAP whose faults map 2 MiB of
- * the BAR at once with one special pmd (->huge_fault, vmf_insert_pfn_pmd),
- * single pages where a pmd does not fit. vm_pgoff is set to the first pfn,
- * as PCI sysfs does. It breaks no rule: it is there so a test can make the
- * kernel look up huge pfn-map entries (vm_normal_page_pmd, folio_walk_start
- * at the pmd level) and see pfnwatch classify them and stay quiet.
+ * /dev/pfnw-huge-pfnmap and /dev/pfnw-huge-pud (MAP_SHARED only): a driver
+ * that does it right, the way vfio-pci maps BARs since 6.12: a VM_PFNMAP
+ * whose faults map 2 MiB (or 1 GiB) of the BAR at once with one special
+ * pmd (or pud) from ->huge_fault, single pages where nothing bigger fits.
+ * vm_pgoff is set to the first pfn, as PCI sysfs does. They break no rule:
+ * they are there so a test can make the kernel insert and look up huge
+ * pfn-map entries (vmf_insert_pfn_pmd/pud, vm_normal_page_pmd/pud,
+ * folio_walk_start at those levels) and see pfnwatch classify them and
+ * stay quiet.
  *
- * x86-64 has pmd pfn maps from 6.12 (ARCH_SUPPORTS_PMD_PFNMAP); 6.1 lacks
- * the pmd special bit, so the device does not exist there.
+ * x86-64 has pmd and pud pfn maps from 6.12 (ARCH_SUPPORTS_{PMD,PUD}_PFNMAP);
+ * 6.1 lacks their special bits, so the devices do not exist there.
  */
 static vm_fault_t huge_pfnmap_huge_fault(struct vm_fault *vmf,
 					 unsigned int order)
@@ -300,6 +318,15 @@ static vm_fault_t huge_pfnmap_huge_fault(struct vm_fault *vmf,
 		ret = vmf_insert_pfn_pmd(vmf, pfn, false);
 #endif
 		break;
+#ifdef CONFIG_ARCH_SUPPORTS_PUD_PFNMAP
+	case PUD_ORDER:
+#ifdef BADMOD_HAS_PFN_T
+		ret = vmf_insert_pfn_pud(vmf, __pfn_to_pfn_t(pfn, PFN_DEV), false);
+#else
+		ret = vmf_insert_pfn_pud(vmf, pfn, false);
+#endif
+		break;
+#endif
 	default:
 		return VM_FAULT_FALLBACK;
 	}
@@ -317,10 +344,11 @@ static const struct vm_operations_struct huge_pfnmap_ops = {
 	.huge_fault = huge_pfnmap_huge_fault,
 };
 
-static int huge_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
+static int huge_mmap(struct vm_area_struct *vma, unsigned long base,
+		     unsigned long pages)
 {
 	unsigned long pfn;
-	int err = bar_range(vma, &pfn);
+	int err = range_in(base, pages, vma, &pfn);
 
 	if (err)
 		return err;
@@ -333,6 +361,20 @@ static int huge_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
 	vma->vm_pgoff = pfn;
 	vma->vm_ops = &huge_pfnmap_ops;
 	return 0;
+}
+
+static int huge_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	return huge_mmap(vma, bar_pfn, bar_pages);
+}
+
+/* Mapped at a 1 GiB boundary by the caller (MAP_FIXED): the kernel's
+ * helpers align file mappings to pmds only. */
+static int huge_pud_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	if (!pud_bar_pfn)
+		return -ENODEV;
+	return huge_mmap(vma, pud_bar_pfn, pud_bar_pages);
 }
 #endif /* CONFIG_ARCH_SUPPORTS_PMD_PFNMAP */
 
@@ -349,6 +391,7 @@ static const struct file_operations badmod_fops[] = {
 	/* Pmd-aligned addresses, so the faults can map whole pmds. */
 	{ .owner = THIS_MODULE, .mmap = huge_pfnmap_mmap,
 	  .get_unmapped_area = thp_get_unmapped_area },
+	BADMOD_FOPS(huge_pud_mmap),
 #endif
 };
 
@@ -360,6 +403,8 @@ static struct miscdevice badmod_devs[] = {
 	{ .name = "pfnw-bad-page-map", .fops = &badmod_fops[4] },
 #ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
 	{ .name = "pfnw-huge-pfnmap", .fops = &badmod_fops[5] },
+	/* Last: registered only when pud_bar_pfn is given. */
+	{ .name = "pfnw-huge-pud", .fops = &badmod_fops[6] },
 #endif
 };
 
@@ -373,12 +418,12 @@ static void badmod_unregister(void)
 
 /* The devices need pfns without struct pages: vmf_insert_mixed() would
  * refcount real RAM, and the remaps would map it. */
-static bool bar_has_no_memmap(void)
+static bool has_no_memmap(unsigned long base, unsigned long pages)
 {
 	unsigned long i;
 
-	for (i = 0; i < bar_pages; i++)
-		if (pfn_valid(bar_pfn + i))
+	for (i = 0; i < pages; i++)
+		if (pfn_valid(base + i))
 			return false;
 	return true;
 }
@@ -392,13 +437,25 @@ static int __init badmod_init(void)
 		       bar_pfn, bar_pages);
 		return -EINVAL;
 	}
-	if (!bar_has_no_memmap()) {
+	if (!has_no_memmap(bar_pfn, bar_pages)) {
 		pr_err("pfnwatch_badmod: bar_pfn=0x%lx..+%lu has struct pages; refusing\n",
 		       bar_pfn, bar_pages);
 		return -EINVAL;
 	}
+	if (pud_bar_pfn && (pud_bar_pages < (PUD_SIZE >> PAGE_SHIFT) ||
+			    pud_bar_pfn % (PUD_SIZE >> PAGE_SHIFT) ||
+			    pud_bar_pfn + pud_bar_pages < pud_bar_pfn ||
+			    !has_no_memmap(pud_bar_pfn, pud_bar_pages))) {
+		pr_err("pfnwatch_badmod: pud_bar_pfn=0x%lx pud_bar_pages=%lu: want a 1 GiB-aligned BAR of 1 GiB or more without struct pages\n",
+		       pud_bar_pfn, pud_bar_pages);
+		return -EINVAL;
+	}
 	for (registered = 0; registered < ARRAY_SIZE(badmod_devs);) {
 		struct miscdevice *dev = &badmod_devs[registered];
+
+		/* The pud device is last; without its BAR it is left out. */
+		if (!pud_bar_pfn && !strcmp(dev->name, "pfnw-huge-pud"))
+			break;
 
 		dev->minor = MISC_DYNAMIC_MINOR;
 		dev->mode = 0600;

@@ -84,7 +84,8 @@ const REMAP: u16 = PFNMAP | PFN_MATCH;
 
 use Hook::{
     FolioWalkStart, PrintBadPageMap, PrintBadPte, RemapPfnRange, RemapPfnRangeComplete,
-    VmNormalPage, VmNormalPagePmd, VmfInsertMixed, VmfInsertPfnPmd, VmfInsertPfnProt,
+    VmNormalPage, VmNormalPagePmd, VmNormalPagePud, VmfInsertMixed, VmfInsertPfnPmd,
+    VmfInsertPfnProt, VmfInsertPfnPud,
 };
 
 /// Calls on each scenario's own mapping, by its own processes.
@@ -551,14 +552,43 @@ pub const ROWS: &[Row] = &[
         "munmap: zap_huge_pmd -> normal_or_softleaf_folio_pmd -> vm_normal_folio_pmd, one \
          per pmd (6.12's zap_huge_pmd skips special-huge vmas without a lookup)",
     ),
+    // mod-huge-pud (6.12+): 1 GiB of qemu's ivshmem BAR at a 1 GiB-aligned
+    // address, vm_pgoff = first pfn; a read at page 5, move_pages there.
+    row(
+        "mod-huge-pud",
+        K6_12_UP,
+        VmfInsertPfnPud,
+        PFNMAP | PFN_MATCH,
+        1,
+        "the read faults: __handle_mm_fault -> create_huge_pud -> huge_pfnmap_huge_fault \
+         -> vmf_insert_pfn_pud, one special pud for the whole vma",
+    ),
+    row(
+        "mod-huge-pud",
+        K6_12_UP,
+        FolioWalkStart,
+        PFNMAP | NO_PAGE,
+        1,
+        "do_pages_stat_array -> folio_walk_start at the pud level: no folio (-ENOENT)",
+    ),
+    row(
+        "mod-huge-pud",
+        K7_2,
+        VmNormalPagePud,
+        DEV,
+        1,
+        "7.2's folio_walk_start asks vm_normal_page_pud, NULL for the special pud; 6.12 \
+         skips pud_special entries before any lookup ('mm/pagewalk: Check pfnmap for \
+         folio_walk_start()'); neither zap_huge_pud looks the pud up",
+    ),
 ];
 
-/// Whether this kernel can run a scenario: mod-huge-pfnmap needs pmd pfn
-/// maps (x86-64's ARCH_SUPPORTS_PMD_PFNMAP, 6.12), so the module offers its
-/// device only there.
+/// Whether this kernel can run a scenario: the huge ones need pmd and pud
+/// pfn maps (x86-64's ARCH_SUPPORTS_{PMD,PUD}_PFNMAP, 6.12), so the module
+/// offers their devices only there.
 pub fn runs_on(kernel: KernelVersion, scenario: &str) -> bool {
     match scenario {
-        "mod-huge-pfnmap" => K6_12_UP.contains(&kernel),
+        "mod-huge-pfnmap" | "mod-huge-pud" => K6_12_UP.contains(&kernel),
         _ => true,
     }
 }
@@ -657,6 +687,7 @@ pub fn move_pages_status(kernel: KernelVersion, scenario: &str) -> Option<Vec<i3
         "anon-control" | "mod-normal-pfnmap-walk" => Some(vec![0; 4]),
         // folio_walk_start gets no page for a special pmd.
         "mod-huge-pfnmap" => Some(vec![ENOENT; 2]),
+        "mod-huge-pud" => Some(vec![ENOENT]),
         _ => None,
     }
 }
@@ -672,6 +703,7 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
         Hook::PrintBadPageMap => K7_2.contains(&kernel),
         // 6.1 has only vmf_insert_pfn_{pmd,pud}_prot; the names are inline wrappers.
         Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => K6_12_UP.contains(&kernel),
+        Hook::VmNormalPagePud => K7_2.contains(&kernel),
         _ => true,
     }
 }

@@ -102,6 +102,11 @@ pub static SCENARIOS: &[Scenario] = &[
         about: "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds; read, move_pages(2), munmap",
         run: mod_huge_pfnmap,
     },
+    Scenario {
+        name: "mod-huge-pud",
+        about: "good driver (6.12+): a VM_PFNMAP of one 1 GiB special pud; read, move_pages(2), munmap",
+        run: mod_huge_pud,
+    },
 ];
 
 /// The bad-driver test module's devices (pfnwatch-trigger/badmod).
@@ -111,8 +116,11 @@ pub const MOD_NORMAL_PFNMAP: &str = "/dev/pfnw-normal-pfnmap";
 pub const MOD_PGOFF: &str = "/dev/pfnw-pgoff";
 pub const MOD_BAD_PAGE_MAP: &str = "/dev/pfnw-bad-page-map";
 pub const MOD_HUGE_PFNMAP: &str = "/dev/pfnw-huge-pfnmap";
+pub const MOD_HUGE_PUD: &str = "/dev/pfnw-huge-pud";
 /// A huge pmd: 2 MiB, in pages.
 pub const PMD_PAGES: usize = 512;
+/// A huge pud: 1 GiB, in pages.
+pub const PUD_PAGES: usize = 512 * PMD_PAGES;
 /// mod-huge-pfnmap maps two pmds and touches this page of each: not the
 /// first, so the lookups get addresses inside the pmd, not its start.
 pub const HUGE_TOUCHED: usize = 5;
@@ -333,6 +341,16 @@ fn mod_huge_pfnmap(r: &mut Report) -> Result<()> {
     map.unmap()
 }
 
+fn mod_huge_pud(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_HUGE_PUD, 0)?;
+    let map = Map::file_aligned(&fd, 0, PUD_PAGES, PUD_PAGES * sys::PAGE)?;
+    record_map(r, MOD_HUGE_PUD, &map, &[]);
+    // One fault: the driver maps the whole 1 GiB there.
+    map.touch(HUGE_TOUCHED);
+    r.move_pages_status = Some(sys::move_pages_at(&[map.page(HUGE_TOUCHED)], None)?);
+    map.unmap()
+}
+
 fn idle(_: &mut Report) -> Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(1));
     Ok(())
@@ -348,6 +366,22 @@ mod tests {
             assert!(std::ptr::eq(find(s.name).unwrap(), s));
         }
         assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn aligned_maps_land_on_the_boundary() {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("pfnwatch-aligned-{}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&[0x5a; 2 * sys::PAGE]).unwrap();
+        let fd = sys::open_rw(path.to_str().unwrap(), 0).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for align in [PMD_PAGES * sys::PAGE, PUD_PAGES * sys::PAGE] {
+            let map = Map::file_aligned(&fd, 0, 2, align).unwrap();
+            assert_eq!(map.start() % align as u64, 0, "{:#x}", map.start());
+            assert_eq!((map.touch(0), map.touch(1)), (0x5a, 0x5a));
+            map.unmap().unwrap();
+        }
     }
 
     #[test]

@@ -53,6 +53,79 @@ impl Map {
         Map::new(None, 0, pages, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
     }
 
+    /// A shared mapping of `fd` at an address that is a multiple of `align`
+    /// bytes (a power of two), for drivers that map huge entries: file
+    /// mappings get pmd alignment at most from the kernel.
+    pub fn file_aligned(fd: &OwnedFd, offset: u64, pages: usize, align: usize) -> Result<Map> {
+        // Reserve room to slide in, place the mapping over it, and give the
+        // rest of the reservation back.
+        let len = pages * PAGE;
+        let room = Map::reserve(len + align)?;
+        let start = (room.start() as usize).next_multiple_of(align);
+        let map = Map::place(Some(fd.as_raw_fd()), offset, len, libc::MAP_SHARED, start)?;
+        let (room_start, room_end) = (room.start() as usize, room.end() as usize);
+        std::mem::forget(room);
+        for (from, to) in [(room_start, start), (start + len, room_end)] {
+            // SAFETY: unmapping parts of our own reservation, outside `map`.
+            if to > from && unsafe { libc::munmap(from as *mut libc::c_void, to - from) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("munmap of the reservation");
+            }
+        }
+        Ok(map)
+    }
+
+    /// Address space only: PROT_NONE, never populated.
+    fn reserve(len: usize) -> Result<Map> {
+        // SAFETY: a fresh mapping at a kernel-chosen address.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("reserving {len:#x} bytes of address space"));
+        }
+        Ok(Map {
+            addr: addr.cast(),
+            len,
+        })
+    }
+
+    /// MAP_FIXED at `at`, which must lie in address space we reserved.
+    fn place(
+        fd: Option<i32>,
+        offset: u64,
+        len: usize,
+        flags: libc::c_int,
+        at: usize,
+    ) -> Result<Map> {
+        // SAFETY: `at..at+len` is inside our own PROT_NONE reservation.
+        let addr = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags | libc::MAP_FIXED,
+                fd.unwrap_or(-1),
+                offset as libc::off_t,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("mmap {len:#x} bytes at {at:#x}"));
+        }
+        Ok(Map {
+            addr: addr.cast(),
+            len,
+        })
+    }
+
     fn new(fd: Option<i32>, offset: u64, pages: usize, flags: libc::c_int) -> Result<Map> {
         let len = pages * PAGE;
         // SAFETY: a fresh mapping at a kernel-chosen address.

@@ -49,9 +49,10 @@ const fn entry(name: &'static str, hook: Hook) -> ProgramSpec {
     }
 }
 
-pub const PROGRAMS: [ProgramSpec; 12] = [
+pub const PROGRAMS: [ProgramSpec; 13] = [
     exit("vm_normal_page_exit", Hook::VmNormalPage),
     exit("vm_normal_page_pmd_exit", Hook::VmNormalPagePmd),
+    exit("vm_normal_page_pud_exit", Hook::VmNormalPagePud),
     exit("folio_walk_start_exit", Hook::FolioWalkStart),
     entry("remap_pfn_range_entry", Hook::RemapPfnRange),
     exit("remap_pfn_range_exit", Hook::RemapPfnRange),
@@ -82,6 +83,7 @@ pub const fn availability(hook: Hook) -> &'static str {
         Hook::RemapPfnRangeComplete => "the mmap_prepare path, 7.x",
         Hook::VmNormalPage | Hook::RemapPfnRange => "every supported kernel",
         Hook::VmNormalPagePmd => "kernels with huge pfn mappings",
+        Hook::VmNormalPagePud => "7.x (6.12 skips special puds without a lookup)",
         Hook::VmfInsertPfnProt | Hook::VmfInsertMixed => "4.17 and later",
         Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => {
             "a function in 6.12 and 7.x; 6.1 inlines it into the *_prot variant"

@@ -97,7 +97,11 @@ pub struct Rule {
     pub explanation: &'static str,
 }
 
-const LOOKUPS: &[Hook] = &[Hook::VmNormalPage, Hook::VmNormalPagePmd];
+const LOOKUPS: &[Hook] = &[
+    Hook::VmNormalPage,
+    Hook::VmNormalPagePmd,
+    Hook::VmNormalPagePud,
+];
 const REMAPS: &[Hook] = &[Hook::RemapPfnRange, Hook::RemapPfnRangeComplete];
 const INSERTS: &[Hook] = &[
     Hook::VmfInsertPfnProt,
@@ -499,6 +503,7 @@ mod tests {
         assert!(hits(Hook::VmfInsertPfnPmd, PFNMAP | PFN_MATCH).is_empty());
         assert!(hits(Hook::VmfInsertPfnPud, PFNMAP | PFN_MATCH).is_empty());
         assert!(hits(Hook::VmNormalPagePmd, DEV).is_empty());
+        assert!(hits(Hook::VmNormalPagePud, DEV).is_empty());
         assert!(hits(Hook::FolioWalkStart, PFNMAP | NO_PAGE).is_empty());
     }
 

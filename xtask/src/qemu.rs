@@ -65,6 +65,11 @@ pub fn command(kernel: &Path, initrd: &Path, mode: &str) -> Command {
         .args(["-nographic", "-no-reboot", "-vga", "std"])
         // No NIC: the guest needs no network, and the NIC's iPXE ROM costs ~1.7 s a boot.
         .args(["-nic", "none"])
+        // A 1 GiB BAR (ivshmem's BAR 2, 1 GiB-aligned, no struct pages in the
+        // guest) for the test module's pud-sized pfn map. The host backs only
+        // the pages the guest touches.
+        .args(["-object", "memory-backend-ram,id=pudbar,size=1G,share=on"])
+        .args(["-device", "ivshmem-plain,memdev=pudbar"])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")

@@ -266,7 +266,7 @@ static __always_inline int lookup(void *ctx, __u16 hook, struct vm_area_struct *
 	c.size = size;
 	c.pfn = (entry & pfn_mask) >> PAGE_SHIFT;
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
-	c.level = pfn_mask == PMD_PFN_MASK;
+	c.level = pfn_mask == PUD_PFN_MASK ? 2 : pfn_mask == PMD_PFN_MASK;
 	c.ret = page != 0;
 	c.class = vma_class(&c);
 	if (entry & PTE_SPECIAL)
@@ -291,6 +291,14 @@ int BPF_PROG(vm_normal_page_pmd_exit, struct vm_area_struct *vma, unsigned long 
 	     struct page *page)
 {
 	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PMD_PFN_MASK, PMD_SIZE, page);
+}
+
+/* 7.x: folio_walk_start's pud level (6.12 skips special puds before any lookup). */
+SEC("fexit/vm_normal_page_pud")
+int BPF_PROG(vm_normal_page_pud_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pud,
+	     struct page *page)
+{
+	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PUD, vma, addr, pud, PUD_PFN_MASK, PUD_SIZE, page);
 }
 
 SEC("fexit/folio_walk_start")

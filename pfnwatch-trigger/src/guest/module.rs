@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 /// The BAR the devices map: PCI 00:02.0 (`-vga std`) resource 0. Its pfns
 /// have no struct page.
 const BAR_RESOURCE: &str = "/sys/bus/pci/devices/0000:00:02.0/resource";
+/// qemu's ivshmem-plain (PCI 1af4:1110): its BAR 2 is the 1 GiB memory
+/// xtask gives it, for the pud-sized map.
+const IVSHMEM: (&str, &str) = ("0x1af4", "0x1110");
+const IVSHMEM_BAR: usize = 2;
 /// What the module says it registered.
 const DEVICES_PARAM: &str = "/sys/module/pfnwatch_badmod/parameters/devices";
 
@@ -24,14 +28,14 @@ const DEVICES: [&str; 5] = [
     "pfnw-pgoff",
     "pfnw-bad-page-map",
 ];
-/// Only where the kernel has pmd pfn maps (6.12 on).
-const HUGE_DEVICE: &str = "pfnw-huge-pfnmap";
+/// Only where the kernel has pmd and pud pfn maps (6.12 on).
+const HUGE_DEVICES: [&str; 2] = ["pfnw-huge-pfnmap", "pfnw-huge-pud"];
 
 /// The devices the module must register on this kernel.
 fn devices(kernel: KernelVersion) -> Vec<&'static str> {
     let mut devices = DEVICES.to_vec();
     if expect::runs_on(kernel, "mod-huge-pfnmap") {
-        devices.push(HUGE_DEVICE);
+        devices.extend(HUGE_DEVICES);
     }
     devices
 }
@@ -54,7 +58,16 @@ fn try_load(devices: &[&str]) -> Result<String> {
     let path = format!("/lib/pfnwatch/badmod-{}.ko", release.trim());
     let resource =
         std::fs::read_to_string(BAR_RESOURCE).with_context(|| format!("reading {BAR_RESOURCE}"))?;
-    let params = params(&resource).with_context(|| format!("parsing {BAR_RESOURCE}"))?;
+    let (pfn, pages) = bar(&resource, 0).with_context(|| format!("parsing {BAR_RESOURCE}"))?;
+    let mut params = format!("bar_pfn={pfn:#x} bar_pages={pages}");
+    if let Some(path) = find_pci(IVSHMEM)? {
+        let path = path.join("resource");
+        let resource = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let (pfn, pages) =
+            bar(&resource, IVSHMEM_BAR).with_context(|| format!("parsing {}", path.display()))?;
+        params.push_str(&format!(" pud_bar_pfn={pfn:#x} pud_bar_pages={pages}"));
+    }
     let file = std::fs::File::open(&path)
         .with_context(|| format!("opening {path} (built by xtask for this kernel?)"))?;
     let c_params = CString::new(params.clone())?;
@@ -93,12 +106,25 @@ fn try_load(devices: &[&str]) -> Result<String> {
     ))
 }
 
-/// `bar_pfn=0x<first pfn> bar_pages=<pages>` from the first line of a sysfs
-/// PCI `resource` file (`start end flags`, in hex).
-fn params(resource: &str) -> Result<String> {
+/// The PCI device with this (vendor, device) id, if the machine has one.
+fn find_pci(id: (&str, &str)) -> Result<Option<std::path::PathBuf>> {
+    let dir = "/sys/bus/pci/devices";
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {dir}"))? {
+        let path = entry?.path();
+        let read = |f: &str| std::fs::read_to_string(path.join(f)).unwrap_or_default();
+        if read("vendor").trim() == id.0 && read("device").trim() == id.1 {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// (first pfn, pages) of BAR `index` from a sysfs PCI `resource` file (one
+/// `start end flags` line per BAR, in hex).
+fn bar(resource: &str, index: usize) -> Result<(u64, u64)> {
     let mut fields = resource
         .lines()
-        .next()
+        .nth(index)
         .unwrap_or_default()
         .split_whitespace();
     let mut hex = |what: &str| -> Result<u64> {
@@ -107,14 +133,10 @@ fn params(resource: &str) -> Result<String> {
         u64::from_str_radix(digits, 16).with_context(|| format!("{what} {field:?}"))
     };
     let (start, end) = (hex("start")?, hex("end")?);
-    if start == 0 || end < start || start % 4096 != 0 {
-        bail!("resource 0 is {start:#x}..{end:#x}, not a page-aligned BAR");
+    if start == 0 || end < start || start % 4096 != 0 || end - start + 1 < 4096 {
+        bail!("resource {index} is {start:#x}..{end:#x}, not a page-aligned BAR of a page or more");
     }
-    Ok(format!(
-        "bar_pfn={:#x} bar_pages={}",
-        start >> 12,
-        (end - start + 1) >> 12
-    ))
+    Ok((start >> 12, (end - start + 1) >> 12))
 }
 
 fn wait_for_nodes(devices: &[&str]) -> Result<()> {
@@ -140,18 +162,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_come_from_the_first_resource_line() {
-        let resource = "0x00000000fd000000 0x00000000fdffffff 0x0000000000042208\n\
-                        0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
-        assert_eq!(params(resource).unwrap(), "bar_pfn=0xfd000 bar_pages=4096");
+    fn a_bar_comes_from_its_resource_line() {
+        // qemu's ivshmem-plain: BAR 0 registers, BAR 2 the 1 GiB memory.
+        let resource = "0x00000000febf1000 0x00000000febf10ff 0x0000000000040200\n\
+                        0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                        0x0000000080000000 0x00000000bfffffff 0x000000000014220c\n";
+        assert_eq!(bar(resource, 2).unwrap(), (0x80000, 262_144));
+        // 256 bytes of registers: no page to map.
+        assert!(bar(resource, 0).is_err());
+        let vga = "0x00000000fd000000 0x00000000fdffffff 0x0000000000042208\n";
+        assert_eq!(bar(vga, 0).unwrap(), (0xfd000, 4096));
     }
 
     #[test]
     fn an_absent_or_odd_bar_is_an_error() {
         let unset = "0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
-        assert!(params(unset).is_err());
-        assert!(params("").is_err());
-        assert!(params("0x00000000fd000800 0x00000000fdffffff 0x0\n").is_err());
-        assert!(params("zz 0x1 0x0\n").is_err());
+        assert!(bar(unset, 0).is_err());
+        assert!(bar(unset, 1).is_err());
+        assert!(bar("", 0).is_err());
+        assert!(bar("0x00000000fd000800 0x00000000fdffffff 0x0\n", 0).is_err());
+        assert!(bar("zz 0x1 0x0\n", 0).is_err());
     }
 }

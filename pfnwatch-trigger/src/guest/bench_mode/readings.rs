@@ -250,9 +250,15 @@ mod tests {
         names.iter().map(|(id, n)| (*id, (*n).to_owned())).collect()
     }
 
-    /// A 6.12 kernel: neither remap_pfn_range_complete nor print_bad_page_map.
+    /// A 6.12 kernel: no remap_pfn_range_complete, print_bad_page_map or
+    /// vm_normal_page_pud.
     fn on_6_12(f: &str) -> bool {
-        f != "remap_pfn_range_complete" && f != "print_bad_page_map"
+        ![
+            "remap_pfn_range_complete",
+            "print_bad_page_map",
+            "vm_normal_page_pud",
+        ]
+        .contains(&f)
     }
 
     #[test]
