@@ -511,8 +511,9 @@ pub const ROWS: &[Row] = &[
         4,
         "the same report, renamed print_bad_page_map in 6.18",
     ),
-    // mod-huge-pfnmap (6.12+): two 2 MiB pmds of the BAR, vm_pgoff = first
-    // pfn; a read in each (page 5) and move_pages on those two addresses.
+    // mod-huge-pfnmap (6.12+): two 2 MiB pmds of the BAR and one page, vm_pgoff
+    // = first pfn; a read in each pmd (page 5) and of the last page, and
+    // move_pages on the two pmd addresses.
     // Its faults map whole pmds: a fallback to ptes would show as
     // vmf_insert_pfn_prot and vm_normal_page calls, which no row allows.
     row(
@@ -523,6 +524,23 @@ pub const ROWS: &[Row] = &[
         2,
         "each read faults: __handle_mm_fault -> create_huge_pmd -> huge_pfnmap_huge_fault \
          -> vmf_insert_pfn_pmd at the pmd's start, pfn = vm_pgoff + its page offset",
+    ),
+    row(
+        "mod-huge-pfnmap",
+        K6_12_UP,
+        VmfInsertPfnProt,
+        PFNMAP | PFN_MATCH,
+        1,
+        "the read of the last page: no pmd fits, so huge_fault falls back and the pte \
+         fault inserts it: huge_pfnmap_fault -> vmf_insert_pfn -> vmf_insert_pfn_prot",
+    ),
+    row(
+        "mod-huge-pfnmap",
+        K6_12_UP,
+        VmNormalPage,
+        DEV,
+        1,
+        "munmap: zap_pte_range on that one special pte",
     ),
     row(
         "mod-huge-pfnmap",

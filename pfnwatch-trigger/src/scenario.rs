@@ -99,7 +99,7 @@ pub static SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "mod-huge-pfnmap",
-        about: "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds; read, move_pages(2), munmap",
+        about: "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds and one pte; read, move_pages(2), munmap",
         run: mod_huge_pfnmap,
     },
     Scenario {
@@ -322,7 +322,9 @@ fn mod_bad_page_map(r: &mut Report) -> Result<()> {
 
 fn mod_huge_pfnmap(r: &mut Report) -> Result<()> {
     let fd = sys::open_rw(MOD_HUGE_PFNMAP, 0)?;
-    let map = Map::file(&fd, 0, 2 * PMD_PAGES, false)?;
+    // Two pmds and one page more, where no pmd fits: the driver maps that
+    // one with a single special pte.
+    let map = Map::file(&fd, 0, 2 * PMD_PAGES + 1, false)?;
     record_map(r, MOD_HUGE_PFNMAP, &map, &[]);
     // The driver's get_unmapped_area aligns the mapping, or no pmd fits.
     if map.start() % (PMD_PAGES * sys::PAGE) as u64 != 0 {
@@ -336,6 +338,7 @@ fn mod_huge_pfnmap(r: &mut Report) -> Result<()> {
     for page in touched {
         map.touch(page);
     }
+    map.touch(2 * PMD_PAGES);
     let addrs: Vec<*mut u8> = touched.iter().map(|p| map.page(*p)).collect();
     r.move_pages_status = Some(sys::move_pages_at(&addrs, None)?);
     map.unmap()
