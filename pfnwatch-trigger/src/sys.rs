@@ -76,25 +76,9 @@ impl Map {
 
     /// Address space only: PROT_NONE, never populated.
     fn reserve(len: usize) -> Result<Map> {
-        // SAFETY: a fresh mapping at a kernel-chosen address.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("reserving {len:#x} bytes of address space"));
-        }
-        Ok(Map {
-            addr: addr.cast(),
-            len,
-        })
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        Map::mmap(None, len, libc::PROT_NONE, flags, None, 0)
+            .with_context(|| format!("reserving {len:#x} bytes of address space"))
     }
 
     /// MAP_FIXED at `at`, which must lie in address space we reserved.
@@ -105,43 +89,39 @@ impl Map {
         flags: libc::c_int,
         at: usize,
     ) -> Result<Map> {
-        // SAFETY: `at..at+len` is inside our own PROT_NONE reservation.
-        let addr = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags | libc::MAP_FIXED,
-                fd.unwrap_or(-1),
-                offset as libc::off_t,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("mmap {len:#x} bytes at {at:#x}"));
-        }
-        Ok(Map {
-            addr: addr.cast(),
-            len,
-        })
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        Map::mmap(Some(at), len, prot, flags | libc::MAP_FIXED, fd, offset)
+            .with_context(|| format!("mmap {len:#x} bytes at {at:#x}"))
     }
 
     fn new(fd: Option<i32>, offset: u64, pages: usize, flags: libc::c_int) -> Result<Map> {
-        let len = pages * PAGE;
-        // SAFETY: a fresh mapping at a kernel-chosen address.
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        Map::mmap(None, pages * PAGE, prot, flags, fd, offset)
+            .with_context(|| format!("mmap {pages} pages at offset {offset:#x}"))
+    }
+
+    fn mmap(
+        at: Option<usize>,
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+        fd: Option<i32>,
+        offset: u64,
+    ) -> std::io::Result<Map> {
+        // SAFETY: a kernel-chosen address, or (MAP_FIXED) one inside our own
+        // reservation: nothing else of ours is replaced.
         let addr = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                at.unwrap_or(0) as *mut libc::c_void,
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
+                prot,
                 flags,
                 fd.unwrap_or(-1),
                 offset as libc::off_t,
             )
         };
         if addr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("mmap {pages} pages at offset {offset:#x}"));
+            return Err(std::io::Error::last_os_error());
         }
         Ok(Map {
             addr: addr.cast(),
