@@ -49,7 +49,7 @@ fn machine_section(md: &mut String, m: &Machine, benches: &[KernelBench]) {
     let _ = writeln!(md, "| emulator | {} |", m.qemu);
     let _ = writeln!(
         md,
-        "| guest | TCG (no KVM: this machine's /dev/kvm cannot run stock kernels), `{}`, `-cpu max -smp 1 -m 1024`, `-vga std` |",
+        "| guest | TCG (no KVM: this machine's /dev/kvm cannot run stock kernels), `{}`, `-cpu max -smp 1 -m 1024`, `-vga std`, a 1 GiB ivshmem BAR the benchmark leaves alone |",
         ICOUNT.join(" ")
     );
     for b in benches {
