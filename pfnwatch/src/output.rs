@@ -83,7 +83,8 @@ pub struct RecordView {
     pub time: String,
     /// `vm_flags` by name.
     pub vm_flags_names: Vec<String>,
-    /// vm_pgoff + page offset of `addr`: the pfn the remap rule predicts.
+    /// vm_pgoff + page offset of `addr` (of a huge entry's first page): the
+    /// pfn the remap rule predicts.
     pub expected_pfn: u64,
     /// The mapped device node's major:minor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -302,6 +303,12 @@ fn record_text(r: &Record, v: &RecordView) -> String {
         }
         None => s.push_str(" pfn ?"),
     }
+    // A huge entry: its pfn is its first page's.
+    match r.level {
+        1 => s.push_str(" (pmd)"),
+        2 => s.push_str(" (pud)"),
+        _ => {}
+    }
     if let Some(f) = &r.file {
         let _ = write!(s, " file ");
         // The parent dentry names the PCI device of a BAR file; the root of
@@ -475,6 +482,20 @@ mod tests {
         assert!(text.contains(" - "), "{text}");
         assert!(text.contains("pfn 0x38ea != expected 0xfd001"), "{text}");
         assert!(text.ends_with(" ret page"), "{text}");
+        // A huge pmd looked up inside it: the rule holds for its first page.
+        let mut r = remap();
+        r.hook = Hook::VmNormalPagePmd;
+        r.class = Class(class::PFNMAP | class::SPECIAL | class::PFN_MATCH | class::NO_PAGE);
+        r.vm_start = 0x4000_0000;
+        r.vm_end = 0x4080_0000;
+        r.addr = 0x4020_5000;
+        r.pfn = Some(0xfd200);
+        r.level = 1;
+        let text = plain(&line(r, &Enrichment::default(), false).render(Format::Text));
+        assert!(
+            text.contains("pfn 0xfd200 == expected 0xfd200 (pmd)"),
+            "{text}"
+        );
     }
 
     #[test]
