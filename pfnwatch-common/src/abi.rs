@@ -148,6 +148,9 @@ pub const COUNTS_LEN: usize = Hook::COUNT * class::SLOTS;
 pub const ERRNO_SLOTS: usize = 64;
 /// Entries of the `errors` per-CPU array: index `hook * ERRNO_SLOTS + errno`.
 pub const ERRORS_LEN: usize = Hook::COUNT * ERRNO_SLOTS;
+/// Process or thread ids the kernel programs can filter records by
+/// (`only_pids`); a longer `--pid` list is filtered in user space.
+pub const PID_FILTER_SLOTS: usize = 8;
 /// Default size of the `events` ring buffer in bytes.
 pub const RINGBUF_BYTES: u32 = 256 * 1024;
 
@@ -164,6 +167,11 @@ pub mod names {
     pub const RECORD_MASK: &str = "record_mask";
     /// `const volatile __u32`: nonzero to put the kernel call path in records.
     pub const CAPTURE_STACK: &str = "capture_stack";
+    /// `const volatile __u32[PID_FILTER_SLOTS]`: when `ONLY_PID_COUNT` is
+    /// nonzero, records are sent only for calls by these pids or tgids.
+    pub const ONLY_PIDS: &str = "only_pids";
+    /// `const volatile __u32`: how many of `ONLY_PIDS` are set (0: all).
+    pub const ONLY_PID_COUNT: &str = "only_pid_count";
 }
 
 /// Index into `counts` for a (hook, class) pair.

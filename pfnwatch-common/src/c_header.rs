@@ -34,6 +34,7 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     writeln!(h, "#define PFNW_CLASS_WORDS {}", abi::CLASS_WORDS)?;
     writeln!(h, "#define PFNW_COUNTS_LEN {}", abi::COUNTS_LEN)?;
     writeln!(h, "#define PFNW_ERRNO_SLOTS {}", abi::ERRNO_SLOTS)?;
+    writeln!(h, "#define PFNW_PID_FILTER_SLOTS {}", abi::PID_FILTER_SLOTS)?;
     writeln!(h, "#define PFNW_ERRORS_LEN {}", abi::ERRORS_LEN)?;
     writeln!(h, "#define PFNW_RINGBUF_BYTES {}\n", abi::RINGBUF_BYTES)?;
     for (name, bit) in abi::EVENT_FLAGS {

@@ -101,4 +101,9 @@ fn globals_user_space_sets_have_the_expected_size() {
         found.get(abi::names::RECORD_MASK),
         Some(&(pfnwatch_common::Hook::COUNT * abi::CLASS_WORDS * 8))
     );
+    assert_eq!(found.get(abi::names::ONLY_PID_COUNT), Some(&4));
+    assert_eq!(
+        found.get(abi::names::ONLY_PIDS),
+        Some(&(abi::PID_FILTER_SLOTS * 4))
+    );
 }

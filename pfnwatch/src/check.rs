@@ -83,6 +83,7 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         capture_stack: true,
         hooks: None,
         narrow: None,
+        only_pids: &[],
     }) {
         Ok(watcher) => report.programs = watcher.programs.clone(),
         Err(e) => {

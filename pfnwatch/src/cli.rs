@@ -147,6 +147,7 @@ impl KernelArgs {
             capture_stack,
             hooks: None,
             narrow: None,
+            only_pids: Vec::new(),
         }
     }
 }
@@ -191,7 +192,8 @@ impl RuleArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Filters")]
 pub struct FilterArgs {
-    /// Only this process (or thread) id; repeatable.
+    /// Only this process (or thread) id; repeatable (live, up to 8 are
+    /// filtered in the kernel).
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
     /// Only tasks named exactly NAME (the kernel keeps 15 bytes); repeatable.

@@ -55,6 +55,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         capture_stack: true,
         hooks: None,
         narrow: None,
+        only_pids: Vec::new(),
     })?;
     session.watch_hangup()?;
     let pipeline = Pipeline::new(

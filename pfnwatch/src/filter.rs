@@ -99,6 +99,16 @@ impl Filter {
                 .is_none_or(|min| hits.iter().any(|h| h.severity >= min))
     }
 
+    /// The pids the kernel can filter records by: all of `pids` when they
+    /// fit its slots, else none (user space then filters them alone).
+    pub fn kernel_pids(&self) -> Vec<u32> {
+        if self.pids.len() <= abi::PID_FILTER_SLOTS {
+            self.pids.iter().copied().collect()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The (hook, class) pairs these filters can let through, as a record
     /// mask to AND into the selection's. A rule's user-space conditions
     /// (`needs`) cannot be known per class, so they are taken as met: the
@@ -172,6 +182,28 @@ mod tests {
                 arch_pte_special: true,
             },
         )
+    }
+
+    #[test]
+    fn the_kernel_filters_pids_while_they_fit_its_slots() {
+        let some = Filter {
+            pids: [7, 3].into(),
+            ..Filter::default()
+        };
+        assert_eq!(some.kernel_pids(), [3, 7]);
+        assert!(Filter::default().kernel_pids().is_empty());
+        let slots = abi::PID_FILTER_SLOTS as u32;
+        let full = Filter {
+            pids: (1..=slots).collect(),
+            ..Filter::default()
+        };
+        assert_eq!(full.kernel_pids().len(), abi::PID_FILTER_SLOTS);
+        // One more: none in the kernel, so user space sees (and filters) all.
+        let many = Filter {
+            pids: (1..=slots + 1).collect(),
+            ..Filter::default()
+        };
+        assert!(many.kernel_pids().is_empty());
     }
 
     fn rec(hook: Hook, class: u16) -> Record {

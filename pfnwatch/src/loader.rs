@@ -9,7 +9,10 @@ use crate::{errors, kernel};
 use anyhow::{Context, Result};
 use aya::programs::{FEntry, FExit, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
-use pfnwatch_common::{Hook, abi::names};
+use pfnwatch_common::{
+    Hook,
+    abi::{self, names},
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -75,6 +78,8 @@ pub struct LoadOptions<'a> {
     /// ANDed into the record mask, so records a filter would drop never
     /// leave the kernel (None: the selection's mask as it is).
     pub narrow: Option<&'a RecordMask>,
+    /// Records only for calls by these pids or tgids (empty: everyone's).
+    pub only_pids: &'a [u32],
 }
 
 /// The loaded object and what happened to each program. Dropping it
@@ -92,6 +97,19 @@ impl Watcher {
     }
 }
 
+/// The kernel's pid filter slots and how many are used.
+fn pid_slots(pids: &[u32]) -> Result<([u32; abi::PID_FILTER_SLOTS], u32)> {
+    let mut slots = [0u32; abi::PID_FILTER_SLOTS];
+    anyhow::ensure!(
+        pids.len() <= slots.len(),
+        "the kernel filters at most {} pids, got {}",
+        slots.len(),
+        pids.len()
+    );
+    slots[..pids.len()].copy_from_slice(pids);
+    Ok((slots, pids.len() as u32))
+}
+
 pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     let mut mask = rules::record_mask(opts.selection, opts.rules);
     if let Some(narrow) = opts.narrow {
@@ -105,11 +123,14 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         mask[first..first + pfnwatch_common::abi::CLASS_WORDS].fill(0);
     }
     let self_tgid = std::process::id();
+    let (only_pids, only_pid_count) = pid_slots(opts.only_pids)?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))
         .override_global(names::SELF_TGID, &self_tgid, true)
         .override_global(names::RECORD_MASK, &mask, true)
         .override_global(names::CAPTURE_STACK, &u32::from(opts.capture_stack), true)
+        .override_global(names::ONLY_PIDS, &only_pids, true)
+        .override_global(names::ONLY_PID_COUNT, &only_pid_count, true)
         .map_max_entries(names::EVENTS, opts.ringbuf_bytes)
         .load(pfnwatch_ebpf::OBJECT)
         .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;

@@ -103,6 +103,7 @@ fn live(args: LiveArgs, capture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut session = args.kernel.session(selection, rules, capture_stack);
     session.hooks = filter.hooks.clone();
     session.narrow = Some(filter.record_mask(&session.rules));
+    session.only_pids = filter.kernel_pids();
     let opts = trace::TraceOptions {
         session,
         view: ViewOptions {

@@ -44,6 +44,8 @@ pub struct SessionOptions {
     pub hooks: Option<BTreeSet<Hook>>,
     /// ANDed into the record mask: what trace's filters can show.
     pub narrow: Option<RecordMask>,
+    /// Records only for these pids or tgids (`trace --pid`); empty: all.
+    pub only_pids: Vec<u32>,
 }
 
 pub struct Session {
@@ -74,6 +76,7 @@ impl Session {
             capture_stack: opts.capture_stack,
             hooks: opts.hooks.as_ref(),
             narrow: opts.narrow.as_ref(),
+            only_pids: &opts.only_pids,
         })?;
         let refused: Vec<String> = watcher
             .programs

@@ -46,6 +46,9 @@ const struct pfnwatch_event *const pfnw_event_type = 0;
 const volatile __u32 self_tgid = 0;
 const volatile __u32 capture_stack = 0;
 const volatile __u64 record_mask[PFNW_HOOK_COUNT * PFNW_CLASS_WORDS] = {};
+/* trace --pid: records only for these pids or tgids (0 of them: everyone). */
+const volatile __u32 only_pid_count = 0;
+const volatile __u32 only_pids[PFNW_PID_FILTER_SLOTS] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -233,6 +236,24 @@ static __always_inline void send(void *ctx, struct call *c)
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Only asked once a record is wanted: the counters see every process. The
+ * verifier knows only_pid_count (frozen rodata) and drops the loop when 0. */
+static __always_inline bool pid_wanted(void)
+{
+	__u64 pid_tgid;
+
+	if (!only_pid_count)
+		return true;
+	pid_tgid = bpf_get_current_pid_tgid();
+	for (int i = 0; i < PFNW_PID_FILTER_SLOTS; i++) {
+		if (i >= only_pid_count)
+			break;
+		if (only_pids[i] == (__u32)pid_tgid || only_pids[i] == pid_tgid >> 32)
+			return true;
+	}
+	return false;
+}
+
 /* Count the call, count its errno, and send a record if asked to. */
 static __always_inline void finish(void *ctx, struct call *c)
 {
@@ -244,7 +265,7 @@ static __always_inline void finish(void *ctx, struct call *c)
 			err = PFNW_ERRNO_SLOTS - 1;
 		bump(&errors, (__u32)c->hook * PFNW_ERRNO_SLOTS + (__u32)err);
 	}
-	if (wants_record(c->hook, c->class))
+	if (wants_record(c->hook, c->class) && pid_wanted())
 		send(ctx, c);
 }
 

@@ -51,6 +51,7 @@ pub fn run(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     field_by_field(rep, kernel)?;
     hook_and_count(rep, kernel)?;
     rule_and_duration(rep, kernel)?;
+    pid_in_kernel(rep, kernel)?;
     record(rep, kernel)
 }
 
@@ -402,6 +403,48 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         &format!(
             "--duration {secs}: exit {status} by itself after {:.1} s",
             ran.as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// `trace --all --pid 1`: the kernel sends only PID 1's records. This init
+/// maps /dev/mem itself while a scenario process has done the same: every
+/// call of both is counted, only the init's arrive, and none reaches user
+/// space just to be filtered out.
+fn pid_in_kernel(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    let (watch, _) = Watch::start(&["trace", "--json", "--all", "--pid", "1"], READY)?;
+    let other = trigger("devmem-shared")?;
+    let own = crate::scenario::find("devmem-shared")
+        .context("no devmem-shared scenario")?
+        .run()?;
+    let (status, lines) = watch.collect(Some(libc::SIGINT), STOP)?;
+    let out = Output::of(&lines);
+    let got = judge::tally(out.records.iter().map(|(r, _, _)| *r));
+    let wrong: Vec<String> = out
+        .records
+        .iter()
+        .filter(|(r, _, _)| r.tgid != own.tgid || !own_vma(&own, r))
+        .map(|(r, _, _)| format!("{}[{}] {} vma {:#x}", r.comm, r.tgid, r.hook, r.vm_start))
+        .collect();
+    let want = expect::expected(kernel, "devmem-shared");
+    let filtered = out.summary.map_or(u64::MAX, |s| s.filtered);
+    // Both processes' remaps were counted, though one was never sent.
+    let remap = want.keys().find(|(h, _)| h.maps_pfns()).copied();
+    let counted = match (out.counts, remap) {
+        (Some(c), Some((h, cls))) => c.get(h, cls),
+        _ => 0,
+    };
+    rep.check(
+        "trace/pid-filter",
+        status.success() && wrong.is_empty() && got == want && filtered == 0 && counted >= 2,
+        &format!(
+            "--pid 1: records {} (expected {}), {filtered} filtered in user space, remaps \
+             counted {counted} (the init's and tgid {}'s){}",
+            judge::describe(&got),
+            judge::describe(&want),
+            other.tgid,
+            problems(&wrong)
         ),
     );
     Ok(())
