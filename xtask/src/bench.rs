@@ -171,8 +171,7 @@ fn progress(line: &lines::Line) -> Option<String> {
             config,
             fork_ns,
         } => {
-            let ns: Vec<f64> = fork_ns.iter().map(|v| *v as f64).collect();
-            let median = stats::median(&ns)?;
+            let median = stats::median_of(fork_ns)?;
             Some(format!(
                 "round {round} {workload} {config}: median fork+exit {:.1} ms",
                 median / 1e6

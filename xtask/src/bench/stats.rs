@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 use super::lines::Line;
 
 /// The median of `values` (the mean of the middle two for an even count).
+/// The median of integer counts (guest nanoseconds, instructions).
+pub fn median_of(values: &[u64]) -> Option<f64> {
+    let values: Vec<f64> = values.iter().map(|v| *v as f64).collect();
+    median(&values)
+}
+
 pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if sorted.is_empty() {
@@ -132,8 +138,7 @@ impl KernelFigures {
                     config,
                     fork_ns,
                 } => {
-                    let ns: Vec<f64> = fork_ns.iter().map(|v| *v as f64).collect();
-                    if let Some(m) = median(&ns) {
+                    if let Some(m) = median_of(fork_ns) {
                         k.fork_ns
                             .entry((workload.clone(), config.clone()))
                             .or_default()
