@@ -331,7 +331,6 @@ impl<'a> Lines<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use pfnwatch_common::{Class, Hook, class};
 
     pub fn header() -> Header {
         Header {
@@ -353,25 +352,8 @@ pub(crate) mod tests {
     fn record(ts: u64) -> Record {
         Record {
             ts_ns: ts,
-            hook: Hook::RemapPfnRange,
-            class: Class(class::PFNMAP | class::COW | class::PFN_MATCH),
-            pid: 7,
-            tgid: 7,
-            comm: "trig".into(),
-            cgroup_id: 1,
-            vm_flags: 0x4420,
-            vm_start: 0x1000,
-            vm_end: 0x5000,
-            vm_pgoff: 0xf0,
-            pgoff_before: Some(0xf0),
-            addr: 0x1000,
-            pfn: Some(0xf0),
-            size: 0x4000,
-            entry: 0,
-            ret: 0,
-            level: 0,
-            file: None,
             stack: vec![0xffff_ffff_8100_0000],
+            ..crate::record::sample_remap()
         }
     }
 

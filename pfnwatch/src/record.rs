@@ -179,6 +179,38 @@ impl Record {
     }
 }
 
+/// A whole-vma COW remap of 4 pages by pid 7, as tests across the crate
+/// use it (ts 1, no call path).
+#[cfg(test)]
+pub(crate) fn sample_remap() -> Record {
+    Record {
+        ts_ns: 1,
+        hook: Hook::RemapPfnRange,
+        class: Class(
+            pfnwatch_common::class::PFNMAP
+                | pfnwatch_common::class::COW
+                | pfnwatch_common::class::PFN_MATCH,
+        ),
+        pid: 7,
+        tgid: 7,
+        comm: "trig".into(),
+        cgroup_id: 1,
+        vm_flags: 0x4420,
+        vm_start: 0x1000,
+        vm_end: 0x5000,
+        vm_pgoff: 0xf0,
+        pgoff_before: Some(0xf0),
+        addr: 0x1000,
+        pfn: Some(0xf0),
+        size: 0x4000,
+        entry: 0,
+        ret: 0,
+        level: 0,
+        file: None,
+        stack: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

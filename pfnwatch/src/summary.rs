@@ -166,31 +166,9 @@ mod tests {
     use crate::alert::Clock;
     use crate::enrich::Enrichment;
     use crate::rules::{Context, RuleConfig, RuleSet};
-    use pfnwatch_common::class::{COW, PFN_MATCH, PFNMAP};
 
     fn remap() -> Record {
-        Record {
-            ts_ns: 1,
-            hook: Hook::RemapPfnRange,
-            class: Class(PFNMAP | COW | PFN_MATCH),
-            pid: 7,
-            tgid: 7,
-            comm: "trig".into(),
-            cgroup_id: 1,
-            vm_flags: 0x4420,
-            vm_start: 0x1000,
-            vm_end: 0x5000,
-            vm_pgoff: 0xf0,
-            pgoff_before: Some(0xf0),
-            addr: 0x1000,
-            pfn: Some(0xf0),
-            size: 0x4000,
-            entry: 0,
-            ret: 0,
-            level: 0,
-            file: None,
-            stack: Vec::new(),
-        }
+        crate::record::sample_remap()
     }
 
     #[test]
