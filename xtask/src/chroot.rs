@@ -18,7 +18,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{apt, cmd::describe, preflight::privileged};
+use crate::{
+    apt,
+    cmd::{describe, ensure_success},
+    preflight::privileged,
+};
 
 const DEBOOTSTRAP: &str = "/usr/sbin/debootstrap";
 const CHROOT: &str = "/usr/sbin/chroot";
@@ -167,14 +171,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     let output = command
         .output()
         .with_context(|| format!("running {}", describe(&command)))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(&command),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    ensure_success(&command, &output)?;
     Ok(())
 }
 

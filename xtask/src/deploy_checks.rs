@@ -12,7 +12,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build, cmd::describe, paths::Paths, promtool, protocol::CheckResult};
+use crate::{
+    build,
+    cmd::{describe, ensure_success},
+    paths::Paths,
+    promtool,
+    protocol::CheckResult,
+};
 
 /// cargo-deb from crates.io, pinned; installed once per machine into
 /// cargo's bin directory (about two minutes on two cores), then reused.
@@ -191,14 +197,7 @@ fn output(command: &mut Command) -> Result<String> {
     let out = command
         .output()
         .with_context(|| format!("running {}", describe(command)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(command),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    ensure_success(command, &out)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     apt::{AptRoot, Record},
     chroot::SuiteRoot,
-    cmd::describe,
+    cmd::{describe, ensure_success},
     preflight::privileged,
 };
 
@@ -160,22 +160,8 @@ fn unpack_deb(deb: &Path, root: &Path) -> Result<()> {
     let dpkg_output = reader
         .wait_with_output()
         .with_context(|| format!("waiting for {}", describe(&dpkg)))?;
-    if !dpkg_output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(&dpkg),
-            dpkg_output.status,
-            String::from_utf8_lossy(&dpkg_output.stderr).trim()
-        );
-    }
-    if !tar_output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(&tar),
-            tar_output.status,
-            String::from_utf8_lossy(&tar_output.stderr).trim()
-        );
-    }
+    ensure_success(&dpkg, &dpkg_output)?;
+    ensure_success(&tar, &tar_output)?;
     Ok(())
 }
 

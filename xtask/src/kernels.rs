@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     apt::{self, AptRoot},
-    cmd::describe,
+    cmd::{describe, ensure_success},
     paths::Paths,
 };
 
@@ -280,14 +280,7 @@ fn extract_kernel_files(deb: &Path, dest: &Path) -> Result<Found> {
     let output = child
         .wait_with_output()
         .with_context(|| format!("waiting for {}", describe(&command)))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(&command),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    ensure_success(&command, &output)?;
     Ok(found)
 }
 
