@@ -4,7 +4,7 @@
 //! `#[repr(C)]` Rust type, its C definition for the generated header, and
 //! the field offsets the BTF layout test compares against the object.
 
-use crate::{Hook, class};
+use crate::{Class, Hook, class};
 
 /// Rust's view of a C field type, for rendering the generated header.
 pub trait CField {
@@ -139,14 +139,12 @@ pub const EVENT_FLAGS: [(&str, u32); 3] = [
     ("FILE", EVENT_FILE),
 ];
 
-/// `u64` words of one hook's record mask (one bit per class).
-pub const CLASS_WORDS: usize = class::SLOTS / 64;
-/// Entries of the `counts` per-CPU array: index `hook * class::SLOTS + class`.
+/// Entries of the `counts` per-CPU array: index [`counts_index`].
 pub const COUNTS_LEN: usize = Hook::COUNT * class::SLOTS;
 /// Errno slots per hook in the `errors` per-CPU array; the last one
 /// collects every larger errno.
 pub const ERRNO_SLOTS: usize = 64;
-/// Entries of the `errors` per-CPU array: index `hook * ERRNO_SLOTS + errno`.
+/// Entries of the `errors` per-CPU array: index [`errors_index`].
 pub const ERRORS_LEN: usize = Hook::COUNT * ERRNO_SLOTS;
 /// Process or thread ids the kernel programs can filter records by
 /// (`only_pids`); a longer `--pid` list is filtered in user space.
@@ -174,9 +172,47 @@ pub mod names {
     pub const ONLY_PID_COUNT: &str = "only_pid_count";
 }
 
-/// Index into `counts` for a (hook, class) pair.
-pub const fn counts_index(hook: Hook, class: u16) -> u32 {
-    (hook.id() as u32) * (class::SLOTS as u32) + (class as u32 & (class::SLOTS as u32 - 1))
+/// Index into `counts` of a (hook, class) pair.
+pub const fn counts_index(hook: Hook, class: Class) -> u32 {
+    (hook.id() as u32) * (class::SLOTS as u32) + (class.0 as u32 & (class::SLOTS as u32 - 1))
+}
+
+/// The (hook, class) pair a `counts` index counts; `None` past the hooks.
+pub fn counts_slot(index: usize) -> Option<(Hook, Class)> {
+    let hook = Hook::from_id(u16::try_from(index / class::SLOTS).ok()?)?;
+    Some((hook, Class((index % class::SLOTS) as u16)))
+}
+
+/// Index into `errors` of a hook's errno (larger errnos share the last slot).
+pub const fn errors_index(hook: Hook, errno: u32) -> u32 {
+    let slot = if errno as usize >= ERRNO_SLOTS {
+        ERRNO_SLOTS as u32 - 1
+    } else {
+        errno
+    };
+    (hook.id() as u32) * (ERRNO_SLOTS as u32) + slot
+}
+
+/// The (hook, errno) an `errors` index counts; the last slot of a hook
+/// stands for every errno from `ERRNO_SLOTS - 1` on.
+pub fn errors_slot(index: usize) -> Option<(Hook, u32)> {
+    let hook = Hook::from_id(u16::try_from(index / ERRNO_SLOTS).ok()?)?;
+    Some((hook, (index % ERRNO_SLOTS) as u32))
+}
+
+/// The index arithmetic above, as the C macros the kernel programs use.
+pub fn c_index_defines() -> String {
+    format!(
+        "#define PFNW_COUNTS_LEN {COUNTS_LEN}\n\
+         #define PFNW_COUNTS_INDEX(hook, class) ((__u32)(hook) * {slots} + ((__u32)(class) & {last}))\n\
+         #define PFNW_ERRNO_SLOTS {ERRNO_SLOTS}\n\
+         #define PFNW_ERRORS_LEN {ERRORS_LEN}\n\
+         #define PFNW_ERRORS_INDEX(hook, err) ((__u32)(hook) * {ERRNO_SLOTS} + \
+         ((err) >= {ERRNO_SLOTS} ? {top} : (__u32)(err)))\n",
+        slots = class::SLOTS,
+        last = class::SLOTS - 1,
+        top = ERRNO_SLOTS - 1,
+    )
 }
 
 impl Event {
@@ -227,12 +263,29 @@ mod tests {
     }
 
     #[test]
-    fn counts_index_is_dense() {
-        assert_eq!(counts_index(Hook::VmNormalPage, 0), 0);
+    fn indexes_are_dense_and_decode_back() {
+        assert_eq!(counts_index(Hook::VmNormalPage, Class(0)), 0);
+        let last = counts_index(Hook::VmNormalPagePud, Class(511));
+        assert_eq!(last as usize, COUNTS_LEN - 1);
         assert_eq!(
-            counts_index(Hook::VmNormalPagePud, 511) as usize,
-            COUNTS_LEN - 1
+            counts_slot(last as usize),
+            Some((Hook::VmNormalPagePud, Class(511)))
         );
+        assert_eq!(counts_slot(COUNTS_LEN), None);
+        let i = errors_index(Hook::RemapPfnRange, 22);
+        assert_eq!(errors_slot(i as usize), Some((Hook::RemapPfnRange, 22)));
+        // Large errnos share the last slot of their hook.
+        assert_eq!(
+            errors_index(Hook::RemapPfnRange, 4095),
+            errors_index(Hook::RemapPfnRange, 63)
+        );
+        assert_eq!(errors_slot(ERRORS_LEN), None);
+        let c = c_index_defines();
+        assert!(
+            c.contains("((__u32)(hook) * 512 + ((__u32)(class) & 511))"),
+            "{c}"
+        );
+        assert!(c.contains("((err) >= 64 ? 63 : (__u32)(err))"), "{c}");
     }
 
     use bytemuck::Zeroable;

@@ -1,6 +1,6 @@
 //! Renders the ABI as the C header the kernel programs include.
 
-use crate::{Event, Hook, abi, class, vm_flags};
+use crate::{Event, Family, Hook, abi, class, mask, pgtable, vm_flags};
 use std::fmt::Write;
 
 /// The generated `pfnwatch_abi.h`.
@@ -23,6 +23,25 @@ fn write_header(h: &mut String) -> std::fmt::Result {
         writeln!(h, "#define PFNW_HOOK_{name} {}", hook.id())?;
     }
     writeln!(h, "#define PFNW_HOOK_COUNT {}\n", Hook::COUNT)?;
+    for (i, family) in Family::ALL.into_iter().enumerate() {
+        writeln!(h, "#define PFNW_FAMILY_{} {i}", family.c_name())?;
+    }
+    writeln!(
+        h,
+        "\n/* The family of a hook id; clang folds it for a constant id. */"
+    )?;
+    writeln!(
+        h,
+        "static __always_inline int pfnw_hook_family(__u32 hook)\n{{\n\tswitch (hook) {{"
+    )?;
+    for family in Family::ALL {
+        for hook in Hook::of(family) {
+            let name = hook.function().to_ascii_uppercase();
+            writeln!(h, "\tcase PFNW_HOOK_{name}:")?;
+        }
+        writeln!(h, "\t\treturn PFNW_FAMILY_{};", family.c_name())?;
+    }
+    writeln!(h, "\t}}\n\treturn -1;\n}}\n")?;
     for bit in class::BITS {
         writeln!(
             h,
@@ -31,12 +50,12 @@ fn write_header(h: &mut String) -> std::fmt::Result {
         )?;
     }
     writeln!(h, "#define PFNW_CLASS_SLOTS {}", class::SLOTS)?;
-    writeln!(h, "#define PFNW_CLASS_WORDS {}", abi::CLASS_WORDS)?;
-    writeln!(h, "#define PFNW_COUNTS_LEN {}", abi::COUNTS_LEN)?;
-    writeln!(h, "#define PFNW_ERRNO_SLOTS {}", abi::ERRNO_SLOTS)?;
+    write!(h, "{}", mask::c_defines())?;
+    write!(h, "{}", abi::c_index_defines())?;
     writeln!(h, "#define PFNW_PID_FILTER_SLOTS {}", abi::PID_FILTER_SLOTS)?;
-    writeln!(h, "#define PFNW_ERRORS_LEN {}", abi::ERRORS_LEN)?;
     writeln!(h, "#define PFNW_RINGBUF_BYTES {}\n", abi::RINGBUF_BYTES)?;
+    write!(h, "{}", pgtable::c_defines())?;
+    writeln!(h)?;
     for (name, bit) in abi::EVENT_FLAGS {
         writeln!(h, "#define PFNW_EVENT_{name} 0x{bit:x}u")?;
     }
@@ -67,6 +86,12 @@ mod tests {
         assert!(h.contains("#define PFNW_CLASS_ERROR 0x80u"));
         assert!(h.contains("#define VM_PFNMAP 0x400ul"));
         assert!(h.contains("struct pfnwatch_event {"));
+        assert!(
+            h.contains("\tcase PFNW_HOOK_REMAP_PFN_RANGE_COMPLETE:\n\t\treturn PFNW_FAMILY_REMAP;")
+        );
+        assert!(h.contains("#define PFNW_MASK_WORD(hook, class)"));
+        assert!(h.contains("#define PFNW_COUNTS_INDEX(hook, class)"));
+        assert!(h.contains("#define PFNW_PTE_PFN_MASK 0xffffffffff000ull"));
         assert!(h.trim_end().ends_with("#endif /* PFNWATCH_ABI_H */"));
     }
 }

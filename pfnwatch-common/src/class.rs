@@ -92,6 +92,11 @@ pub const SLOTS: usize = 1 << BITS.len();
 pub struct Class(pub u16);
 
 impl Class {
+    /// Every class, in order: one counter slot each.
+    pub fn every() -> impl Iterator<Item = Class> {
+        (0..SLOTS as u16).map(Class)
+    }
+
     pub const fn has(self, mask: u16) -> bool {
         self.0 & mask == mask
     }

@@ -82,23 +82,66 @@ impl Hook {
         Hook::ALL.into_iter().find(|h| h.function() == name)
     }
 
-    /// True for the hooks where the kernel itself reports a bad page map.
-    pub const fn reports_bad_map(self) -> bool {
-        matches!(self, Hook::PrintBadPte | Hook::PrintBadPageMap)
+    /// What kind of kernel function this is: every rule, label and
+    /// decision that depends on "is this a remap?" asks this.
+    pub const fn family(self) -> Family {
+        match self {
+            Hook::VmNormalPage | Hook::VmNormalPagePmd | Hook::VmNormalPagePud => Family::Lookup,
+            Hook::FolioWalkStart => Family::Walk,
+            Hook::RemapPfnRange | Hook::RemapPfnRangeComplete => Family::Remap,
+            Hook::VmfInsertPfnProt
+            | Hook::VmfInsertMixed
+            | Hook::VmfInsertPfnPmd
+            | Hook::VmfInsertPfnPud => Family::Insert,
+            Hook::PrintBadPte | Hook::PrintBadPageMap => Family::BadMap,
+        }
     }
 
-    /// True for hooks that create or populate a pfn mapping (as opposed to
-    /// the ones that look pages up in one).
+    /// The hooks of one family, in id order.
+    pub fn of(family: Family) -> impl Iterator<Item = Hook> {
+        Hook::ALL.into_iter().filter(move |h| h.family() == family)
+    }
+}
+
+/// The kinds of hooked function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// `vm_normal_page*`: is the page behind this entry a normal page?
+    Lookup,
+    /// `folio_walk_start`: a page walk that hands out a folio.
+    Walk,
+    /// `remap_pfn_range*`: a driver maps a range of pfns at mmap time.
+    Remap,
+    /// `vmf_insert_*`: a fault handler inserts pfns.
+    Insert,
+    /// The kernel itself reports a bad page map.
+    BadMap,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Lookup,
+        Family::Walk,
+        Family::Remap,
+        Family::Insert,
+        Family::BadMap,
+    ];
+
+    /// Name of the C macro (`PFNW_FAMILY_<c_name>`).
+    pub const fn c_name(self) -> &'static str {
+        match self {
+            Family::Lookup => "LOOKUP",
+            Family::Walk => "WALK",
+            Family::Remap => "REMAP",
+            Family::Insert => "INSERT",
+            Family::BadMap => "BAD_MAP",
+        }
+    }
+
+    /// Hooks that put pfns into a vma (remaps and inserts), as opposed to
+    /// the ones that look pages up in one.
     pub const fn maps_pfns(self) -> bool {
-        matches!(
-            self,
-            Hook::RemapPfnRange
-                | Hook::RemapPfnRangeComplete
-                | Hook::VmfInsertPfnProt
-                | Hook::VmfInsertMixed
-                | Hook::VmfInsertPfnPmd
-                | Hook::VmfInsertPfnPud
-        )
+        matches!(self, Family::Remap | Family::Insert)
     }
 }
 
@@ -121,5 +164,16 @@ mod tests {
         }
         assert_eq!(Hook::from_id(Hook::COUNT as u16), None);
         assert_eq!(Hook::from_function("do_wp_page"), None);
+    }
+
+    #[test]
+    fn every_family_has_hooks_and_remaps_are_the_two_remap_functions() {
+        for family in Family::ALL {
+            assert!(Hook::of(family).next().is_some(), "{family:?}");
+        }
+        let remaps: Vec<Hook> = Hook::of(Family::Remap).collect();
+        assert_eq!(remaps, [Hook::RemapPfnRange, Hook::RemapPfnRangeComplete]);
+        assert!(Hook::VmfInsertPfnPud.family().maps_pfns());
+        assert!(!Hook::VmNormalPagePud.family().maps_pfns());
     }
 }

@@ -10,6 +10,8 @@ pub mod abi;
 mod c_header;
 pub mod class;
 pub mod hook;
+pub mod mask;
+pub mod pgtable;
 #[cfg(feature = "serde")]
 mod serde_impls;
 pub mod vm_flags;
@@ -17,4 +19,6 @@ pub mod vm_flags;
 pub use abi::Event;
 pub use c_header::c_header;
 pub use class::Class;
-pub use hook::Hook;
+pub use hook::{Family, Hook};
+pub use mask::RecordMask;
+pub use pgtable::Level;

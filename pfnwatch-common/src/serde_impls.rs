@@ -1,7 +1,7 @@
 //! Hooks and classes serialize by name, so captures stay readable and
 //! survive a reordering of ids.
 
-use crate::{Class, Hook};
+use crate::{Class, Hook, Level};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error};
 
 impl Serialize for Hook {
@@ -27,5 +27,23 @@ impl<'de> Deserialize<'de> for Class {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         Class::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// A level is its number in captures and JSON (0 pte, 1 pmd, 2 pud).
+impl Serialize for Level {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.raw())
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = u32::deserialize(d)?;
+        Level::from_raw(raw).ok_or_else(|| {
+            D::Error::custom(format!(
+                "unknown page-table level {raw} (0 pte, 1 pmd, 2 pud)"
+            ))
+        })
     }
 }

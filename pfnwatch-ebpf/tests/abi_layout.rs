@@ -99,7 +99,7 @@ fn globals_user_space_sets_have_the_expected_size() {
     assert_eq!(found.get(abi::names::SELF_TGID), Some(&4));
     assert_eq!(
         found.get(abi::names::RECORD_MASK),
-        Some(&(pfnwatch_common::Hook::COUNT * abi::CLASS_WORDS * 8))
+        Some(&(pfnwatch_common::mask::WORDS * 8))
     );
     assert_eq!(found.get(abi::names::ONLY_PID_COUNT), Some(&4));
     assert_eq!(

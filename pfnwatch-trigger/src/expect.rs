@@ -3,7 +3,7 @@
 //! pfnwatch's own output. Each row says why.
 
 use crate::judge::Tally;
-use pfnwatch::rules::Severity;
+use pfnwatch::rules::{RuleId, Severity};
 use pfnwatch_common::class::{
     ANON, COW, ERROR, MIXEDMAP, NO_PAGE, PARTIAL, PFN_MATCH, PFNMAP, SPECIAL,
 };
@@ -614,19 +614,21 @@ pub fn runs_on(kernel: KernelVersion, scenario: &str) -> bool {
 /// The rules a scenario breaks, with how many calls break them. Creating a
 /// COW PFNMAP is R1 (info); nothing else the plain scenarios do is wrong.
 /// Each bad-driver scenario breaks exactly the rules it was written for.
-pub fn rules(kernel: KernelVersion, scenario: &str) -> &'static [(&'static str, u64)] {
+pub fn rules(kernel: KernelVersion, scenario: &str) -> &'static [(RuleId, u64)] {
     match scenario {
         // folio_walk_start adds R5 and its own R7 where it exists.
         "mod-normal-pfnmap-walk" if K6_12_UP.contains(&kernel) => {
-            &[("R5", 4), ("R6", 8), ("R7", 12)]
+            &[(RuleId::R5, 4), (RuleId::R6, 8), (RuleId::R7, 12)]
         }
-        "mod-normal-pfnmap-walk" => &[("R6", 8), ("R7", 8)],
-        "devmem-private" | "pcibar-private" | "movepages-stat" | "movepages-move" => &[("R1", 1)],
-        "mod-insert-mixed" => &[("R2", 4), ("R4", 4)],
-        "mod-partial-remap" => &[("R3", 1)],
-        "mod-normal-pfnmap" => &[("R6", 12), ("R7", 12)],
-        "mod-pgoff" => &[("R8", 10)],
-        "mod-bad-page-map" => &[("R4", 4), ("R9", 4)],
+        "mod-normal-pfnmap-walk" => &[(RuleId::R6, 8), (RuleId::R7, 8)],
+        "devmem-private" | "pcibar-private" | "movepages-stat" | "movepages-move" => {
+            &[(RuleId::R1, 1)]
+        }
+        "mod-insert-mixed" => &[(RuleId::R2, 4), (RuleId::R4, 4)],
+        "mod-partial-remap" => &[(RuleId::R3, 1)],
+        "mod-normal-pfnmap" => &[(RuleId::R6, 12), (RuleId::R7, 12)],
+        "mod-pgoff" => &[(RuleId::R8, 10)],
+        "mod-bad-page-map" => &[(RuleId::R4, 4), (RuleId::R9, 4)],
         _ => &[],
     }
 }
@@ -639,25 +641,31 @@ pub fn rules(kernel: KernelVersion, scenario: &str) -> &'static [(&'static str, 
 pub fn module_alerts(
     kernel: KernelVersion,
     scenario: &str,
-) -> &'static [(&'static str, Severity, u64, Option<&'static str>)] {
+) -> &'static [(RuleId, Severity, u64, Option<&'static str>)] {
     use Severity::{Critical, Info, Warning};
     match scenario {
         "mod-normal-pfnmap-walk" if K6_12_UP.contains(&kernel) => &[
-            ("R5", Critical, 4, None),
-            ("R6", Critical, 8, None),
-            ("R7", Critical, 12, None),
+            (RuleId::R5, Critical, 4, None),
+            (RuleId::R6, Critical, 8, None),
+            (RuleId::R7, Critical, 12, None),
         ],
-        "mod-normal-pfnmap-walk" => &[("R6", Critical, 8, None), ("R7", Critical, 8, None)],
+        "mod-normal-pfnmap-walk" => &[
+            (RuleId::R6, Critical, 8, None),
+            (RuleId::R7, Critical, 8, None),
+        ],
         "mod-insert-mixed" => &[
-            ("R2", Warning, 4, Some("insert_mixed_fault")),
-            ("R4", Info, 4, Some("insert_mixed_fault")),
+            (RuleId::R2, Warning, 4, Some("insert_mixed_fault")),
+            (RuleId::R4, Info, 4, Some("insert_mixed_fault")),
         ],
-        "mod-partial-remap" => &[("R3", Warning, 1, Some("partial_remap_mmap"))],
-        "mod-normal-pfnmap" => &[("R6", Critical, 12, None), ("R7", Critical, 12, None)],
-        "mod-pgoff" => &[("R8", Warning, 10, None)],
+        "mod-partial-remap" => &[(RuleId::R3, Warning, 1, Some("partial_remap_mmap"))],
+        "mod-normal-pfnmap" => &[
+            (RuleId::R6, Critical, 12, None),
+            (RuleId::R7, Critical, 12, None),
+        ],
+        "mod-pgoff" => &[(RuleId::R8, Warning, 10, None)],
         "mod-bad-page-map" => &[
-            ("R4", Info, 4, Some("bad_page_map_mmap")),
-            ("R9", Critical, 4, None),
+            (RuleId::R4, Info, 4, Some("bad_page_map_mmap")),
+            (RuleId::R9, Critical, 4, None),
         ],
         _ => &[],
     }

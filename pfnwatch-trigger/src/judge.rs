@@ -3,8 +3,9 @@
 
 use crate::expect::{self, KernelVersion};
 use crate::report::Report;
-use pfnwatch::counters::Counts;
-use pfnwatch::record::Record;
+use pfnwatch::kernel::counters::Counts;
+use pfnwatch::kernel::decode::Record;
+use pfnwatch::rules::RuleId;
 use pfnwatch_common::{Class, Hook, class};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,7 +18,7 @@ pub type Tally = BTreeMap<(Hook, Class), u64>;
 pub struct Window {
     pub records: Vec<Record>,
     /// The rule ids pfnwatch marked each record with (same order).
-    pub rules: Vec<Vec<String>>,
+    pub rules: Vec<Vec<RuleId>>,
     pub counts: Counts,
 }
 
@@ -200,8 +201,8 @@ fn pfn_rule(report: &Report, records: &[Record]) -> (bool, String) {
 /// The rules pfnwatch marked on the scenario's own records must be exactly
 /// the expected ones, and nothing else in the window may break a rule.
 fn rules_fired(kernel: KernelVersion, report: &Report, window: &Window) -> (bool, String) {
-    let mut own = BTreeMap::<String, u64>::new();
-    let mut stray = BTreeMap::<String, u64>::new();
+    let mut own = BTreeMap::<RuleId, u64>::new();
+    let mut stray = BTreeMap::<RuleId, u64>::new();
     let mine: Vec<*const Record> = own_records(report, &window.records)
         .map(|r| r as *const Record)
         .collect();
@@ -212,14 +213,14 @@ fn rules_fired(kernel: KernelVersion, report: &Report, window: &Window) -> (bool
             &mut stray
         };
         for id in ids {
-            *into.entry(id.clone()).or_default() += 1;
+            *into.entry(*id).or_default() += 1;
         }
     }
-    let want: BTreeMap<String, u64> = expect::rules(kernel, &report.scenario)
+    let want: BTreeMap<RuleId, u64> = expect::rules(kernel, &report.scenario)
         .iter()
-        .map(|(id, n)| ((*id).to_owned(), *n))
+        .copied()
         .collect();
-    let show = |m: &BTreeMap<String, u64>| {
+    let show = |m: &BTreeMap<RuleId, u64>| {
         if m.is_empty() {
             "none".to_owned()
         } else {
@@ -279,7 +280,7 @@ mod tests {
             size: 4096,
             entry: 0,
             ret: 0,
-            level: 0,
+            level: pfnwatch_common::Level::Pte,
             file: None,
             stack: Vec::new(),
         }

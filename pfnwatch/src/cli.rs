@@ -1,14 +1,18 @@
 //! Command-line interface.
 
-use crate::filter::{DeviceMatch, Filter};
-use crate::output::Format;
-use crate::rules::{Context, RuleConfig, RuleSet, Selection, Severity};
-use crate::session::SessionOptions;
+use crate::commands::run::config;
+use crate::kernel::facts;
+use crate::kernel::session::{SessionOptions, check_ringbuf_kib};
+use crate::pipeline::filter::{DeviceMatch, Filter};
+use crate::rules::{
+    Context, RuleConfig, RuleId, RuleSet, Selection, Severity, parse_rule_severity,
+};
+use crate::views::line::Format;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use pfnwatch_common::Hook;
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -36,7 +40,7 @@ pub enum Command {
     ///
     /// Reads /etc/pfnwatch/pfnwatch.toml (or --config); flags win over it.
     /// SIGHUP reloads it; SIGTERM and SIGINT stop cleanly.
-    Run(crate::settings::RunArgs),
+    Run(RunArgs),
     /// Print records live, one line each; SIGUSR1 prints the counters,
     /// Ctrl-C a summary.
     ///
@@ -155,35 +159,28 @@ impl KernelArgs {
 #[derive(Debug, Args)]
 pub struct RuleArgs {
     /// Turn a rule off (id or name, e.g. R4 or mixedmap_in_use); repeatable.
-    #[arg(long = "disable-rule", value_name = "RULE", value_parser = parse_rule_id)]
-    pub disable: Vec<String>,
+    #[arg(long = "disable-rule", value_name = "RULE", value_parser = RuleId::parse)]
+    pub disable: Vec<RuleId>,
     /// Change a rule's severity, e.g. R1=warning; repeatable.
     #[arg(long = "rule-severity", value_name = "RULE=SEVERITY", value_parser = parse_rule_severity)]
-    pub severity: Vec<String>,
+    pub severity: Vec<(RuleId, Severity)>,
 }
 
 impl RuleArgs {
-    /// The operator's changes to the rule table.
-    pub fn config(&self) -> anyhow::Result<RuleConfig> {
-        let mut config = RuleConfig::default();
-        for id in &self.disable {
-            config.disable(id).map_err(anyhow::Error::msg)?;
-        }
-        for spec in &self.severity {
-            config.set_severity(spec).map_err(anyhow::Error::msg)?;
-        }
-        Ok(config)
+    /// The operator's changes to the rule table, on top of `base`.
+    pub fn apply(&self, base: RuleConfig) -> RuleConfig {
+        base.with(self.disable.iter().copied(), self.severity.iter().copied())
     }
 
     /// The rule table as configured, for this kernel.
-    pub fn rule_set(&self) -> anyhow::Result<RuleSet> {
-        let special = crate::kernel::pte_special(&crate::kernel::release());
-        Ok(RuleSet::new(
-            self.config()?,
+    pub fn rule_set(&self) -> RuleSet {
+        let special = facts::pte_special(&facts::release());
+        RuleSet::new(
+            self.apply(RuleConfig::default()),
             Context {
                 arch_pte_special: special.present,
             },
-        ))
+        )
     }
 }
 
@@ -204,8 +201,8 @@ pub struct FilterArgs {
     #[arg(long, value_name = "HOOK", value_delimiter = ',', value_parser = hook_parser())]
     pub hook: Vec<Hook>,
     /// Only records matching this rule (id or name, e.g. R8); repeatable.
-    #[arg(long, value_name = "RULE", value_parser = parse_rule)]
-    pub rule: Vec<&'static str>,
+    #[arg(long, value_name = "RULE", value_parser = RuleId::parse)]
+    pub rule: Vec<RuleId>,
     /// Only records matching a rule at least this severe.
     #[arg(long = "severity", value_enum, value_name = "SEVERITY")]
     pub min_severity: Option<Severity>,
@@ -227,7 +224,7 @@ impl FilterArgs {
             pids: self.pid.iter().copied().collect(),
             comms: self.comm.iter().cloned().collect(),
             hooks: (!self.hook.is_empty()).then(|| self.hook.iter().copied().collect()),
-            rules: self.rule.iter().copied().collect::<BTreeSet<_>>(),
+            rules: self.rule.iter().copied().collect(),
             min_severity: self.min_severity,
             devices: self.device.clone(),
             cow_only: self.cow_only,
@@ -295,35 +292,58 @@ fn hook_parser() -> impl TypedValueParser<Value = Hook> {
         .try_map(|name| Hook::from_function(&name).ok_or_else(|| format!("unknown hook {name:?}")))
 }
 
-fn parse_rule(text: &str) -> Result<&'static str, String> {
-    crate::rules::find(text.trim())
-        .map(|r| r.id)
-        .ok_or_else(|| {
-            // The same message as --disable-rule's.
-            RuleConfig::default()
-                .disable(text)
-                .err()
-                .unwrap_or_default()
-        })
-}
-
-fn parse_rule_id(text: &str) -> Result<String, String> {
-    RuleConfig::default()
-        .disable(text)
-        .map(|()| text.to_owned())
-}
-
-fn parse_rule_severity(text: &str) -> Result<String, String> {
-    RuleConfig::default()
-        .set_severity(text)
-        .map(|()| text.to_owned())
-}
-
 pub(crate) fn parse_ringbuf_kib(text: &str) -> Result<u32, String> {
     let kib: u32 = text
         .parse()
         .map_err(|e| format!("{text:?} is not a number of KiB: {e}"))?;
-    crate::config::check_ringbuf_kib(kib)
+    check_ringbuf_kib(kib)
+}
+
+/// The `run` subcommand's flags. Each one that is given wins over the file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file [default: /etc/pfnwatch/pfnwatch.toml, where a
+    /// missing file means all defaults].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the configuration file and flags, print the result, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Serve /metrics here [default: 127.0.0.1:19463].
+    #[arg(long = "web.listen-address", value_name = "ADDR:PORT", value_parser = config::parse_listen_address)]
+    pub listen_address: Option<SocketAddr>,
+    /// Seconds between count reports in the log [default: 60].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=config::MAX_SECONDS))]
+    pub interval: Option<u64>,
+    /// Also write every alert as one JSON object per line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub alerts_file: Option<PathBuf>,
+    /// Seconds in which repeats of an alert (same rule, process, device,
+    /// call path) collapse into one follow-up with a count [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=config::MAX_SECONDS))]
+    pub dedup_window: Option<u64>,
+    /// Alerts below this severity are not logged (still counted and
+    /// written) [default: info].
+    #[arg(long, value_enum)]
+    pub log_severity: Option<Severity>,
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
+    /// Ring buffer size in KiB, a power of two from 4 [default: 256].
+    #[arg(long, value_parser = parse_ringbuf_kib)]
+    pub ringbuf_kib: Option<u32>,
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+impl RunArgs {
+    /// The file to read, and whether it may be missing (only the default may).
+    pub fn config_path(&self) -> (&Path, bool) {
+        match &self.config {
+            Some(path) => (path, false),
+            None => (Path::new(config::DEFAULT_PATH), true),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -381,14 +401,14 @@ mod tests {
         else {
             panic!("did not parse");
         };
-        let f = filter.filter(&rules.config().unwrap()).unwrap();
+        let f = filter.filter(&rules.apply(RuleConfig::default())).unwrap();
         assert_eq!(f.pids, [7, 8].into());
         assert_eq!(f.comms, ["qemu".to_owned()].into());
         assert_eq!(
             f.hooks,
             Some([Hook::RemapPfnRange, Hook::VmNormalPage].into())
         );
-        assert_eq!(f.rules, ["R8"].into());
+        assert_eq!(f.rules, [RuleId::R8].into());
         assert_eq!(f.min_severity, Some(Severity::Warning));
         assert_eq!(f.devices, [DeviceMatch::parse("/dev/mem").unwrap()]);
         assert!(f.cow_only);
@@ -424,7 +444,7 @@ mod tests {
             panic!("did not parse");
         };
         let err = filter
-            .filter(&rules.config().unwrap())
+            .filter(&rules.apply(RuleConfig::default()))
             .unwrap_err()
             .to_string();
         assert!(err.contains("--rule R4"), "{err}");

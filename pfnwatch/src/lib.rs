@@ -1,39 +1,25 @@
-//! pfnwatch's user space: loads the kernel programs, reads their counters
-//! and records, and turns them into checks, traces and daemon output.
+//! pfnwatch's user space. A record's path, one stage per folder:
 //!
-//! hook (programs.rs) -> load (loader.rs) -> record (record.rs) ->
-//! rule (rules.rs) -> output (output.rs, trace.rs, daemon.rs).
-//! The daemon serves metrics.rs over http.rs; its configuration is
-//! config.rs (the file) and settings.rs (file, flags, reloads).
-//! trace, record and replay share view.rs: filter.rs, the alert pipeline,
-//! capture.rs (the record/replay file), summary.rs.
+//! 1. `kernel/`: load and attach the programs, read the ring buffer and
+//!    the per-CPU counters; each record is decoded once (`decode.rs`).
+//! 2. `rules/`: the rule table as data; a record is evaluated once.
+//! 3. `enrich/`: host context (call path symbols, cgroup, driver), looked
+//!    up once per record, through one set of caches.
+//! 4. `pipeline/`: filters, rules, host context and duplicate collapsing
+//!    in one [`pipeline::Pipeline`] that every command feeds; it hands an
+//!    [`pipeline::Outcome`] and the alerts to the sinks.
+//! 5. `sinks/`: the daemon's outputs: the alert log, the alerts file,
+//!    `/metrics` and its HTTP listener.
+//! 6. `views/`: trace's and replay's lines (text, JSON), the summary, the
+//!    capture file.
+//! 7. `commands/`: `check`, `run`, `trace`/`record`, `replay`, `man` and
+//!    `completions`, on top of `cli.rs`.
 
-pub mod alert;
-pub mod bpf_stats;
-pub mod capture;
-pub mod check;
 pub mod cli;
-pub mod config;
-pub mod counters;
-pub mod daemon;
-pub mod dedup;
+pub mod commands;
 pub mod enrich;
-pub mod errors;
-pub mod filter;
-pub mod http;
 pub mod kernel;
-pub mod loader;
-pub mod manual;
-pub mod metrics;
-pub mod output;
 pub mod pipeline;
-pub mod programs;
-pub mod record;
-pub mod replay;
 pub mod rules;
-pub mod session;
-pub mod settings;
 pub mod sinks;
-pub mod summary;
-pub mod trace;
-pub mod view;
+pub mod views;

@@ -1,8 +1,8 @@
 use clap::Parser;
-use pfnwatch::cli::LiveArgs;
-use pfnwatch::cli::{Cli, Command};
-use pfnwatch::view::ViewOptions;
-use pfnwatch::{check, daemon, manual, replay, rules, trace};
+use pfnwatch::cli::{Cli, Command, LiveArgs};
+use pfnwatch::commands::{check, manual, replay, run as daemon, trace};
+use pfnwatch::rules::{self, RuleConfig};
+use pfnwatch::views::ViewOptions;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,7 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             alerts,
         } => {
-            let config = rules.config()?;
+            let config = rules.apply(RuleConfig::default());
             let view = ViewOptions {
                 format: output.format(),
                 stack,
@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `trace`, or `record` into `capture`.
 fn live(args: LiveArgs, capture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let rules = args.rules.rule_set()?;
+    let rules = args.rules.rule_set();
     let filter = args.filter.filter(&rules.config)?;
     let selection = if args.all {
         rules::Selection::All

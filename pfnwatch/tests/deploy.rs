@@ -6,9 +6,9 @@
 
 use clap::Parser;
 use pfnwatch::cli::{Cli, Command};
-use pfnwatch::config::ConfigFile;
-use pfnwatch::metrics;
-use pfnwatch::settings::{DEFAULT_LISTEN, Settings};
+use pfnwatch::commands::run::config::ConfigFile;
+use pfnwatch::commands::run::settings::{DEFAULT_LISTEN, Settings};
+use pfnwatch::sinks::metrics;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -74,7 +74,7 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn run_args(argv: &[&str]) -> pfnwatch::settings::RunArgs {
+fn run_args(argv: &[&str]) -> pfnwatch::cli::RunArgs {
     match Cli::try_parse_from(argv)
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
         .command

@@ -23,15 +23,8 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* x86-64 page-table entries (arch/x86/include/asm/pgtable_types.h). */
-#define PAGE_SHIFT 12
-#define PTE_PFN_MASK 0x000ffffffffff000ull /* bits 12..51 */
-#define PMD_PFN_MASK 0x000fffffffe00000ull /* huge pmd: bits 21..51 */
-#define PUD_PFN_MASK 0x000fffffc0000000ull /* huge pud: bits 30..51 */
-#define PTE_SPECIAL (1ull << 9) /* _PAGE_BIT_SPECIAL = _PAGE_BIT_SOFTW1 */
-#define PMD_SIZE (1ull << 21)
-#define PUD_SIZE (1ull << 30)
-#define PAGE_SIZE (1ull << PAGE_SHIFT)
+/* Page-table geometry (PFNW_PAGE_SHIFT, PFNW_<level>_SIZE, _PFN_MASK,
+ * PFNW_PTE_SPECIAL) comes from pfnwatch-common through the header. */
 /* pfn_t (before 6.16) keeps flags in the top bits of the pfn word. */
 #define PFN_T_FLAGS_MASK 0xfff0000000000000ull
 #define PAGE_MAPPING_ANON 0x1ul
@@ -45,7 +38,7 @@ const struct pfnwatch_event *const pfnw_event_type = 0;
 /* Set by user space before load. */
 const volatile __u32 self_tgid = 0;
 const volatile __u32 capture_stack = 0;
-const volatile __u64 record_mask[PFNW_HOOK_COUNT * PFNW_CLASS_WORDS] = {};
+const volatile __u64 record_mask[PFNW_MASK_WORDS] = {};
 /* trace --pid: records only for these pids or tgids (0 of them: everyone). */
 const volatile __u32 only_pid_count = 0;
 const volatile __u32 only_pids[PFNW_PID_FILTER_SLOTS] = {};
@@ -113,6 +106,23 @@ static __always_inline __u64 vma_flags(struct vm_area_struct *vma)
 	return vma->flags.__vma_flags[0];
 }
 
+/* The bytes one entry of a level maps, and the pfn it points at. */
+static __always_inline __u64 entry_size(__u32 level)
+{
+	return level == PFNW_LEVEL_PUD ? PFNW_PUD_SIZE
+	     : level == PFNW_LEVEL_PMD ? PFNW_PMD_SIZE
+				       : PFNW_PTE_SIZE;
+}
+
+static __always_inline __u64 entry_pfn(__u64 entry, __u32 level)
+{
+	__u64 mask = level == PFNW_LEVEL_PUD ? PFNW_PUD_PFN_MASK
+		   : level == PFNW_LEVEL_PMD ? PFNW_PMD_PFN_MASK
+					     : PFNW_PTE_PFN_MASK;
+
+	return (entry & mask) >> PFNW_PAGE_SHIFT;
+}
+
 /* The anon bit lives in the pointer's low bits. The value is read with a
  * probe read so the verifier sees a number, not a pointer it forbids masking. */
 static __always_inline bool mapping_is_anon(struct address_space *mapping)
@@ -148,10 +158,10 @@ static __always_inline __u16 vma_class(struct call *c)
 	if (c->event_flags & PFNW_EVENT_PFN_KNOWN) {
 		__u64 start = c->vma->vm_start;
 		/* A huge entry's pfn is that of its first page: so is the rule's. */
-		__u64 base = c->level == 2 ? c->addr & ~(PUD_SIZE - 1)
-			   : c->level == 1 ? c->addr & ~(PMD_SIZE - 1)
-					   : c->addr;
-		__u64 off = (base - start) >> PAGE_SHIFT;
+		__u64 base = c->level == PFNW_LEVEL_PUD ? c->addr & ~(PFNW_PUD_SIZE - 1)
+			   : c->level == PFNW_LEVEL_PMD ? c->addr & ~(PFNW_PMD_SIZE - 1)
+							: c->addr;
+		__u64 off = (base - start) >> PFNW_PAGE_SHIFT;
 
 		if (c->pfn == c->vma->vm_pgoff + off)
 			class |= PFNW_CLASS_PFN_MATCH;
@@ -161,14 +171,14 @@ static __always_inline __u16 vma_class(struct call *c)
 
 static __always_inline bool wants_record(__u16 hook, __u16 class)
 {
-	__u32 word = (__u32)hook * PFNW_CLASS_WORDS + (class >> 6);
+	__u32 word = PFNW_MASK_WORD(hook, class);
 
 	/* clang proves the bound and drops the check, but older verifiers
 	 * (6.1) lose it when class is spilled as a u16: keep the check. */
 	barrier_var(word);
-	if (word >= PFNW_HOOK_COUNT * PFNW_CLASS_WORDS)
+	if (word >= PFNW_MASK_WORDS)
 		return false;
-	return record_mask[word] & (1ull << (class & 63));
+	return record_mask[word] & PFNW_MASK_BIT(class);
 }
 
 static __always_inline void fill_file(struct pfnwatch_event *e, struct file *file)
@@ -257,13 +267,11 @@ static __always_inline bool pid_wanted(void)
 /* Count the call, count its errno, and send a record if asked to. */
 static __always_inline void finish(void *ctx, struct call *c)
 {
-	bump(&counts, (__u32)c->hook * PFNW_CLASS_SLOTS + c->class);
+	bump(&counts, PFNW_COUNTS_INDEX(c->hook, c->class));
 	if ((c->class & PFNW_CLASS_ERROR) && c->ret < 0) {
 		__u64 err = -c->ret;
 
-		if (err >= PFNW_ERRNO_SLOTS)
-			err = PFNW_ERRNO_SLOTS - 1;
-		bump(&errors, (__u32)c->hook * PFNW_ERRNO_SLOTS + (__u32)err);
+		bump(&errors, PFNW_ERRORS_INDEX(c->hook, err));
 	}
 	if (wants_record(c->hook, c->class) && pid_wanted())
 		send(ctx, c);
@@ -271,7 +279,7 @@ static __always_inline void finish(void *ctx, struct call *c)
 
 /* vm_normal_page() and friends: page-table lookups in a pfn mapping. */
 static __always_inline int lookup(void *ctx, __u16 hook, struct vm_area_struct *vma,
-				  __u64 addr, __u64 entry, __u64 pfn_mask, __u64 size, void *page)
+				  __u64 addr, __u64 entry, __u32 level, void *page)
 {
 	struct call c = {};
 
@@ -284,13 +292,13 @@ static __always_inline int lookup(void *ctx, __u16 hook, struct vm_area_struct *
 	c.hook = hook;
 	c.addr = addr;
 	c.entry = entry;
-	c.size = size;
-	c.pfn = (entry & pfn_mask) >> PAGE_SHIFT;
+	c.level = level;
+	c.size = entry_size(level);
+	c.pfn = entry_pfn(entry, level);
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
-	c.level = pfn_mask == PUD_PFN_MASK ? 2 : pfn_mask == PMD_PFN_MASK;
 	c.ret = page != 0;
 	c.class = vma_class(&c);
-	if (entry & PTE_SPECIAL)
+	if (entry & PFNW_PTE_SPECIAL)
 		c.class |= PFNW_CLASS_SPECIAL;
 	if (!page)
 		c.class |= PFNW_CLASS_NO_PAGE;
@@ -304,14 +312,14 @@ SEC("fexit/vm_normal_page")
 int BPF_PROG(vm_normal_page_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pte,
 	     struct page *page)
 {
-	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE, vma, addr, pte, PTE_PFN_MASK, PAGE_SIZE, page);
+	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE, vma, addr, pte, PFNW_LEVEL_PTE, page);
 }
 
 SEC("fexit/vm_normal_page_pmd")
 int BPF_PROG(vm_normal_page_pmd_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pmd,
 	     struct page *page)
 {
-	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PMD_PFN_MASK, PMD_SIZE, page);
+	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PFNW_LEVEL_PMD, page);
 }
 
 /* 7.x: folio_walk_start's pud level (6.12 skips special puds before any lookup). */
@@ -319,7 +327,7 @@ SEC("fexit/vm_normal_page_pud")
 int BPF_PROG(vm_normal_page_pud_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pud,
 	     struct page *page)
 {
-	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PUD, vma, addr, pud, PUD_PFN_MASK, PUD_SIZE, page);
+	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PUD, vma, addr, pud, PFNW_LEVEL_PUD, page);
 }
 
 SEC("fexit/folio_walk_start")
@@ -336,31 +344,26 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 	c.vma = vma;
 	c.hook = PFNW_HOOK_FOLIO_WALK_START;
 	c.addr = addr;
-	c.size = PAGE_SIZE;
+	c.size = PFNW_PTE_SIZE;
 	c.ret = folio != 0;
 	/* fw is only filled in when a folio is returned. */
 	if (folio) {
 		int level = fw->level;
-		__u64 mask = PTE_PFN_MASK;
 
-		if (level == bpf_core_enum_value(enum folio_walk_level, FW_LEVEL_PMD)) {
-			mask = PMD_PFN_MASK;
-			c.size = PMD_SIZE;
-			c.level = 1;
-		} else if (level == bpf_core_enum_value(enum folio_walk_level, FW_LEVEL_PUD)) {
-			mask = PUD_PFN_MASK;
-			c.size = PUD_SIZE;
-			c.level = 2;
-		}
+		if (level == bpf_core_enum_value(enum folio_walk_level, FW_LEVEL_PMD))
+			c.level = PFNW_LEVEL_PMD;
+		else if (level == bpf_core_enum_value(enum folio_walk_level, FW_LEVEL_PUD))
+			c.level = PFNW_LEVEL_PUD;
+		c.size = entry_size(c.level);
 		c.entry = fw->pte.pte;
-		c.pfn = (c.entry & mask) >> PAGE_SHIFT;
+		c.pfn = entry_pfn(c.entry, c.level);
 		c.event_flags = PFNW_EVENT_PFN_KNOWN;
 	}
 	c.class = vma_class(&c);
 	if (!folio)
 		c.class |= PFNW_CLASS_NO_PAGE;
 	else {
-		if (c.entry & PTE_SPECIAL)
+		if (c.entry & PFNW_PTE_SPECIAL)
 			c.class |= PFNW_CLASS_SPECIAL;
 		if (mapping_is_anon(BPF_CORE_READ(folio, mapping)))
 			c.class |= PFNW_CLASS_ANON;
@@ -371,8 +374,7 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 
 /* Mapping hooks: a driver puts pfns into a vma. Rare, so no vma filter. */
 static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
-				  __u64 pfn,
-				  __u64 size, __s64 ret, bool failed, bool is_remap)
+				  __u64 pfn, __u64 size, __s64 ret, bool failed)
 {
 	struct call c = {};
 
@@ -384,7 +386,7 @@ static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *
 	c.addr = addr;
 	c.pfn = pfn;
 	c.size = size;
-	c.level = size == PUD_SIZE ? 2 : size == PMD_SIZE ? 1 : 0;
+	c.level = size == PFNW_PUD_SIZE ? PFNW_LEVEL_PUD : size == PFNW_PMD_SIZE ? PFNW_LEVEL_PMD : PFNW_LEVEL_PTE;
 	c.ret = ret;
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
 	if (hook == PFNW_HOOK_REMAP_PFN_RANGE) {
@@ -399,7 +401,8 @@ static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *
 	}
 	c.class = vma_class(&c);
 	/* Rule 3: a remap of a COW mapping must cover the whole vma. */
-	if (is_remap && (addr != vma->vm_start || addr + size != vma->vm_end))
+	if (pfnw_hook_family(hook) == PFNW_FAMILY_REMAP &&
+	    (addr != vma->vm_start || addr + size != vma->vm_end))
 		c.class |= PFNW_CLASS_PARTIAL;
 	if (failed)
 		c.class |= PFNW_CLASS_ERROR;
@@ -425,7 +428,7 @@ SEC("fexit/remap_pfn_range")
 int BPF_PROG(remap_pfn_range_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, unsigned long size, __u64 prot, int ret)
 {
-	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE, vma, addr, pfn, size, ret, ret < 0, true);
+	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE, vma, addr, pfn, size, ret, ret < 0);
 }
 
 SEC("fexit/remap_pfn_range_complete")
@@ -433,23 +436,23 @@ int BPF_PROG(remap_pfn_range_complete_exit, struct vm_area_struct *vma,
 	     struct mmap_action *action, int ret)
 {
 	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE_COMPLETE, vma, action->remap.start,
-		      action->remap.start_pfn, action->remap.size, ret, ret < 0, true);
+		      action->remap.start_pfn, action->remap.size, ret, ret < 0);
 }
 
 SEC("fexit/vmf_insert_pfn_prot")
 int BPF_PROG(vmf_insert_pfn_prot_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, __u64 pgprot, unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PAGE_SIZE, ret,
-		      ret & VM_FAULT_ERROR, false);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PFNW_PTE_SIZE, ret,
+		      ret & VM_FAULT_ERROR);
 }
 
 SEC("fexit/vmf_insert_mixed")
 int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pfn,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK, PAGE_SIZE,
-		      ret, ret & VM_FAULT_ERROR, false);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK,
+		      PFNW_PTE_SIZE, ret, ret & VM_FAULT_ERROR);
 }
 
 /*
@@ -462,16 +465,18 @@ SEC("fexit/vmf_insert_pfn_pmd")
 int BPF_PROG(vmf_insert_pfn_pmd_exit, struct vm_fault *vmf, __u64 pfn, bool write,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf->vma, vmf->address & ~(PMD_SIZE - 1),
-		      pfn & ~PFN_T_FLAGS_MASK, PMD_SIZE, ret, ret & VM_FAULT_ERROR, false);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf->vma,
+		      vmf->address & ~(PFNW_PMD_SIZE - 1), pfn & ~PFN_T_FLAGS_MASK, PFNW_PMD_SIZE,
+		      ret, ret & VM_FAULT_ERROR);
 }
 
 SEC("fexit/vmf_insert_pfn_pud")
 int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn, bool write,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf->vma, vmf->address & ~(PUD_SIZE - 1),
-		      pfn & ~PFN_T_FLAGS_MASK, PUD_SIZE, ret, ret & VM_FAULT_ERROR, false);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf->vma,
+		      vmf->address & ~(PFNW_PUD_SIZE - 1), pfn & ~PFN_T_FLAGS_MASK, PFNW_PUD_SIZE,
+		      ret, ret & VM_FAULT_ERROR);
 }
 
 /*
@@ -482,7 +487,6 @@ int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn, bool writ
 static __always_inline int bad_map(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
 				   __u64 entry, __u32 level, void *page)
 {
-	__u64 mask = level == 1 ? PMD_PFN_MASK : level == 2 ? PUD_PFN_MASK : PTE_PFN_MASK;
 	struct call c = {};
 
 	if (is_self())
@@ -493,12 +497,12 @@ static __always_inline int bad_map(void *ctx, __u16 hook, struct vm_area_struct 
 	c.addr = addr;
 	c.entry = entry;
 	c.level = level;
-	c.size = level == 1 ? PMD_SIZE : level == 2 ? PUD_SIZE : PAGE_SIZE;
-	c.pfn = (entry & mask) >> PAGE_SHIFT;
+	c.size = entry_size(level);
+	c.pfn = entry_pfn(entry, level);
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
 	c.ret = page != 0;
 	c.class = vma_class(&c);
-	if (entry & PTE_SPECIAL)
+	if (entry & PFNW_PTE_SPECIAL)
 		c.class |= PFNW_CLASS_SPECIAL;
 	if (!page)
 		c.class |= PFNW_CLASS_NO_PAGE;
@@ -510,7 +514,7 @@ SEC("fentry/print_bad_pte")
 int BPF_PROG(print_bad_pte_entry, struct vm_area_struct *vma, unsigned long addr, __u64 pte,
 	     struct page *page)
 {
-	return bad_map(ctx, PFNW_HOOK_PRINT_BAD_PTE, vma, addr, pte, 0, page);
+	return bad_map(ctx, PFNW_HOOK_PRINT_BAD_PTE, vma, addr, pte, PFNW_LEVEL_PTE, page);
 }
 
 SEC("fentry/print_bad_page_map")

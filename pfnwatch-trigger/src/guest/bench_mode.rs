@@ -138,7 +138,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     let runs = super::cmdline_param("pfnwatch.bench_runs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RUNS);
-    let release = pfnwatch::kernel::release();
+    let release = pfnwatch::kernel::facts::release();
     let version = std::fs::read_to_string("/proc/version").context("reading /proc/version")?;
     let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     emit(&Line::Guest {
@@ -152,7 +152,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     });
     // pfnwatch run serves /metrics on 127.0.0.1: lo must be up.
     super::metrics_checks::loopback_up()?;
-    let (btf, _) = pfnwatch::kernel::load_btf(None)?;
+    let (btf, _) = pfnwatch::kernel::facts::load_btf(None)?;
     for kind in Kind::ALL {
         let pages = match kind {
             Kind::Anon => worker.anon_pages,

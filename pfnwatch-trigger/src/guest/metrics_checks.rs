@@ -16,12 +16,12 @@ use crate::judge::Tally;
 use crate::report::Report;
 use crate::scenario;
 use anyhow::{Context, Result, bail};
-use pfnwatch::metrics;
-use pfnwatch::rules::{self, RuleConfig, RuleSet, Selection};
+use pfnwatch::rules::{self, RuleConfig, RuleId, RuleSet, Selection};
+use pfnwatch::sinks::metrics;
 use pfnwatch_common::class::{
     ANON, COW, ERROR, MIXEDMAP, NO_PAGE, PARTIAL, PFN_MATCH, PFNMAP, SPECIAL,
 };
-use pfnwatch_common::{Class, Hook, abi};
+use pfnwatch_common::{Class, Hook};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -222,7 +222,7 @@ fn per_scenario(
     // Rule hits, and the records the kernel sent for them (no drops).
     let rules_want: BTreeMap<String, f64> = expect::rules(kernel, name)
         .iter()
-        .map(|(id, n)| ((*id).to_owned(), *n as f64))
+        .map(|(id, n)| (id.to_string(), *n as f64))
         .collect();
     let rules_got: BTreeMap<String, f64> = delta
         .family(metrics::ALERTS.name)
@@ -259,10 +259,7 @@ fn recorded(want: &Tally) -> f64 {
     );
     let mask = rules::record_mask(Selection::Rules, &rules);
     want.iter()
-        .filter(|((hook, class), _)| {
-            let word = usize::from(hook.id()) * abi::CLASS_WORDS + usize::from(class.0 >> 6);
-            mask[word] & (1 << (class.0 & 63)) != 0
-        })
+        .filter(|((hook, class), _)| mask.contains(*hook, *class))
         .map(|(_, n)| *n)
         .sum::<u64>() as f64
 }
@@ -404,7 +401,7 @@ fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result
     // One R1 per COW scenario while R1 was on: none lost at the end.
     let want: u64 = scenario::for_kernel(kernel)
         .flat_map(|s| expect::rules(kernel, s.name))
-        .filter(|(id, _)| *id == "R1")
+        .filter(|(id, _)| *id == RuleId::R1)
         .map(|(_, n)| n)
         .sum();
     let written = std::fs::read_to_string(ALERTS)

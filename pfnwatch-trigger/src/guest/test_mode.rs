@@ -9,10 +9,10 @@ use crate::judge;
 use crate::report::Report;
 use crate::scenario;
 use anyhow::{Context, Result};
-use pfnwatch::alert::Alert;
-use pfnwatch::loader::{ProgramReport, ProgramState};
-use pfnwatch::output::Line;
-use pfnwatch::rules::Severity;
+use pfnwatch::kernel::loader::{ProgramReport, ProgramState};
+use pfnwatch::pipeline::alert::Alert;
+use pfnwatch::rules::{RuleId, Severity};
+use pfnwatch::views::line::Line;
 use pfnwatch_common::{Class, Hook, class};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -132,7 +132,7 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let ours: Vec<&Alert> = alerts.iter().filter(|a| a.tgid == report.tgid).collect();
     let caller = expect::remap_caller(kernel, "devmem-private");
     let r1 = ours.len() == 1
-        && ours[0].rule == "R1"
+        && ours[0].rule == RuleId::R1
         && ours[0].severity == Severity::Info
         && ours[0].device.as_deref() == Some("1:1")
         && ours[0].driver.as_deref() == Some("mem")
@@ -179,14 +179,14 @@ fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, ale
         .iter()
         .filter(|a| report.pids().any(|p| p == a.tgid))
         .collect();
-    let mut got = std::collections::BTreeMap::<(String, Severity), u64>::new();
+    let mut got = std::collections::BTreeMap::<(RuleId, Severity), u64>::new();
     for a in &mine {
-        *got.entry((a.rule.clone(), a.severity)).or_default() += a.count;
+        *got.entry((a.rule, a.severity)).or_default() += a.count;
     }
-    let want: std::collections::BTreeMap<(String, Severity), u64> =
+    let want: std::collections::BTreeMap<(RuleId, Severity), u64> =
         expect::module_alerts(kernel, &report.scenario)
             .iter()
-            .map(|(r, s, n, _)| (((*r).to_owned(), *s), *n))
+            .map(|(r, s, n, _)| ((*r, *s), *n))
             .collect();
     let mut wrong = Vec::new();
     for (rule, _, _, func) in expect::module_alerts(kernel, &report.scenario) {
@@ -219,7 +219,7 @@ fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, ale
             wrong.push(format!("{rule}: {n} occurrences in {lines} lines, want 2"));
         }
     }
-    let show = |m: &std::collections::BTreeMap<(String, Severity), u64>| {
+    let show = |m: &std::collections::BTreeMap<(RuleId, Severity), u64>| {
         m.iter()
             .map(|((r, s), n)| format!("{r} {s} x{n}"))
             .collect::<Vec<_>>()
@@ -316,8 +316,7 @@ fn check(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 
 fn hooks(rep: &mut Reporter, kernel: KernelVersion, who: &str, programs: &[ProgramReport]) {
     for hook in Hook::ALL {
-        let mine: Vec<&ProgramReport> =
-            programs.iter().filter(|p| p.hook() == Some(hook)).collect();
+        let mine: Vec<&ProgramReport> = programs.iter().filter(|p| p.hook == hook).collect();
         let want = if expect::hook_present(kernel, hook) {
             ProgramState::Attached
         } else {
@@ -326,7 +325,7 @@ fn hooks(rep: &mut Reporter, kernel: KernelVersion, who: &str, programs: &[Progr
         let ok = !mine.is_empty() && mine.iter().all(|p| p.state == want);
         let states: Vec<String> = mine
             .iter()
-            .map(|p| format!("{} {:?}", p.attach, p.state))
+            .map(|p| format!("{} {:?}", p.attach.section_prefix(), p.state))
             .collect();
         rep.check(
             &format!("{who}/{hook}"),

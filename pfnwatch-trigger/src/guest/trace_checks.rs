@@ -14,12 +14,12 @@ use crate::judge::{self, Tally};
 use crate::report::{Mapping, Report};
 use crate::scenario::{DEVMEM_OFFSET, PAGES, WRITTEN};
 use anyhow::{Context, Result};
-use pfnwatch::counters::Counts;
-use pfnwatch::loader::ProgramState;
-use pfnwatch::output::{Line, RecordView, Source};
-use pfnwatch::record::Record;
-use pfnwatch::rules::Severity;
-use pfnwatch::summary::Summary;
+use pfnwatch::kernel::counters::Counts;
+use pfnwatch::kernel::decode::Record;
+use pfnwatch::kernel::loader::ProgramState;
+use pfnwatch::rules::{RuleId, Severity};
+use pfnwatch::views::line::{Line, RecordView, Source};
+use pfnwatch::views::summary::Summary;
 use pfnwatch_common::{Class, Hook, class};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -127,14 +127,7 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let alerts: Vec<_> = out
         .alerts
         .iter()
-        .map(|a| {
-            (
-                a.rule.as_str(),
-                a.tgid,
-                a.device.as_deref(),
-                a.driver.as_deref(),
-            )
-        })
+        .map(|a| (a.rule, a.tgid, a.device.as_deref(), a.driver.as_deref()))
         .collect();
     let want_alerts: Vec<_> = r1
         .iter()
@@ -149,11 +142,7 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let summary_ok = out.summary.as_ref().is_some_and(|s| {
         s.records == out.records.len() as u64
             && hooks_classes(s) == want
-            && s.rules
-                == r1
-                    .iter()
-                    .map(|(id, n)| ((*id).to_owned(), *n))
-                    .collect::<BTreeMap<String, u64>>()
+            && s.rules == r1.iter().copied().collect::<BTreeMap<RuleId, u64>>()
             && s.lost == 0
             && s.alerts.len() == r1.len()
     });
@@ -175,7 +164,7 @@ fn record_problems(
     report: &Report,
     map: &Mapping,
     r: &Record,
-    rules: &[String],
+    rules: &[RuleId],
     v: &RecordView,
 ) -> Vec<String> {
     let mut p = Vec::new();
@@ -232,7 +221,7 @@ fn record_problems(
             r.stack.len()
         ),
     );
-    if r.hook.maps_pfns() {
+    if r.hook.family().maps_pfns() {
         want(
             r.addr == map.start && r.pfn == Some(pgoff) && r.size == PAGES as u64 * PAGE,
             format!("remap of {:#x} bytes at pfn {:?}", r.size, r.pfn),
@@ -249,7 +238,7 @@ fn record_problems(
             .map(|h| (h.rule.as_str(), h.name.as_str(), h.severity))
             .collect();
         want(
-            rules == ["R1"]
+            rules == [RuleId::R1]
                 && v.severity == Some(Severity::Info)
                 && hits == [("R1", "cow_pfnmap_mapping", Severity::Info)],
             format!("rules {rules:?} severity {:?} hits {hits:?}", v.severity),
@@ -304,10 +293,9 @@ fn hook_and_count(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let mut programs_ok = true;
     if let Line::Ready { programs, .. } = &ready {
         for p in programs {
-            let hook = p.hook();
-            let want = match hook {
-                Some(h) if remaps.contains(&h) => ProgramState::Attached,
-                Some(h) if expect::hook_present(kernel, h) => ProgramState::Skipped,
+            let want = match p.hook {
+                h if remaps.contains(&h) => ProgramState::Attached,
+                h if expect::hook_present(kernel, h) => ProgramState::Skipped,
                 _ => ProgramState::Missing,
             };
             programs_ok &= p.state == want;
@@ -369,12 +357,12 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let (status, lines) = watch.collect(None, STOP)?;
     let ran = started.elapsed();
     let out = Output::of(&lines);
-    let got: Vec<(&str, u32)> = out
+    let got: Vec<(RuleId, u32)> = out
         .records
         .iter()
-        .flat_map(|(r, rules, _)| rules.iter().map(move |id| (id.as_str(), r.tgid)))
+        .flat_map(|(r, rules, _)| rules.iter().map(move |id| (*id, r.tgid)))
         .collect();
-    let want: Vec<(&str, u32)> = expect::rules(kernel, "devmem-private")
+    let want: Vec<(RuleId, u32)> = expect::rules(kernel, "devmem-private")
         .iter()
         .flat_map(|(id, n)| std::iter::repeat_n((*id, private.tgid), *n as usize))
         .collect();
@@ -382,7 +370,7 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     // The kernel counted devmem-shared's remap (it counts every call).
     let remap = expect::expected(kernel, "devmem-shared")
         .into_keys()
-        .find(|(h, _)| h.maps_pfns());
+        .find(|(h, _)| h.family().maps_pfns());
     let counted = match (&out.counts, remap) {
         (Some(c), Some((h, cls))) => c.get(h, cls),
         _ => 0,
@@ -430,7 +418,7 @@ fn pid_in_kernel(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let want = expect::expected(kernel, "devmem-shared");
     let filtered = out.summary.map_or(u64::MAX, |s| s.filtered);
     // Both processes' remaps were counted, though one was never sent.
-    let remap = want.keys().find(|(h, _)| h.maps_pfns()).copied();
+    let remap = want.keys().find(|(h, _)| h.family().maps_pfns()).copied();
     let counted = match (out.counts, remap) {
         (Some(c), Some((h, cls))) => c.get(h, cls),
         _ => 0,
@@ -506,7 +494,7 @@ fn record(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         .summary
         .iter()
         .flat_map(|s| s.alerts.iter())
-        .filter(|g| g.rule == "R1" && g.occurrences == 1)
+        .filter(|g| g.rule == RuleId::R1 && g.occurrences == 1)
         .map(|g| g.tgid)
         .collect();
     rep.check(
@@ -657,8 +645,8 @@ fn problems(wrong: &[String]) -> String {
 /// A trace's output, by kind of line.
 struct Output<'a> {
     lines: &'a [Line],
-    records: Vec<(&'a Record, &'a [String], &'a RecordView)>,
-    alerts: Vec<&'a pfnwatch::alert::Alert>,
+    records: Vec<(&'a Record, &'a [RuleId], &'a RecordView)>,
+    alerts: Vec<&'a pfnwatch::pipeline::alert::Alert>,
     counts: Option<&'a Counts>,
     summary: Option<&'a Summary>,
 }

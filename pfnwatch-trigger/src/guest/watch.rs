@@ -3,8 +3,8 @@
 
 use crate::judge::Window;
 use anyhow::{Context, Result, bail};
-use pfnwatch::counters::Counts;
-use pfnwatch::output::Line;
+use pfnwatch::kernel::counters::Counts;
+use pfnwatch::views::line::Line;
 use std::io::{BufRead, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};

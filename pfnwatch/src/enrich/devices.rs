@@ -1,7 +1,7 @@
 //! Which driver stands behind a mapped file: the character device's name in
 //! /proc/devices, or the PCI driver bound to a sysfs BAR file's device.
 
-use crate::record::MappedFile;
+use crate::kernel::decode::MappedFile;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -77,7 +77,7 @@ fn is_pci_address(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::DevNum;
+    use crate::kernel::decode::DevNum;
 
     fn file(name: &str, parent: &str, major: u32, minor: u32) -> MappedFile {
         MappedFile {

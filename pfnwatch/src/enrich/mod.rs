@@ -9,7 +9,7 @@ pub use cgroup::{Cgroups, container_id};
 pub use devices::Devices;
 pub use kallsyms::Kallsyms;
 
-use crate::record::Record;
+use crate::kernel::decode::Record;
 
 /// Host context for one record.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,5 +50,40 @@ impl Enricher {
                 .map(|a| self.kallsyms.symbolize(*a))
                 .collect(),
         }
+    }
+}
+
+/// The call path from the first frame a reader wants to see: without the
+/// BPF program and trampoline frames in front (how pfnwatch got there, not
+/// what the kernel was doing), nor addresses no symbol covers. All of it
+/// when nothing else is left. Alerts and views both ask this.
+pub fn callers(frames: &[String]) -> &[String] {
+    let plumbing = |f: &String| f.starts_with("bpf_") || f.starts_with("0x") || f.contains("[bpf]");
+    let skip = frames.iter().take_while(|f| plumbing(f)).count();
+    if skip == frames.len() {
+        frames
+    } else {
+        &frames[skip..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_start_after_the_bpf_frames() {
+        let frames = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = frames(&[
+            "bpf_prog_6deef7357e7b4530_vm_normal_page_exit+0x12 [bpf]",
+            "bpf_trampoline_6442510025+0x4f",
+            "0xffffffffc0123456",
+            "zap_pte_range+0x1f0",
+            "0xffffffff81000000",
+        ]);
+        assert_eq!(callers(&all), &all[3..]);
+        let only_bpf = frames(&["bpf_trampoline_1+0x5"]);
+        assert_eq!(callers(&only_bpf), &only_bpf[..]);
+        assert!(callers(&[]).is_empty());
     }
 }

@@ -258,6 +258,6 @@ fn new_programs(before: &std::collections::BTreeSet<u32>, btf: &Btf) -> Result<V
         .map(|(id, l)| (id, l.name))
         .collect();
     Ok(readings::name_pfnwatch_programs(&new, |f| {
-        pfnwatch::kernel::has_function(btf, f)
+        pfnwatch::kernel::facts::has_function(btf, f)
     }))
 }

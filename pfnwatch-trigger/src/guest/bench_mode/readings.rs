@@ -3,7 +3,7 @@
 //! (/proc/<pid>/fdinfo), and a process's RSS and CPU time (/proc/<pid>/status, stat).
 
 use anyhow::{Context, Result};
-use pfnwatch::programs::PROGRAMS;
+use pfnwatch::kernel::programs::PROGRAMS;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One program being measured: its id in the kernel, its full name (the
@@ -34,7 +34,7 @@ impl Runs {
 /// Turns kernel.bpf_stats_enabled on or off. The timed forks run with it
 /// off: it adds two clock reads to every program run.
 pub fn set_stats(on: bool) -> Result<()> {
-    let path = pfnwatch::bpf_stats::SYSCTL;
+    let path = pfnwatch::kernel::bpf_stats::SYSCTL;
     std::fs::write(path, if on { "1" } else { "0" }).with_context(|| format!("writing {path}"))
 }
 

@@ -1,0 +1,246 @@
+//! Loads the embedded object against the kernel's BTF and attaches every
+//! program whose target this kernel has. A missing target is left out
+//! before load and reported; a refusal is reported with its errno. Neither
+//! stops the others.
+
+use super::facts::{self, Caps};
+use super::programs::{self, Attach, PROGRAMS, ProgramSpec};
+use super::refusals;
+use crate::rules::{self, RuleSet, Selection};
+use anyhow::{Context, Result};
+use aya::programs::{FEntry, FExit, ProgramError};
+use aya::{Btf, Ebpf, EbpfLoader};
+use pfnwatch_common::{
+    Hook, RecordMask,
+    abi::{self, names},
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum ProgramState {
+    Attached,
+    /// The kernel has no such function (or it was inlined away).
+    Missing,
+    /// The kernel has it, but the caller did not ask for its hook
+    /// (`trace --hook`): never loaded.
+    Skipped,
+    Refused {
+        errno: Option<i32>,
+        error: String,
+        hint: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramReport {
+    pub program: String,
+    pub attach: Attach,
+    /// The hook's kernel function.
+    #[serde(rename = "function")]
+    pub hook: Hook,
+    #[serde(flatten)]
+    pub state: ProgramState,
+}
+
+impl ProgramReport {
+    pub fn new(spec: &ProgramSpec, state: ProgramState) -> ProgramReport {
+        ProgramReport {
+            program: spec.name.to_owned(),
+            attach: spec.attach,
+            hook: spec.hook,
+            state,
+        }
+    }
+}
+
+/// What pfnwatch would be blind to with these programs: the kernel has a
+/// hook when any of its programs is not missing; the hook works when its
+/// counting program is attached. A hook left out on purpose is no gap.
+pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
+    let exists = |h: Hook| {
+        programs
+            .iter()
+            .any(|p| p.hook == h && p.state != ProgramState::Missing)
+    };
+    let attached = |h: Hook| {
+        let counting = programs::counting_program(h);
+        programs.iter().any(|p| {
+            p.program == counting.name
+                && matches!(p.state, ProgramState::Attached | ProgramState::Skipped)
+        })
+    };
+    programs::coverage_gaps(exists, attached)
+}
+
+pub struct LoadOptions<'a> {
+    pub btf: &'a Btf,
+    pub selection: Selection,
+    pub rules: &'a RuleSet,
+    pub ringbuf_bytes: u32,
+    /// Put the kernel call path in every record (bpf_get_stack).
+    pub capture_stack: bool,
+    /// Load only these hooks' programs (None: every hook).
+    pub hooks: Option<&'a BTreeSet<Hook>>,
+    /// ANDed into the record mask, so records a filter would drop never
+    /// leave the kernel (None: the selection's mask as it is).
+    pub narrow: Option<&'a RecordMask>,
+    /// Records only for calls by these pids or tgids (empty: everyone's).
+    pub only_pids: &'a [u32],
+}
+
+/// The loaded object and what happened to each program. Dropping it
+/// detaches everything.
+pub struct Watcher {
+    pub ebpf: Ebpf,
+    pub programs: Vec<ProgramReport>,
+}
+
+impl Watcher {
+    pub fn attached(&self) -> impl Iterator<Item = &ProgramReport> {
+        self.programs
+            .iter()
+            .filter(|p| p.state == ProgramState::Attached)
+    }
+}
+
+/// The kernel's pid filter slots and how many are used.
+fn pid_slots(pids: &[u32]) -> Result<([u32; abi::PID_FILTER_SLOTS], u32)> {
+    let mut slots = [0u32; abi::PID_FILTER_SLOTS];
+    anyhow::ensure!(
+        pids.len() <= slots.len(),
+        "the kernel filters at most {} pids, got {}",
+        slots.len(),
+        pids.len()
+    );
+    slots[..pids.len()].copy_from_slice(pids);
+    Ok((slots, pids.len() as u32))
+}
+
+pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
+    let mut mask = rules::record_mask(opts.selection, opts.rules);
+    if let Some(narrow) = opts.narrow {
+        mask.intersect(narrow);
+    }
+    let wanted = |hook: Hook| opts.hooks.is_none_or(|set| set.contains(&hook));
+    for hook in Hook::ALL.into_iter().filter(|h| !wanted(*h)) {
+        mask.clear_hook(hook);
+    }
+    let self_tgid = std::process::id();
+    let (only_pids, only_pid_count) = pid_slots(opts.only_pids)?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(opts.btf))
+        .override_global(names::SELF_TGID, &self_tgid, true)
+        .override_global(names::RECORD_MASK, mask.words(), true)
+        .override_global(names::CAPTURE_STACK, &u32::from(opts.capture_stack), true)
+        .override_global(names::ONLY_PIDS, &only_pids, true)
+        .override_global(names::ONLY_PID_COUNT, &only_pid_count, true)
+        .map_max_entries(names::EVENTS, opts.ringbuf_bytes)
+        .load(pfnwatch_ebpf::OBJECT)
+        .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;
+    let can_trace = Caps::current().is_ok_and(Caps::can_trace);
+    let programs = PROGRAMS
+        .iter()
+        .map(|spec| {
+            let state = if wanted(spec.hook) {
+                attach_one(&mut ebpf, spec, opts.btf, can_trace)
+            } else if facts::has_function(opts.btf, spec.target()) {
+                ProgramState::Skipped
+            } else {
+                // Missing is a fact about the kernel, asked for or not.
+                ProgramState::Missing
+            };
+            ProgramReport::new(spec, state)
+        })
+        .collect();
+    Ok(Watcher { ebpf, programs })
+}
+
+fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, can_trace: bool) -> ProgramState {
+    if !facts::has_function(btf, spec.target()) {
+        return ProgramState::Missing;
+    }
+    match try_attach(ebpf, spec, btf) {
+        Ok(()) => ProgramState::Attached,
+        Err(err) => {
+            if let ProgramError::LoadError { verifier_log, .. } = &err {
+                tracing::debug!(program = spec.name, "verifier log:\n{verifier_log}");
+            }
+            let errno = refusals::errno(&err);
+            ProgramState::Refused {
+                errno,
+                error: refusals::describe(&err),
+                hint: refusals::hint(errno, can_trace).to_owned(),
+            }
+        }
+    }
+}
+
+fn try_attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), ProgramError> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    match spec.attach {
+        Attach::Fentry => {
+            let p: &mut FEntry = program.try_into()?;
+            p.load(spec.target(), btf)?;
+            p.attach()?;
+        }
+        Attach::Fexit => {
+            let p: &mut FExit = program.try_into()?;
+            p.load(spec.target(), btf)?;
+            p.attach()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(spec: &ProgramSpec, state: ProgramState) -> ProgramReport {
+        ProgramReport::new(spec, state)
+    }
+
+    /// A 6.12 kernel: no remap_pfn_range_complete, no print_bad_page_map.
+    fn on_6_12(state: impl Fn(Hook) -> ProgramState) -> Vec<ProgramReport> {
+        PROGRAMS
+            .iter()
+            .map(|p| match p.hook {
+                Hook::RemapPfnRangeComplete | Hook::PrintBadPageMap => {
+                    report(p, ProgramState::Missing)
+                }
+                hook => report(p, state(hook)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hooks_left_out_on_purpose_are_no_gap() {
+        assert!(gaps(&on_6_12(|_| ProgramState::Attached)).is_empty());
+        // trace --hook remap_pfn_range: the lookups are skipped, not missing.
+        let only_remap = on_6_12(|h| {
+            if h == Hook::RemapPfnRange {
+                ProgramState::Attached
+            } else {
+                ProgramState::Skipped
+            }
+        });
+        assert!(gaps(&only_remap).is_empty(), "{:?}", gaps(&only_remap));
+        // A refused counting program still is one.
+        let refused = on_6_12(|h| {
+            if h == Hook::VmNormalPage {
+                ProgramState::Refused {
+                    errno: Some(1),
+                    error: "EPERM".into(),
+                    hint: String::new(),
+                }
+            } else {
+                ProgramState::Skipped
+            }
+        });
+        assert_eq!(gaps(&refused).len(), 1, "{:?}", gaps(&refused));
+    }
+}

@@ -1,0 +1,14 @@
+//! The kernel side, seen from user space: what this kernel has (`facts`),
+//! the programs as data (`programs`), loading and attaching them (`loader`,
+//! with `refusals` turning errnos into hints), the running session's ring
+//! buffer and signals (`session`), its per-CPU counters (`counters`,
+//! `bpf_stats`) and the records it sends, decoded once (`decode`).
+
+pub mod bpf_stats;
+pub mod counters;
+pub mod decode;
+pub mod facts;
+pub mod loader;
+pub mod programs;
+pub mod refusals;
+pub mod session;

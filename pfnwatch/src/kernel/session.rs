@@ -1,0 +1,207 @@
+//! A running watch: the attached programs, the ring buffer registered with
+//! tokio, and the signals that steer trace and run.
+
+use super::counters::Counts;
+use super::decode::Record;
+use super::facts;
+use super::loader::{self, LoadOptions, ProgramState, Watcher};
+use super::programs;
+use crate::rules::{RuleSet, Selection};
+use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use pfnwatch_common::{Event, Hook, RecordMask, abi};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::time::Interval;
+
+pub const RINGBUF_RULE: &str = "the ring buffer must be a power of two between 4 KiB and 1 GiB";
+
+/// The one place the ring buffer's size rule lives (flags and the
+/// configuration file use it).
+pub fn check_ringbuf_kib(kib: u32) -> Result<u32, String> {
+    if kib < 4 || !kib.is_power_of_two() || kib > 1024 * 1024 {
+        return Err(format!("{kib} KiB: {RINGBUF_RULE}"));
+    }
+    Ok(kib)
+}
+
+/// Why [`Session::wait`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Records may be waiting: call [`Session::drain`].
+    Records,
+    /// SIGUSR1: the user asks for the counters.
+    Snapshot,
+    /// The interval ticked.
+    Tick,
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP, once [`Session::watch_hangup`] asked for it: reload.
+    Reload,
+}
+
+/// What to load and how.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    pub btf: Option<PathBuf>,
+    pub selection: Selection,
+    pub rules: RuleSet,
+    pub ringbuf_bytes: u32,
+    pub capture_stack: bool,
+    /// Load only these hooks' programs (`trace --hook`); None: every hook.
+    pub hooks: Option<BTreeSet<Hook>>,
+    /// ANDed into the record mask: what trace's filters can show.
+    pub narrow: Option<RecordMask>,
+    /// Records only for these pids or tgids (`trace --pid`); empty: all.
+    pub only_pids: Vec<u32>,
+}
+
+pub struct Session {
+    pub watcher: Watcher,
+    pub release: String,
+    ring: AsyncFd<RingBuf<MapData>>,
+    usr1: Signal,
+    term: Signal,
+    int: Signal,
+    /// None until a caller that can reload asks for SIGHUP (without a
+    /// handler, SIGHUP ends the process as it does any terminal program).
+    hup: Option<Signal>,
+    /// Records whose hook id this binary does not know (object/binary skew).
+    pub undecodable: u64,
+}
+
+impl Session {
+    /// Loads and attaches; fails if the kernel lacks BTF or if not one
+    /// program attached (the errors say why), or if what attached leaves
+    /// pfnwatch blind to something it must see.
+    pub fn start(opts: &SessionOptions) -> Result<Session> {
+        let (btf, _) = facts::load_btf(opts.btf.as_deref())?;
+        let mut watcher = loader::load(&LoadOptions {
+            btf: &btf,
+            selection: opts.selection,
+            rules: &opts.rules,
+            ringbuf_bytes: opts.ringbuf_bytes,
+            capture_stack: opts.capture_stack,
+            hooks: opts.hooks.as_ref(),
+            narrow: opts.narrow.as_ref(),
+            only_pids: &opts.only_pids,
+        })?;
+        let refused: Vec<String> = watcher
+            .programs
+            .iter()
+            .filter_map(|p| match &p.state {
+                ProgramState::Refused { error, hint, .. } => Some(format!(
+                    "{} ({} {}): {error}; {hint}",
+                    p.program,
+                    p.attach.section_prefix(),
+                    p.hook
+                )),
+                _ => None,
+            })
+            .collect();
+        if watcher.attached().next().is_none() {
+            // With --hook, the hooks asked for may all be missing here.
+            let missing = watcher.programs.iter().filter_map(|p| {
+                let asked = opts.hooks.as_ref()?.contains(&p.hook);
+                (asked && p.state == ProgramState::Missing).then(|| {
+                    format!(
+                        "{} is not in this kernel ({})",
+                        p.hook,
+                        programs::availability(p.hook)
+                    )
+                })
+            });
+            let mut reasons: Vec<String> = refused.iter().cloned().chain(missing).collect();
+            // A hook's fentry and fexit are missing together: say it once.
+            reasons.dedup();
+            bail!(
+                "no program could be attached:\n  {}\n(`pfnwatch check` explains what this kernel supports)",
+                reasons.join("\n  ")
+            );
+        }
+        for line in &refused {
+            tracing::warn!("not attached: {line}");
+        }
+        let gaps = loader::gaps(&watcher.programs);
+        if !gaps.is_empty() {
+            bail!("pfnwatch would be blind here: {}", gaps.join("; "));
+        }
+        let map = watcher
+            .ebpf
+            .take_map(abi::names::EVENTS)
+            .context("the object has no events ring buffer")?;
+        let ring = RingBuf::try_from(map).context("opening the events ring buffer")?;
+        // SAFETY: the RingBuf owns the map's fd and the AsyncFd owns the
+        // RingBuf, so the fd stays open and unchanged while registered.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("registering the ring buffer with tokio")?;
+        Ok(Session {
+            watcher,
+            release: facts::release(),
+            ring,
+            usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: None,
+            undecodable: 0,
+        })
+    }
+
+    /// From now on SIGHUP wakes [`Session::wait`] with [`Wake::Reload`].
+    pub fn watch_hangup(&mut self) -> Result<()> {
+        self.hup = Some(signal(SignalKind::hangup()).context("SIGHUP handler")?);
+        Ok(())
+    }
+
+    /// Waits for records, a signal, or the next tick.
+    pub async fn wait(&mut self, tick: Option<&mut Interval>) -> Result<Wake> {
+        let tick = async {
+            match tick {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let hup = self.hup.as_mut();
+        let hup = async move {
+            match hup {
+                Some(hup) => hup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            guard = self.ring.readable_mut() => {
+                // Clear before draining: a record committed after the
+                // drain sets readiness again instead of being missed.
+                guard.context("waiting on the ring buffer")?.clear_ready();
+                Ok(Wake::Records)
+            }
+            _ = self.usr1.recv() => Ok(Wake::Snapshot),
+            _ = self.term.recv() => Ok(Wake::Stop),
+            _ = self.int.recv() => Ok(Wake::Stop),
+            _ = hup => Ok(Wake::Reload),
+            _ = tick => Ok(Wake::Tick),
+        }
+    }
+
+    /// Hands every record in the ring buffer to `f`, without blocking.
+    pub fn drain(&mut self, mut f: impl FnMut(Record)) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match Event::from_bytes(&item).and_then(|e| Record::from_event(&e)) {
+                Some(record) => f(record),
+                None => self.undecodable += 1,
+            }
+        }
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        Counts::read(&self.watcher.ebpf)
+    }
+}

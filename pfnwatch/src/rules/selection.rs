@@ -1,0 +1,25 @@
+//! Which (hook, class) pairs the kernel sends detail records for, derived
+//! from the enabled rules: the record mask user space sets before load.
+
+use super::RuleSet;
+use pfnwatch_common::{Family, RecordMask};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Calls some enabled rule may match, plus every pfn mapping created
+    /// (the inventory of who maps raw pfns; rare).
+    Rules,
+    /// Every classified call (tests, debugging; can be a lot on busy hosts).
+    All,
+}
+
+pub fn record_mask(selection: Selection, rules: &RuleSet) -> RecordMask {
+    match selection {
+        Selection::All => RecordMask::all(),
+        Selection::Rules => RecordMask::from_fn(|hook, class| {
+            hook.family() == Family::Remap || rules.kernel_part_matches(hook, class)
+        }),
+    }
+}

@@ -1,0 +1,412 @@
+//! Lines as text for people: aligned columns, coloured severities (the
+//! stream strips the colour when it is not a terminal).
+
+use super::line::{Line, RecordView};
+use crate::enrich;
+use crate::kernel::counters::Counts;
+use crate::kernel::decode::Record;
+use crate::kernel::loader::{ProgramReport, ProgramState};
+use crate::kernel::refusals::errno_name;
+use crate::rules::Severity;
+use anstyle::{AnsiColor, Style};
+use pfnwatch_common::{Family, Hook, Level};
+use std::fmt::Write;
+
+/// A line as text.
+pub fn render(line: &Line) -> String {
+    match line {
+        Line::Ready {
+            release,
+            programs,
+            recorded_at,
+            ..
+        } => ready_text(release, programs, recorded_at.as_deref()),
+        Line::Record { record, view, .. } => record_text(record, view),
+        Line::Alert { alert } => styled(severity_style(alert.severity), &alert.summary()),
+        Line::Lost { lost, total } => styled(
+            AnsiColor::Yellow.on_default().bold(),
+            &format!(
+                "pfnwatch: the kernel lost {lost} record{} ({total} so far): the ring \
+                 buffer was full; raise --ringbuf-kib or narrow the filters",
+                if *lost == 1 { "" } else { "s" }
+            ),
+        ),
+        Line::Counts { counts } => counts_text(counts),
+        Line::Summary { summary } => summary.text(),
+    }
+}
+
+fn styled(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+fn severity_style(severity: Severity) -> Style {
+    match severity {
+        Severity::Critical => AnsiColor::Red.on_default().bold(),
+        Severity::Warning => AnsiColor::Yellow.on_default().bold(),
+        Severity::Info => AnsiColor::Cyan.on_default(),
+    }
+}
+
+fn ready_text(release: &str, programs: &[ProgramReport], recorded_at: Option<&str>) -> String {
+    let attached: Vec<&str> = programs
+        .iter()
+        .filter(|p| p.state == ProgramState::Attached)
+        .map(|p| p.program.as_str())
+        .collect();
+    let skipped = programs
+        .iter()
+        .filter(|p| p.state == ProgramState::Skipped)
+        .count();
+    let mut s = match recorded_at {
+        Some(at) => format!("pfnwatch: replaying a capture of kernel {release} recorded {at}: "),
+        None => format!("pfnwatch: kernel {release}: "),
+    };
+    let _ = write!(
+        s,
+        "{} of {} programs attached ({})",
+        attached.len(),
+        programs.len(),
+        attached.join(", ")
+    );
+    if skipped > 0 {
+        let _ = write!(s, ", {skipped} not needed by the filters");
+    }
+    s
+}
+
+/// Widths of the aligned columns; longer values push the rest right.
+const TIME_W: usize = 15;
+const RULES_W: usize = 17;
+const WHO_W: usize = 26;
+const HOOK_W: usize = 19;
+const CLASS_W: usize = 30;
+
+/// The column heads of text output, printed once after the ready line.
+pub fn header() -> String {
+    let s = format!(
+        "{:<TIME_W$} {:<RULES_W$} {:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$} DETAIL",
+        "TIME (UTC)", "SEVERITY RULES", "COMM[TGID/PID]", "HOOK", "CLASS"
+    );
+    styled(Style::new().bold(), &s)
+}
+
+fn record_text(r: &Record, v: &RecordView) -> String {
+    // HH:MM:SS.ffffff out of the RFC 3339 time.
+    let time = v.time.get(11..26).unwrap_or(&v.time);
+    let rules = match v.severity {
+        Some(sev) => {
+            let ids: Vec<&str> = v.hits.iter().map(|h| h.rule.as_str()).collect();
+            let text = format!("{sev} {}", ids.join(","));
+            // Pad outside the escape codes, so the columns stay aligned.
+            let pad = RULES_W.saturating_sub(text.len());
+            format!("{}{:pad$}", styled(severity_style(sev), &text), "")
+        }
+        None => format!("{:<RULES_W$}", "-"),
+    };
+    let who = format!("{}[{}/{}]", r.comm, r.tgid, r.pid);
+    let mut s = format!(
+        "{time:<TIME_W$} {rules} {who:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$}",
+        r.hook.function(),
+        r.class.to_string(),
+    );
+    // Writing to a String cannot fail.
+    let flags: Vec<&str> = v
+        .vm_flags_names
+        .iter()
+        .map(|f| f.strip_prefix("VM_").unwrap_or(f))
+        .collect();
+    let _ = write!(
+        s,
+        " vma {:#x}-{:#x} {}",
+        r.vm_start,
+        r.vm_end,
+        flags.join("|")
+    );
+    let _ = write!(s, " pgoff {:#x}", r.vm_pgoff);
+    if let Some(before) = r.pgoff_before.filter(|b| *b != r.vm_pgoff) {
+        let _ = write!(s, " (was {before:#x})");
+    }
+    let _ = write!(s, " addr {:#x}", r.addr);
+    match r.pfn {
+        Some(pfn) if r.hook.family().maps_pfns() => {
+            let _ = write!(s, " pfn {pfn:#x} size {:#x}", r.size);
+        }
+        Some(pfn) => {
+            let mark = if pfn == v.expected_pfn { "==" } else { "!=" };
+            let _ = write!(s, " pfn {pfn:#x} {mark} expected {:#x}", v.expected_pfn);
+        }
+        None => s.push_str(" pfn ?"),
+    }
+    // A huge entry: its pfn is its first page's.
+    match r.level {
+        Level::Pmd => s.push_str(" (pmd)"),
+        Level::Pud => s.push_str(" (pud)"),
+        Level::Pte => {}
+    }
+    if let Some(f) = &r.file {
+        let _ = write!(s, " file ");
+        // The parent dentry names the PCI device of a BAR file; the root of
+        // a filesystem (devtmpfs for /dev/mem) says nothing.
+        if f.parent != "/" && !f.parent.is_empty() {
+            let _ = write!(s, "{}/", f.parent);
+        }
+        s.push_str(&f.name);
+    }
+    if let Some(dev) = &v.device {
+        let _ = write!(s, " dev {dev}");
+    }
+    if let Some(driver) = &v.driver {
+        let _ = write!(s, " driver {driver}");
+    }
+    let _ = write!(s, " ret {}", result(r));
+    for frame in enrich::callers(&v.call_path) {
+        let _ = write!(s, "\n    at {frame}");
+    }
+    s
+}
+
+/// A call's return value as its hook means it.
+fn result(r: &Record) -> String {
+    match r.hook.family() {
+        Family::Lookup | Family::Walk => if r.ret == 0 { "NULL" } else { "page" }.to_owned(),
+        Family::Remap if r.ret < 0 => {
+            format!("{} ({})", r.ret, errno_name(-(r.ret as i32)))
+        }
+        // vm_fault_t: VM_FAULT_NOPAGE (0x100) is success for inserts.
+        Family::Insert if r.ret != 0 => format!("{:#x}", r.ret),
+        Family::Remap | Family::Insert | Family::BadMap => r.ret.to_string(),
+    }
+}
+
+fn counts_text(c: &Counts) -> String {
+    let mut s = String::from("counts:");
+    for hook in Hook::ALL {
+        let Some(classes) = c.calls.get(&hook) else {
+            continue;
+        };
+        let detail: Vec<String> = classes.iter().map(|(cl, n)| format!("{cl} {n}")).collect();
+        let _ = write!(
+            s,
+            "\n  {hook}: {} ({})",
+            c.hook_total(hook),
+            detail.join(", ")
+        );
+    }
+    for (hook, errnos) in &c.errors {
+        for (errno, n) in errnos {
+            let _ = write!(s, "\n  {hook}: errno {errno} x{n}");
+        }
+    }
+    if c.drops > 0 {
+        let _ = write!(s, "\n  ring buffer full: {} records lost", c.drops);
+    }
+    if c.calls.is_empty() {
+        s.push_str(" none");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::Enrichment;
+    use crate::kernel::decode::{DevNum, MappedFile};
+    use crate::views::line::Format;
+    use crate::views::line::Source;
+    use crate::views::line::tests::{counts, line, plain, remap};
+    use pfnwatch_common::{Class, class};
+
+    #[test]
+    fn text_aligns_columns_and_shows_the_pfn_arithmetic() {
+        let text = plain(&line(remap(), &Enrichment::default(), false).render(Format::Text));
+        let cols: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(
+            &cols[..6],
+            [
+                "22:13:32.345678",
+                "info",
+                "R1",
+                "trig[7/7]",
+                "remap_pfn_range",
+                "pfnmap+cow+pfn_match"
+            ],
+            "{text}"
+        );
+        let hook_at = TIME_W + 1 + RULES_W + 1 + WHO_W + 1;
+        assert_eq!(text.find("remap_pfn_range"), Some(hook_at), "{text}");
+        assert!(
+            text.contains(" vma 0x1000-0x5000 MAYWRITE|PFNMAP|IO pgoff 0xfd000 (was 0x0)"),
+            "{text}"
+        );
+        assert!(text.ends_with(" pfn 0xfd000 size 0x4000 ret 0"), "{text}");
+        // A lookup off the rule says so; no rule leaves a dash.
+        let mut r = remap();
+        r.hook = Hook::VmNormalPage;
+        r.class = Class(class::PFNMAP | class::COW | class::ANON);
+        r.addr = 0x2000;
+        r.pfn = Some(0x38ea);
+        r.ret = 1;
+        let text = plain(&line(r, &Enrichment::default(), false).render(Format::Text));
+        assert_eq!(
+            text.find("trig[7/7]"),
+            Some(TIME_W + 1 + RULES_W + 1),
+            "{text}"
+        );
+        assert!(text.contains(" - "), "{text}");
+        assert!(text.contains("pfn 0x38ea != expected 0xfd001"), "{text}");
+        assert!(text.ends_with(" ret page"), "{text}");
+        // A huge pmd looked up inside it: the rule holds for its first page.
+        let mut r = remap();
+        r.hook = Hook::VmNormalPagePmd;
+        r.class = Class(class::PFNMAP | class::SPECIAL | class::PFN_MATCH | class::NO_PAGE);
+        r.vm_start = 0x4000_0000;
+        r.vm_end = 0x4080_0000;
+        r.addr = 0x4020_5000;
+        r.pfn = Some(0xfd200);
+        r.level = Level::Pmd;
+        let text = plain(&line(r, &Enrichment::default(), false).render(Format::Text));
+        assert!(
+            text.contains("pfn 0xfd200 == expected 0xfd200 (pmd)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn severities_are_coloured_and_columns_survive_the_colour() {
+        let mut r = remap();
+        r.hook = Hook::VmNormalPage;
+        r.class = Class(class::PFNMAP | class::PFN_MATCH);
+        r.ret = 1;
+        let text = line(r, &Enrichment::default(), false).render(Format::Text);
+        let red = AnsiColor::Red.on_default().bold();
+        assert!(
+            text.contains(&format!("{red}critical R6,R7{red:#}")),
+            "{text:?}"
+        );
+        let stripped = plain(&text);
+        assert_eq!(stripped.find("trig["), Some(TIME_W + 1 + RULES_W + 1));
+        let text = line(remap(), &Enrichment::default(), false).render(Format::Text);
+        let cyan = AnsiColor::Cyan.on_default();
+        assert!(text.contains(&format!("{cyan}info R1{cyan:#}")), "{text:?}");
+        // JSON never carries escape codes.
+        let json = line(remap(), &Enrichment::default(), false).render(Format::Json);
+        assert!(!json.contains('\x1b'));
+    }
+
+    #[test]
+    fn text_names_file_device_driver_and_call_path() {
+        let mut r = remap();
+        r.file = Some(MappedFile {
+            name: "resource0".into(),
+            parent: "0000:00:02.0".into(),
+            ino: 1,
+            rdev: DevNum { major: 0, minor: 0 },
+            sdev: DevNum {
+                major: 0,
+                minor: 20,
+            },
+        });
+        let host = Enrichment {
+            driver: Some("bochs-drm".into()),
+            stack: vec![
+                "bpf_trampoline_6442+0x5d".into(),
+                "pci_mmap_resource_range+0x91".into(),
+                "mmap_region+0x2a".into(),
+            ],
+            ..Enrichment::default()
+        };
+        let text = plain(&line(r.clone(), &host, true).render(Format::Text));
+        assert!(
+            text.contains(" file 0000:00:02.0/resource0 driver bochs-drm ret 0"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n    at pci_mmap_resource_range+0x91\n    at mmap_region+0x2a"),
+            "{text}"
+        );
+        assert!(!plain(&line(r.clone(), &host, false).render(Format::Text)).contains("\n"));
+        r.file = Some(MappedFile {
+            name: "mem".into(),
+            parent: "/".into(),
+            ino: 2,
+            rdev: DevNum { major: 1, minor: 1 },
+            sdev: DevNum { major: 0, minor: 5 },
+        });
+        let text = plain(&line(r, &Enrichment::default(), false).render(Format::Text));
+        assert!(text.contains(" file mem dev 1:1 ret 0"), "{text}");
+    }
+
+    #[test]
+    fn ready_and_lost_lines_say_what_happened() {
+        let program = |name: &str, state| ProgramReport {
+            program: name.into(),
+            attach: crate::kernel::programs::Attach::Fexit,
+            hook: Hook::VmNormalPage,
+            state,
+        };
+        let programs = vec![
+            program("a", ProgramState::Attached),
+            program("b", ProgramState::Skipped),
+            program("c", ProgramState::Missing),
+        ];
+        let ready = Line::Ready {
+            version: 1,
+            source: Source::Live,
+            release: "6.12.1".into(),
+            programs: programs.clone(),
+            recorded_at: None,
+        };
+        assert_eq!(
+            ready.render(Format::Text),
+            "pfnwatch: kernel 6.12.1: 1 of 3 programs attached (a), 1 not needed by the filters"
+        );
+        let replay = Line::Ready {
+            version: 1,
+            source: Source::Replay,
+            release: "6.12.1".into(),
+            programs,
+            recorded_at: Some("2023-11-14T22:13:20Z".into()),
+        };
+        assert!(replay.render(Format::Text).starts_with(
+            "pfnwatch: replaying a capture of kernel 6.12.1 recorded 2023-11-14T22:13:20Z: 1 of 3"
+        ));
+        let lost = plain(&Line::Lost { lost: 1, total: 9 }.render(Format::Text));
+        assert!(
+            lost.starts_with("pfnwatch: the kernel lost 1 record (9 so far)"),
+            "{lost}"
+        );
+        assert!(plain(&header()).starts_with("TIME (UTC)      SEVERITY RULES"));
+    }
+
+    #[test]
+    fn results_read_as_the_hook_means_them() {
+        let mut r = remap();
+        r.class = Class(class::COW | class::PARTIAL | class::ERROR);
+        r.ret = -22;
+        assert_eq!(result(&r), "-22 (EINVAL)");
+        r.hook = Hook::VmfInsertPfnProt;
+        r.ret = 0x100;
+        assert_eq!(result(&r), "0x100");
+        r.hook = Hook::FolioWalkStart;
+        r.ret = 0;
+        assert_eq!(result(&r), "NULL");
+        r.hook = Hook::VmNormalPagePud;
+        r.ret = 1;
+        assert_eq!(result(&r), "page");
+        r.hook = Hook::PrintBadPageMap;
+        assert_eq!(result(&r), "1");
+    }
+
+    #[test]
+    fn counts_text_lists_hooks_classes_and_losses() {
+        let text = counts_text(&counts());
+        assert!(
+            text.contains("vm_normal_page: 4 (pfnmap+special+no_page 4)"),
+            "{text}"
+        );
+        assert!(text.contains("remap_pfn_range: errno 22 x1"), "{text}");
+        assert!(text.contains("2 records lost"), "{text}");
+        assert_eq!(counts_text(&Counts::default()), "counts: none");
+    }
+}
