@@ -1,57 +1,72 @@
 //! The kernel functions pfnwatch hooks, by the id the kernel programs use.
 
-/// One hooked kernel function. The discriminant is the id the kernel
-/// programs write into records and use to index the counter maps.
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Hook {
+/// Declares the hooks once: each variant with its id, kernel function and
+/// family; the enum, [`Hook::ALL`], [`Hook::function`] and
+/// [`Hook::family`] all come from this one list.
+macro_rules! hooks {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $id:literal, $function:literal, $family:ident; )*) => {
+        /// One hooked kernel function. The discriminant is the id the kernel
+        /// programs write into records and use to index the counter maps.
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Hook {
+            $( $(#[doc = $doc])* $variant = $id, )*
+        }
+
+        impl Hook {
+            /// Every hook, in id order.
+            pub const ALL: [Hook; Hook::COUNT] = [$(Hook::$variant),*];
+            pub const COUNT: usize = [$($id),*].len();
+
+            /// The kernel function this hook attaches to; also its name in output.
+            pub const fn function(self) -> &'static str {
+                match self {
+                    $(Hook::$variant => $function,)*
+                }
+            }
+
+            /// What kind of kernel function this is: every rule, label and
+            /// decision that depends on "is this a remap?" asks this.
+            pub const fn family(self) -> Family {
+                match self {
+                    $(Hook::$variant => Family::$family,)*
+                }
+            }
+        }
+    };
+}
+
+hooks! {
     /// `vm_normal_page(vma, addr, pte)`: is the page behind this pte normal?
-    VmNormalPage = 0,
+    VmNormalPage = 0, "vm_normal_page", Lookup;
     /// `vm_normal_page_pmd(vma, addr, pmd)`: the same for a huge pmd.
-    VmNormalPagePmd = 1,
+    VmNormalPagePmd = 1, "vm_normal_page_pmd", Lookup;
     /// `folio_walk_start(fw, vma, addr, flags)` (6.12+).
-    FolioWalkStart = 2,
+    FolioWalkStart = 2, "folio_walk_start", Walk;
     /// `remap_pfn_range(vma, addr, pfn, size, prot)`: a driver maps pfns.
-    RemapPfnRange = 3,
+    RemapPfnRange = 3, "remap_pfn_range", Remap;
     /// `remap_pfn_range_complete(vma, action)`: the mmap_prepare path (7.x).
-    RemapPfnRangeComplete = 4,
+    RemapPfnRangeComplete = 4, "remap_pfn_range_complete", Remap;
     /// `vmf_insert_pfn_prot(vma, addr, pfn, prot)`: fault-time pfn insert.
-    VmfInsertPfnProt = 5,
+    VmfInsertPfnProt = 5, "vmf_insert_pfn_prot", Insert;
     /// `vmf_insert_mixed(vma, addr, pfn)`: fault-time insert, VM_MIXEDMAP.
-    VmfInsertMixed = 6,
+    VmfInsertMixed = 6, "vmf_insert_mixed", Insert;
     /// `print_bad_pte(vma, addr, pte, page)`: the kernel reports a bad page
     /// map (until 6.17).
-    PrintBadPte = 7,
+    PrintBadPte = 7, "print_bad_pte", BadMap;
     /// `print_bad_page_map(vma, addr, entry, page, level)`: the same from
     /// 6.18 on.
-    PrintBadPageMap = 8,
+    PrintBadPageMap = 8, "print_bad_page_map", BadMap;
     /// `vmf_insert_pfn_pmd(vmf, pfn, write)`: fault-time insert of a huge
     /// pmd of pfns (6.12+ as a function; 6.1 inlines it).
-    VmfInsertPfnPmd = 9,
+    VmfInsertPfnPmd = 9, "vmf_insert_pfn_pmd", Insert;
     /// `vmf_insert_pfn_pud(vmf, pfn, write)`: the same for a pud.
-    VmfInsertPfnPud = 10,
+    VmfInsertPfnPud = 10, "vmf_insert_pfn_pud", Insert;
     /// `vm_normal_page_pud(vma, addr, pud)`: the lookup for a huge pud (7.x).
-    VmNormalPagePud = 11,
+    VmNormalPagePud = 11, "vm_normal_page_pud", Lookup;
 }
 
 impl Hook {
-    pub const COUNT: usize = 12;
-
-    pub const ALL: [Hook; Hook::COUNT] = [
-        Hook::VmNormalPage,
-        Hook::VmNormalPagePmd,
-        Hook::FolioWalkStart,
-        Hook::RemapPfnRange,
-        Hook::RemapPfnRangeComplete,
-        Hook::VmfInsertPfnProt,
-        Hook::VmfInsertMixed,
-        Hook::PrintBadPte,
-        Hook::PrintBadPageMap,
-        Hook::VmfInsertPfnPmd,
-        Hook::VmfInsertPfnPud,
-        Hook::VmNormalPagePud,
-    ];
-
     pub const fn id(self) -> u16 {
         self as u16
     }
@@ -60,41 +75,8 @@ impl Hook {
         Hook::ALL.get(usize::from(id)).copied()
     }
 
-    /// The kernel function this hook attaches to; also its name in output.
-    pub const fn function(self) -> &'static str {
-        match self {
-            Hook::VmNormalPage => "vm_normal_page",
-            Hook::VmNormalPagePmd => "vm_normal_page_pmd",
-            Hook::FolioWalkStart => "folio_walk_start",
-            Hook::RemapPfnRange => "remap_pfn_range",
-            Hook::RemapPfnRangeComplete => "remap_pfn_range_complete",
-            Hook::VmfInsertPfnProt => "vmf_insert_pfn_prot",
-            Hook::VmfInsertMixed => "vmf_insert_mixed",
-            Hook::PrintBadPte => "print_bad_pte",
-            Hook::PrintBadPageMap => "print_bad_page_map",
-            Hook::VmfInsertPfnPmd => "vmf_insert_pfn_pmd",
-            Hook::VmfInsertPfnPud => "vmf_insert_pfn_pud",
-            Hook::VmNormalPagePud => "vm_normal_page_pud",
-        }
-    }
-
     pub fn from_function(name: &str) -> Option<Hook> {
         Hook::ALL.into_iter().find(|h| h.function() == name)
-    }
-
-    /// What kind of kernel function this is: every rule, label and
-    /// decision that depends on "is this a remap?" asks this.
-    pub const fn family(self) -> Family {
-        match self {
-            Hook::VmNormalPage | Hook::VmNormalPagePmd | Hook::VmNormalPagePud => Family::Lookup,
-            Hook::FolioWalkStart => Family::Walk,
-            Hook::RemapPfnRange | Hook::RemapPfnRangeComplete => Family::Remap,
-            Hook::VmfInsertPfnProt
-            | Hook::VmfInsertMixed
-            | Hook::VmfInsertPfnPmd
-            | Hook::VmfInsertPfnPud => Family::Insert,
-            Hook::PrintBadPte | Hook::PrintBadPageMap => Family::BadMap,
-        }
     }
 
     /// The hooks of one family, in id order.

@@ -1,4 +1,4 @@
-//! The bad-driver test module (`pfnwatch-trigger/badmod/`), built for every
+//! The bad-driver test module (`pfnwatch-testbed/badmod/`), built for every
 //! test kernel so the guest can load the one matching the kernel it booted.
 //!
 //! An out-of-tree module must be built against the kernel's own headers with
@@ -42,14 +42,14 @@ pub struct Module {
     pub ko: PathBuf,
 }
 
-/// Where the guest finds the module for its kernel (pfnwatch-trigger's
+/// Where the guest finds the module for its kernel (pfnwatch-scenario's
 /// guest/module.rs looks there by `uname -r`).
 pub fn guest_path(release: &str) -> String {
     format!("lib/pfnwatch/badmod-{release}.ko")
 }
 
 fn source_dir(paths: &Paths) -> PathBuf {
-    paths.root.join("pfnwatch-trigger").join("badmod")
+    paths.root.join("pfnwatch-testbed").join("badmod")
 }
 
 fn work_dir(paths: &Paths) -> PathBuf {

@@ -1,16 +1,17 @@
 //! `cargo xtask bench`: boots each selected kernel once with
-//! `pfnwatch.mode=bench` (pfnwatch-trigger/src/guest/bench_mode.rs), reads
+//! `pfnwatch.mode=bench` (pfnwatch-testbed/src/guest/bench_mode.rs), reads
 //! its `pfnwatch-bench:` result lines, and writes BENCHMARKS.md.
 //!
 //! It is no test: nothing here passes or fails on a figure. A boot fails
 //! only when the guest could not measure (a FAIL line, no verdict, an oops).
 
 mod host;
-mod lines;
+pub(crate) use pfnwatch_testbed_protocol::bench as lines;
 mod render;
 mod stats;
 mod summary;
 
+use pfnwatch_testbed_protocol::mode::{BENCH_RUNS, Mode};
 use std::{fs, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
@@ -96,9 +97,10 @@ fn bench_kernel(
         kernel: kernel.vmlinuz.clone(),
         initrd: initrd.to_owned(),
         // Boot's mode ends the kernel command line: the round count rides along.
-        mode: format!("bench pfnwatch.bench_runs={}", options.runs),
+        mode: Mode::Bench,
+        params: vec![format!("{BENCH_RUNS}={}", options.runs)],
         timeout: options.timeout,
-        log: paths.console_log(label, "bench"),
+        log: paths.console_log(label, Mode::Bench),
     };
     println!(
         "[{label}] booting {} for {} rounds ({} s timeout)",

@@ -18,21 +18,21 @@ use object::read::elf::{ElfFile64, ProgramHeader as _};
 use crate::{cmd::describe, paths::Paths};
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
-const GUEST_PACKAGES: [&str; 2] = ["pfnwatch", "pfnwatch-trigger"];
+const GUEST_PACKAGES: [&str; 2] = ["pfnwatch", "pfnwatch-testbed"];
 
 /// The executables the initramfs is made of.
 #[derive(Debug, Clone)]
 pub struct GuestBinaries {
     /// Becomes `/init`.
     pub init: PathBuf,
-    /// Become `/bin/pfnwatch` and `/bin/pfnwatch-trigger`.
+    /// Become `/bin/pfnwatch` and `/bin/pfnwatch-scenario`.
     pub pfnwatch: PathBuf,
-    pub trigger: PathBuf,
+    pub scenario: PathBuf,
 }
 
 const INIT: &str = "pfnwatch-guest-init";
 const PFNWATCH: &str = "pfnwatch";
-const TRIGGER: &str = "pfnwatch-trigger";
+const SCENARIO: &str = "pfnwatch-scenario";
 
 /// RUSTFLAGS for static executables: the caller's, plus `+crt-static`. The
 /// Debian package (deploy_checks.rs) builds with the same, so one build
@@ -46,7 +46,7 @@ pub fn guest_rustflags() -> String {
     rustflags
 }
 
-/// `cargo build --release --target x86_64-unknown-linux-gnu -p pfnwatch -p pfnwatch-trigger`
+/// `cargo build --release --target x86_64-unknown-linux-gnu -p pfnwatch -p pfnwatch-scenario`
 /// with `+crt-static`; the executables are taken from cargo's JSON messages, so a
 /// custom target directory works too.
 pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
@@ -94,14 +94,14 @@ pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
     let binaries = GuestBinaries {
         init: take(INIT)?,
         pfnwatch: take(PFNWATCH)?,
-        trigger: take(TRIGGER)?,
+        scenario: take(SCENARIO)?,
     };
     binaries.check_static()?;
     Ok(binaries)
 }
 
 /// Uses binaries built elsewhere (`--guest-dir`): `DIR/pfnwatch-guest-init`,
-/// `DIR/pfnwatch`, `DIR/pfnwatch-trigger`.
+/// `DIR/pfnwatch`, `DIR/pfnwatch-scenario`.
 pub fn prebuilt_guest(dir: &Path) -> Result<GuestBinaries> {
     let find = |name: &str| {
         let path = dir.join(name);
@@ -114,7 +114,7 @@ pub fn prebuilt_guest(dir: &Path) -> Result<GuestBinaries> {
     let binaries = GuestBinaries {
         init: find(INIT)?,
         pfnwatch: find(PFNWATCH)?,
-        trigger: find(TRIGGER)?,
+        scenario: find(SCENARIO)?,
     };
     binaries.check_static()?;
     Ok(binaries)
@@ -122,7 +122,7 @@ pub fn prebuilt_guest(dir: &Path) -> Result<GuestBinaries> {
 
 impl GuestBinaries {
     fn check_static(&self) -> Result<()> {
-        for path in [&self.init, &self.pfnwatch, &self.trigger] {
+        for path in [&self.init, &self.pfnwatch, &self.scenario] {
             ensure_static(path)?;
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: from a fresh Debian machine to pfnwatch running on the
 //! newest Debian kernel, with the guest console on the terminal.
 
+use pfnwatch_testbed_protocol::mode::Mode;
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Result, bail};
@@ -36,9 +37,10 @@ pub fn run(options: &Options) -> Result<()> {
     let boot = Boot {
         kernel: kernel.vmlinuz,
         initrd,
-        mode: "demo".to_owned(),
+        mode: Mode::Demo,
+        params: Vec::new(),
         timeout: options.timeout,
-        log: paths.console_log(spec.label, "demo"),
+        log: paths.console_log(spec.label, Mode::Demo),
     };
     println!(
         "booting {} under qemu (TCG, so give it a moment)...",

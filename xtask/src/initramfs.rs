@@ -169,7 +169,7 @@ pub fn guest_initramfs(
         .char_dev("dev/null", 1, 3, 0o666);
     initramfs.file_from("init", &guest.init, 0o755)?;
     initramfs.file_from("bin/pfnwatch", &guest.pfnwatch, 0o755)?;
-    initramfs.file_from("bin/pfnwatch-trigger", &guest.trigger, 0o755)?;
+    initramfs.file_from("bin/pfnwatch-scenario", &guest.scenario, 0o755)?;
     initramfs.file_from("bin/busybox", busybox, 0o755)?;
     for applet in BUSYBOX_APPLETS {
         initramfs.symlink(&format!("bin/{applet}"), "busybox");
@@ -235,7 +235,7 @@ mod tests {
         let guest = GuestBinaries {
             init: scratch_file("init", b"\x7fELF init"),
             pfnwatch: scratch_file("pfnwatch", b"pfnwatch body"),
-            trigger: scratch_file("trigger", b"trigger body, odd length"),
+            scenario: scratch_file("scenario", b"scenario body, odd length"),
         };
         let busybox = scratch_file("busybox", b"busybox");
         let modules = [
@@ -267,8 +267,8 @@ mod tests {
         assert_eq!(init.mode & 0o111, 0o111, "/init must be executable");
         assert_eq!(init.data, b"\x7fELF init");
         assert_eq!(
-            by_name["bin/pfnwatch-trigger"].data,
-            b"trigger body, odd length"
+            by_name["bin/pfnwatch-scenario"].data,
+            b"scenario body, odd length"
         );
 
         for applet in BUSYBOX_APPLETS {

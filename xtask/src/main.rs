@@ -10,7 +10,6 @@ mod cmd;
 mod demo;
 mod deploy_checks;
 mod guest;
-mod guest_files;
 mod headers;
 mod initramfs;
 mod kernels;
@@ -89,7 +88,7 @@ struct GuestArgs {
     /// Seconds one boot may take before qemu is killed.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     timeout: u64,
-    /// Take pfnwatch-guest-init, pfnwatch and pfnwatch-trigger from DIR instead of
+    /// Take pfnwatch-guest-init, pfnwatch and pfnwatch-scenario from DIR instead of
     /// building them (static executables, or scripts for /bin/sh).
     #[arg(long, value_name = "DIR")]
     guest_dir: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! Where xtask keeps things: everything it downloads or generates lives under
 //! `<target>/vmtest`, so `cargo clean` removes it and git never sees it.
 
+use pfnwatch_testbed_protocol::mode::Mode;
 use std::{
     env,
     path::{Path, PathBuf},
@@ -56,9 +57,9 @@ impl Paths {
     }
 
     /// The console log of one boot, e.g. `6.12.console.log` or `newest.demo.console.log`.
-    pub fn console_log(&self, label: &str, mode: &str) -> PathBuf {
+    pub fn console_log(&self, label: &str, mode: Mode) -> PathBuf {
         let name = match mode {
-            "test" => format!("{label}.console.log"),
+            Mode::Test => format!("{label}.console.log"),
             other => format!("{label}.{other}.console.log"),
         };
         self.vmtest.join(name)

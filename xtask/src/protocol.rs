@@ -8,68 +8,8 @@
 
 use std::fmt;
 
-use crate::guest_files::{self, FileLine, GuestFiles};
-
-/// Prefix of every protocol line. Searched for anywhere in a console line, because
-/// a printk can land on the same line as the guest's output.
-pub const MARKER: &str = "pfnwatch-vmtest: ";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Success,
-    Failure,
-}
-
-/// One protocol line from the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestLine<'a> {
-    /// `PASS <check>` or `PASS <check>: <detail>` (the detail is only shown).
-    Pass {
-        check: &'a str,
-        detail: &'a str,
-    },
-    Fail {
-        check: &'a str,
-        reason: &'a str,
-    },
-    Info(&'a str),
-    /// A piece of a file the guest sends (guest_files.rs).
-    File(FileLine<'a>),
-    Verdict(Verdict),
-    /// Carries the marker but is none of the above: a guest bug worth showing.
-    Unrecognised(&'a str),
-}
-
-/// Parses one console line; `None` when it is not a protocol line.
-pub fn parse_line(line: &str) -> Option<GuestLine<'_>> {
-    let (_, rest) = line.split_once(MARKER)?;
-    // The serial console ends lines with "\r\n"; a stray '\r' may also sit elsewhere.
-    let rest = rest.trim_matches(|c: char| c == '\r' || c.is_whitespace());
-    let parsed = if let Some(body) = rest.strip_prefix("PASS ") {
-        let (check, detail) = body.split_once(':').unwrap_or((body, ""));
-        GuestLine::Pass {
-            check: check.trim(),
-            detail: detail.trim(),
-        }
-    } else if let Some(body) = rest.strip_prefix("FAIL ") {
-        let (check, reason) = body.split_once(':').unwrap_or((body, ""));
-        GuestLine::Fail {
-            check: check.trim(),
-            reason: reason.trim(),
-        }
-    } else if let Some(text) = rest.strip_prefix("INFO") {
-        GuestLine::Info(text.trim())
-    } else if let Some(file) = rest.strip_prefix("FILE ").and_then(guest_files::parse) {
-        GuestLine::File(file)
-    } else if rest == "verdict success" {
-        GuestLine::Verdict(Verdict::Success)
-    } else if rest == "verdict failure" {
-        GuestLine::Verdict(Verdict::Failure)
-    } else {
-        GuestLine::Unrecognised(rest)
-    };
-    Some(parsed)
-}
+pub use pfnwatch_testbed_protocol::checks::{GuestLine, MARKER, Verdict, parse_line};
+use pfnwatch_testbed_protocol::files::GuestFiles;
 
 /// Kernel trouble that makes a run fail whatever the guest says afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,55 +246,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_pass_fail_info_and_verdicts() {
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: PASS devmem-shared/remap\r"),
-            Some(GuestLine::Pass {
-                check: "devmem-shared/remap",
-                detail: ""
-            })
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: PASS check/btf: BTF \"/sys/kernel/btf/vmlinux\"\r"),
-            Some(GuestLine::Pass {
-                check: "check/btf",
-                detail: "BTF \"/sys/kernel/btf/vmlinux\""
-            })
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: FAIL cow/fork: expected 1 event, saw 0\r"),
-            Some(GuestLine::Fail {
-                check: "cow/fork",
-                reason: "expected 1 event, saw 0"
-            })
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: FAIL attach"),
-            Some(GuestLine::Fail {
-                check: "attach",
-                reason: ""
-            })
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: INFO kernel 6.12.117 has folio_walk_start"),
-            Some(GuestLine::Info("kernel 6.12.117 has folio_walk_start"))
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: verdict success\r"),
-            Some(GuestLine::Verdict(Verdict::Success))
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: verdict failure"),
-            Some(GuestLine::Verdict(Verdict::Failure))
-        );
-        assert_eq!(
-            parse_line("pfnwatch-vmtest: verdict maybe"),
-            Some(GuestLine::Unrecognised("verdict maybe"))
-        );
-        assert_eq!(parse_line("[    1.234567] Run /init as init process"), None);
-    }
-
-    #[test]
     fn file_lines_are_collected_quietly_and_checked_at_the_end() {
         let mut guest = GuestRun::default();
         let chunk = guest.observe("pfnwatch-vmtest: FILE cap 0 QUJD\r");
@@ -371,25 +262,6 @@ mod tests {
         assert!(failed.is_empty(), "{failed:?}");
         assert_eq!(files["cap"], b"ABC");
         assert_eq!(guest.reported(), 0, "files are not checks");
-    }
-
-    #[test]
-    fn finds_the_marker_after_interleaved_printk_text() {
-        // A printk without a newline can precede the guest's line on the console.
-        assert_eq!(
-            parse_line("[    3.1] random: crng initpfnwatch-vmtest: PASS ksm\r"),
-            Some(GuestLine::Pass {
-                check: "ksm",
-                detail: ""
-            })
-        );
-        assert_eq!(
-            parse_line("\rpfnwatch-vmtest: PASS ksm"),
-            Some(GuestLine::Pass {
-                check: "ksm",
-                detail: ""
-            })
-        );
     }
 
     #[test]

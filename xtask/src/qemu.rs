@@ -3,6 +3,7 @@
 //! Mode-agnostic: the caller picks `pfnwatch.mode=...` and decides, line by line,
 //! what the console means (tests, demo, later benchmarks).
 
+use pfnwatch_testbed_protocol::mode::Mode;
 use std::{
     fs,
     io::{BufRead as _, BufReader, LineWriter, Read as _, Write as _},
@@ -25,9 +26,10 @@ const GRACE: Duration = Duration::from_secs(30);
 pub struct Boot {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    /// `pfnwatch.mode=<mode>` on the kernel command line; the guest init reads it
-    /// from /proc/cmdline (dotted parameters do not reach init's argv or environment).
-    pub mode: String,
+    /// What the guest does (`pfnwatch.mode=` on the kernel command line).
+    pub mode: Mode,
+    /// More `key=value` kernel parameters for the guest.
+    pub params: Vec<String>,
     pub timeout: Duration,
     /// Where the whole console goes (with `\r` removed).
     pub log: PathBuf,
@@ -58,7 +60,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// of a BPF trampoline the other had just re-patched (text_poke_bp's int3),
 /// and 7.2 oopsed in about one boot of four ("Oops: int3" in
 /// bpf_trampoline_*, under khugepaged). Real CPUs serialise that patching.
-pub fn command(kernel: &Path, initrd: &Path, mode: &str) -> Command {
+pub fn command(kernel: &Path, initrd: &Path, mode: Mode, params: &[String]) -> Command {
     let mut command = Command::new(QEMU);
     command
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
@@ -75,9 +77,13 @@ pub fn command(kernel: &Path, initrd: &Path, mode: &str) -> Command {
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(format!(
-            "console=ttyS0 panic=-1 quiet loglevel=4 pfnwatch.mode={mode}"
-        ));
+        .arg(
+            ["console=ttyS0 panic=-1 quiet loglevel=4", &mode.param()]
+                .into_iter()
+                .chain(params.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     command
 }
 
@@ -100,7 +106,7 @@ pub fn run_with(
         fs::File::create(&boot.log).with_context(|| format!("creating {}", boot.log.display()))?;
     let mut log = LineWriter::new(log_file);
 
-    let mut command = command(&boot.kernel, &boot.initrd, &boot.mode);
+    let mut command = command(&boot.kernel, &boot.initrd, boot.mode, &boot.params);
     command
         .args(extra)
         .stdin(Stdio::null())
@@ -244,8 +250,8 @@ impl Drop for Qemu {
 }
 
 /// Boots with the terminal attached (for `vm-shell`): qemu's `Ctrl-A x` quits.
-pub fn interactive(kernel: &Path, initrd: &Path, mode: &str) -> Result<()> {
-    let mut command = command(kernel, initrd, mode);
+pub fn interactive(kernel: &Path, initrd: &Path, mode: Mode) -> Result<()> {
+    let mut command = command(kernel, initrd, mode, &[]);
     crate::cmd::run_inherited(&mut command)
 }
 
@@ -273,7 +279,12 @@ mod tests {
 
     #[test]
     fn command_line_carries_the_mode_and_the_vga_device() {
-        let command = command(Path::new("/k"), Path::new("/i"), "bench");
+        let command = command(
+            Path::new("/k"),
+            Path::new("/i"),
+            Mode::Bench,
+            &["pfnwatch.bench_runs=2".to_owned()],
+        );
         let args: Vec<String> = command
             .get_args()
             .map(|arg| arg.to_string_lossy().into_owned())
@@ -289,6 +300,9 @@ mod tests {
         let append = after("-append").unwrap_or_default();
         assert!(append.contains("console=ttyS0"), "{append}");
         assert!(append.contains("panic=-1"), "{append}");
-        assert!(append.ends_with("pfnwatch.mode=bench"), "{append}");
+        assert!(
+            append.ends_with("pfnwatch.mode=bench pfnwatch.bench_runs=2"),
+            "{append}"
+        );
     }
 }

@@ -14,7 +14,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
-use crate::{build::GUEST_TARGET, guest_files::GuestFiles, paths::Paths, protocol::CheckResult};
+use crate::{build::GUEST_TARGET, paths::Paths, protocol::CheckResult};
+use pfnwatch_testbed_protocol::files::GuestFiles;
 
 /// The files trace_checks.rs sends.
 const CAPTURE: &str = "capture.jsonl.gz";
@@ -35,7 +36,11 @@ pub fn host_pfnwatch(paths: &Paths, guest_dir: Option<&Path>) -> PathBuf {
 /// Saves the guest's files as `<vmtest>/<label>.<name>` and checks the
 /// host's replay of the capture against the guest's live output.
 pub fn run(label: &str, paths: &Paths, pfnwatch: &Path, files: GuestFiles) -> Vec<CheckResult> {
-    let (files, mut checks) = files.finish();
+    let (files, broken) = files.finish();
+    let mut checks: Vec<CheckResult> = broken
+        .into_iter()
+        .map(|(name, reason)| failed(&name, reason))
+        .collect();
     let mut saved = BTreeMap::new();
     for (name, data) in &files {
         let path = paths.vmtest.join(format!("{label}.{name}"));

@@ -1,6 +1,7 @@
 //! `cargo xtask vm-shell`: the test guest booted with `pfnwatch.mode=shell` and
 //! the terminal attached, for poking at a kernel by hand.
 
+use pfnwatch_testbed_protocol::mode::Mode;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -33,5 +34,5 @@ pub fn run(options: &Options) -> Result<()> {
     };
     let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &modules)?;
     println!("qemu: Ctrl-A x quits, Ctrl-A c toggles the monitor");
-    qemu::interactive(&kernel.vmlinuz, &initrd, "shell")
+    qemu::interactive(&kernel.vmlinuz, &initrd, Mode::Shell)
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask vm-test`: boot each selected kernel with the test guest and
 //! collect its PASS/FAIL lines.
 
+use pfnwatch_testbed_protocol::mode::Mode;
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -135,9 +136,10 @@ fn test_kernel(
     let boot = Boot {
         kernel: kernel.vmlinuz.clone(),
         initrd: initrd.to_owned(),
-        mode: "test".to_owned(),
+        mode: Mode::Test,
+        params: Vec::new(),
         timeout,
-        log: paths.console_log(label, "test"),
+        log: paths.console_log(label, Mode::Test),
     };
     println!(
         "[{label}] booting {} ({} s timeout)",

@@ -277,14 +277,22 @@ static __always_inline void finish(void *ctx, struct call *c)
 		send(ctx, c);
 }
 
-/* vm_normal_page() and friends: page-table lookups in a pfn mapping. */
-static __always_inline int lookup(void *ctx, __u16 hook, struct vm_area_struct *vma,
-				  __u64 addr, __u64 entry, __u32 level, void *page)
+/*
+ * One page-table entry a hook saw: vm_normal_page() and friends looking it
+ * up in a pfn mapping, or the kernel reporting it as a bad page map. The
+ * lookups run for every pte of every fork and munmap, so they return after
+ * one load unless the vma is a pfn mapping; bad-map reports are rare by
+ * definition and come from vmas that are no pfn mapping at all, so every
+ * one counts (and its page, which the kernel calls bad, is not read).
+ */
+static __always_inline int entry_seen(void *ctx, __u16 hook, struct vm_area_struct *vma,
+				      __u64 addr, __u64 entry, __u32 level, void *page)
 {
+	bool bad_map = pfnw_hook_family(hook) == PFNW_FAMILY_BAD_MAP;
 	struct call c = {};
 
 	c.vm_flags = vma_flags(vma);
-	if (!(c.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)))
+	if (!bad_map && !(c.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)))
 		return 0;
 	if (is_self())
 		return 0;
@@ -302,7 +310,7 @@ static __always_inline int lookup(void *ctx, __u16 hook, struct vm_area_struct *
 		c.class |= PFNW_CLASS_SPECIAL;
 	if (!page)
 		c.class |= PFNW_CLASS_NO_PAGE;
-	else if (mapping_is_anon(BPF_CORE_READ((struct page *)page, mapping)))
+	else if (!bad_map && mapping_is_anon(BPF_CORE_READ((struct page *)page, mapping)))
 		c.class |= PFNW_CLASS_ANON;
 	finish(ctx, &c);
 	return 0;
@@ -312,14 +320,14 @@ SEC("fexit/vm_normal_page")
 int BPF_PROG(vm_normal_page_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pte,
 	     struct page *page)
 {
-	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE, vma, addr, pte, PFNW_LEVEL_PTE, page);
+	return entry_seen(ctx, PFNW_HOOK_VM_NORMAL_PAGE, vma, addr, pte, PFNW_LEVEL_PTE, page);
 }
 
 SEC("fexit/vm_normal_page_pmd")
 int BPF_PROG(vm_normal_page_pmd_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pmd,
 	     struct page *page)
 {
-	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PFNW_LEVEL_PMD, page);
+	return entry_seen(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PMD, vma, addr, pmd, PFNW_LEVEL_PMD, page);
 }
 
 /* 7.x: folio_walk_start's pud level (6.12 skips special puds before any lookup). */
@@ -327,7 +335,7 @@ SEC("fexit/vm_normal_page_pud")
 int BPF_PROG(vm_normal_page_pud_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pud,
 	     struct page *page)
 {
-	return lookup(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PUD, vma, addr, pud, PFNW_LEVEL_PUD, page);
+	return entry_seen(ctx, PFNW_HOOK_VM_NORMAL_PAGE_PUD, vma, addr, pud, PFNW_LEVEL_PUD, page);
 }
 
 SEC("fexit/folio_walk_start")
@@ -461,60 +469,34 @@ int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long ad
  * as vfio-pci does for BARs. The pfn arrives as a pfn_t until 6.16 (flags
  * in the top bits) and as a plain pfn after: the mask serves both.
  */
+static __always_inline int huge_insert(void *ctx, __u16 hook, struct vm_fault *vmf, __u64 pfn,
+				       __u64 size, unsigned int ret)
+{
+	return mapped(ctx, hook, vmf->vma, vmf->address & ~(size - 1), pfn & ~PFN_T_FLAGS_MASK,
+		      size, ret, ret & VM_FAULT_ERROR);
+}
+
 SEC("fexit/vmf_insert_pfn_pmd")
 int BPF_PROG(vmf_insert_pfn_pmd_exit, struct vm_fault *vmf, __u64 pfn, bool write,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf->vma,
-		      vmf->address & ~(PFNW_PMD_SIZE - 1), pfn & ~PFN_T_FLAGS_MASK, PFNW_PMD_SIZE,
-		      ret, ret & VM_FAULT_ERROR);
+	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf, pfn, PFNW_PMD_SIZE, ret);
 }
 
 SEC("fexit/vmf_insert_pfn_pud")
 int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn, bool write,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf->vma,
-		      vmf->address & ~(PFNW_PUD_SIZE - 1), pfn & ~PFN_T_FLAGS_MASK, PFNW_PUD_SIZE,
-		      ret, ret & VM_FAULT_ERROR);
+	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf, pfn, PFNW_PUD_SIZE, ret);
 }
 
-/*
- * The kernel reporting a bad page map itself: print_bad_pte() until 6.17,
- * print_bad_page_map() from 6.18. Rare by definition, so no filter: every
- * call is counted and classified like a lookup of the entry it complains of.
- */
-static __always_inline int bad_map(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
-				   __u64 entry, __u32 level, void *page)
-{
-	struct call c = {};
-
-	if (is_self())
-		return 0;
-	c.vma = vma;
-	c.vm_flags = vma_flags(vma);
-	c.hook = hook;
-	c.addr = addr;
-	c.entry = entry;
-	c.level = level;
-	c.size = entry_size(level);
-	c.pfn = entry_pfn(entry, level);
-	c.event_flags = PFNW_EVENT_PFN_KNOWN;
-	c.ret = page != 0;
-	c.class = vma_class(&c);
-	if (entry & PFNW_PTE_SPECIAL)
-		c.class |= PFNW_CLASS_SPECIAL;
-	if (!page)
-		c.class |= PFNW_CLASS_NO_PAGE;
-	finish(ctx, &c);
-	return 0;
-}
-
+/* The kernel reporting a bad page map itself: print_bad_pte() until 6.17,
+ * print_bad_page_map() from 6.18. */
 SEC("fentry/print_bad_pte")
 int BPF_PROG(print_bad_pte_entry, struct vm_area_struct *vma, unsigned long addr, __u64 pte,
 	     struct page *page)
 {
-	return bad_map(ctx, PFNW_HOOK_PRINT_BAD_PTE, vma, addr, pte, PFNW_LEVEL_PTE, page);
+	return entry_seen(ctx, PFNW_HOOK_PRINT_BAD_PTE, vma, addr, pte, PFNW_LEVEL_PTE, page);
 }
 
 SEC("fentry/print_bad_page_map")
@@ -522,5 +504,5 @@ int BPF_PROG(print_bad_page_map_entry, struct vm_area_struct *vma, unsigned long
 	     __u64 entry, struct page *page, int level)
 {
 	/* enum pgtable_level: PTE 0, PMD 1, PUD 2, as in pfnwatch_event.level. */
-	return bad_map(ctx, PFNW_HOOK_PRINT_BAD_PAGE_MAP, vma, addr, entry, level, page);
+	return entry_seen(ctx, PFNW_HOOK_PRINT_BAD_PAGE_MAP, vma, addr, entry, level, page);
 }

@@ -47,7 +47,7 @@ pub fn replay(
         let mut sinks: [&mut dyn Sink; 2] = [&mut alerts_file, &mut view];
         match entry {
             Entry::Record { record, host } => {
-                pipeline.feed(*record, Some(host.into()), &mut sinks)?;
+                pipeline.feed(*record, Some(host), &mut sinks)?;
             }
             Entry::Lost { lost, total } => pipeline::lost(&mut sinks, lost, total)?,
             Entry::Counts { counts } => pipeline::counts(&mut sinks, &counts)?,
@@ -66,7 +66,7 @@ mod tests {
 
     use super::*;
     use crate::enrich::Enrichment;
-    use crate::kernel::decode::{DevNum, MappedFile, Record};
+    use crate::kernel::decode::Record;
     use crate::pipeline::filter::{DeviceMatch, Filter};
     use crate::rules::{RuleId, Severity};
     use crate::views::capture::tests::header;
@@ -93,8 +93,6 @@ mod tests {
         }
         Record {
             ts_ns: ts,
-            hook,
-            class: Class(class),
             pid: tgid,
             tgid,
             comm: format!("proc{tgid}"),
@@ -111,17 +109,10 @@ mod tests {
                 0x3_8ea1
             }),
             size: 0x1000,
-            entry: 0,
             ret: i64::from(class & NO_PAGE == 0),
-            level: pfnwatch_common::Level::Pte,
-            file: Some(MappedFile {
-                name: "mem".into(),
-                parent: "/".into(),
-                ino: 2,
-                rdev: DevNum { major: 1, minor: 1 },
-                sdev: DevNum { major: 0, minor: 5 },
-            }),
+            file: Some(crate::kernel::decode::test_file("mem", "/", (1, 1))),
             stack: vec![0xffff_ffff_8100_0010],
+            ..Record::new(hook, Class(class))
         }
     }
 

@@ -10,13 +10,20 @@ pub use devices::Devices;
 pub use kallsyms::Kallsyms;
 
 use crate::kernel::decode::Record;
+use serde::{Deserialize, Serialize};
 
-/// Host context for one record.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Host context for one record. Captures carry it as it was looked up on
+/// the capture host; trace's JSON lines show it with the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrichment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
+    /// The record's `stack`, symbolised, innermost first.
+    #[serde(rename = "call_path", default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
 }
 

@@ -120,6 +120,33 @@ fn c_str(bytes: &[u8]) -> String {
 }
 
 impl Record {
+    /// A record of `hook` and `class` with nothing else known: what tests
+    /// and probes start from.
+    pub fn new(hook: Hook, class: Class) -> Record {
+        Record {
+            ts_ns: 0,
+            hook,
+            class,
+            pid: 0,
+            tgid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            vm_flags: 0,
+            vm_start: 0,
+            vm_end: 0,
+            vm_pgoff: 0,
+            pgoff_before: None,
+            addr: 0,
+            pfn: None,
+            size: 0,
+            entry: 0,
+            ret: 0,
+            level: Level::Pte,
+            file: None,
+            stack: Vec::new(),
+        }
+    }
+
     /// Decodes a kernel event. `None` for an unknown hook id or level,
     /// which means the object and this binary disagree.
     pub fn from_event(e: &Event) -> Option<Record> {
@@ -171,18 +198,29 @@ impl Record {
     }
 }
 
+/// A file a test's vma maps: `name` in `parent`, device `rdev` (major,
+/// minor), on devtmpfs (0:5).
+#[cfg(test)]
+pub(crate) fn test_file(name: &str, parent: &str, rdev: (u32, u32)) -> MappedFile {
+    MappedFile {
+        name: name.into(),
+        parent: parent.into(),
+        ino: 2,
+        rdev: DevNum {
+            major: rdev.0,
+            minor: rdev.1,
+        },
+        sdev: DevNum { major: 0, minor: 5 },
+    }
+}
+
 /// A whole-vma COW remap of 4 pages by pid 7, as tests across the crate
 /// use it (ts 1, no call path).
 #[cfg(test)]
 pub(crate) fn sample_remap() -> Record {
+    use pfnwatch_common::class::{COW, PFN_MATCH, PFNMAP};
     Record {
         ts_ns: 1,
-        hook: Hook::RemapPfnRange,
-        class: Class(
-            pfnwatch_common::class::PFNMAP
-                | pfnwatch_common::class::COW
-                | pfnwatch_common::class::PFN_MATCH,
-        ),
         pid: 7,
         tgid: 7,
         comm: "trig".into(),
@@ -195,11 +233,7 @@ pub(crate) fn sample_remap() -> Record {
         addr: 0x1000,
         pfn: Some(0xf0),
         size: 0x4000,
-        entry: 0,
-        ret: 0,
-        level: Level::Pte,
-        file: None,
-        stack: Vec::new(),
+        ..Record::new(Hook::RemapPfnRange, Class(PFNMAP | COW | PFN_MATCH))
     }
 }
 

@@ -35,37 +35,31 @@ impl ProgramSpec {
     }
 }
 
-const fn exit(name: &'static str, hook: Hook) -> ProgramSpec {
-    ProgramSpec {
-        name,
-        attach: Attach::Fexit,
-        hook,
-    }
+const fn program(name: &'static str, attach: Attach, hook: Hook) -> ProgramSpec {
+    ProgramSpec { name, attach, hook }
 }
 
-const fn entry(name: &'static str, hook: Hook) -> ProgramSpec {
-    ProgramSpec {
-        name,
-        attach: Attach::Fentry,
-        hook,
-    }
-}
+use Attach::{Fentry, Fexit};
 
 pub const PROGRAMS: [ProgramSpec; 13] = [
-    exit("vm_normal_page_exit", Hook::VmNormalPage),
-    exit("vm_normal_page_pmd_exit", Hook::VmNormalPagePmd),
-    exit("vm_normal_page_pud_exit", Hook::VmNormalPagePud),
-    exit("folio_walk_start_exit", Hook::FolioWalkStart),
-    entry("remap_pfn_range_entry", Hook::RemapPfnRange),
-    exit("remap_pfn_range_exit", Hook::RemapPfnRange),
-    exit("remap_pfn_range_complete_exit", Hook::RemapPfnRangeComplete),
-    exit("vmf_insert_pfn_prot_exit", Hook::VmfInsertPfnProt),
-    exit("vmf_insert_mixed_exit", Hook::VmfInsertMixed),
-    exit("vmf_insert_pfn_pmd_exit", Hook::VmfInsertPfnPmd),
-    exit("vmf_insert_pfn_pud_exit", Hook::VmfInsertPfnPud),
+    program("vm_normal_page_exit", Fexit, Hook::VmNormalPage),
+    program("vm_normal_page_pmd_exit", Fexit, Hook::VmNormalPagePmd),
+    program("vm_normal_page_pud_exit", Fexit, Hook::VmNormalPagePud),
+    program("folio_walk_start_exit", Fexit, Hook::FolioWalkStart),
+    program("remap_pfn_range_entry", Fentry, Hook::RemapPfnRange),
+    program("remap_pfn_range_exit", Fexit, Hook::RemapPfnRange),
+    program(
+        "remap_pfn_range_complete_exit",
+        Fexit,
+        Hook::RemapPfnRangeComplete,
+    ),
+    program("vmf_insert_pfn_prot_exit", Fexit, Hook::VmfInsertPfnProt),
+    program("vmf_insert_mixed_exit", Fexit, Hook::VmfInsertMixed),
+    program("vmf_insert_pfn_pmd_exit", Fexit, Hook::VmfInsertPfnPmd),
+    program("vmf_insert_pfn_pud_exit", Fexit, Hook::VmfInsertPfnPud),
     // Void functions that only report: nothing to learn at exit.
-    entry("print_bad_pte_entry", Hook::PrintBadPte),
-    entry("print_bad_page_map_entry", Hook::PrintBadPageMap),
+    program("print_bad_pte_entry", Fentry, Hook::PrintBadPte),
+    program("print_bad_page_map_entry", Fentry, Hook::PrintBadPageMap),
 ];
 
 /// The program that classifies and counts a hook's calls: its fexit, or

@@ -187,15 +187,12 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::decode::{DevNum, MappedFile};
     use crate::rules::{Context, RuleConfig, RuleSet};
     use pfnwatch_common::class;
 
     pub fn record() -> Record {
         Record {
             ts_ns: 5_000_000_000,
-            hook: Hook::VmNormalPage,
-            class: Class(class::PFNMAP | class::COW | class::SPECIAL | class::NO_PAGE),
             pid: 42,
             tgid: 42,
             comm: "victim".into(),
@@ -204,24 +201,20 @@ mod tests {
             vm_start: 0x7f00_0000_0000,
             vm_end: 0x7f00_0000_4000,
             vm_pgoff: 0xfd001,
-            pgoff_before: None,
             addr: 0x7f00_0000_1000,
             pfn: Some(0xfd001),
             size: 0x1000,
-            entry: 0,
-            ret: 0,
             level: pfnwatch_common::Level::Pte,
-            file: Some(MappedFile {
-                name: "pfnw-pgoff".into(),
-                parent: "/".into(),
-                ino: 3,
-                rdev: DevNum {
-                    major: 10,
-                    minor: 121,
-                },
-                sdev: DevNum { major: 0, minor: 5 },
-            }),
+            file: Some(crate::kernel::decode::test_file(
+                "pfnw-pgoff",
+                "/",
+                (10, 121),
+            )),
             stack: vec![1, 2],
+            ..Record::new(
+                Hook::VmNormalPage,
+                Class(class::PFNMAP | class::COW | class::SPECIAL | class::NO_PAGE),
+            )
         }
     }
 

@@ -5,7 +5,7 @@
 
 use crate::kernel::decode::{DevNum, Record};
 use crate::rules::{self, Hit, RuleId, RuleSet, Severity};
-use pfnwatch_common::{Class, Hook, Level, RecordMask, abi, class, vm_flags};
+use pfnwatch_common::{Class, Hook, RecordMask, abi, class, vm_flags};
 use std::collections::BTreeSet;
 
 /// A `--device` argument: a device number, or a file by name.
@@ -137,34 +137,16 @@ impl Filter {
 /// A record of (hook, class) on which every user-space rule condition holds.
 fn probe(hook: Hook, class: Class) -> Record {
     Record {
-        ts_ns: 0,
-        hook,
-        class,
-        pid: 0,
-        tgid: 0,
-        comm: String::new(),
-        cgroup_id: 0,
         vm_flags: vm_flags::VM_PFNMAP | vm_flags::VM_IO,
-        vm_start: 0,
-        vm_end: 0,
-        vm_pgoff: 0,
-        pgoff_before: None,
-        addr: 0,
-        pfn: None,
-        size: 0,
-        entry: 0,
-        ret: 0,
-        level: Level::Pte,
-        file: None,
-        stack: Vec::new(),
+        ..Record::new(hook, class)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::decode::MappedFile;
     use crate::rules::{Context, RuleConfig};
+    use pfnwatch_common::Level;
     use pfnwatch_common::class::{ANON, COW, MIXEDMAP, NO_PAGE, PFN_MATCH, PFNMAP, SPECIAL};
 
     fn rules() -> RuleSet {
@@ -203,25 +185,17 @@ mod tests {
         r.pid = 11;
         r.tgid = 10;
         r.comm = "trig".into();
-        r.file = Some(MappedFile {
-            name: "resource0".into(),
-            parent: "0000:00:02.0".into(),
-            ino: 1,
-            rdev: DevNum { major: 0, minor: 0 },
-            sdev: DevNum { major: 0, minor: 5 },
-        });
+        r.file = Some(crate::kernel::decode::test_file(
+            "resource0",
+            "0000:00:02.0",
+            (0, 0),
+        ));
         r
     }
 
     fn devmem(hook: Hook, class: u16) -> Record {
         let mut r = rec(hook, class);
-        r.file = Some(MappedFile {
-            name: "mem".into(),
-            parent: "/".into(),
-            ino: 2,
-            rdev: DevNum { major: 1, minor: 1 },
-            sdev: DevNum { major: 0, minor: 5 },
-        });
+        r.file = Some(crate::kernel::decode::test_file("mem", "/", (1, 1)));
         r
     }
 

@@ -96,8 +96,6 @@ mod tests {
     fn record(hook: Hook, class: u16) -> Record {
         Record {
             ts_ns: 1,
-            hook,
-            class: Class(class),
             pid: 1,
             tgid: 1,
             comm: "t".into(),
@@ -112,15 +110,10 @@ mod tests {
             vm_start: 0x1000,
             vm_end: 0x5000,
             vm_pgoff: 0xf0,
-            pgoff_before: None,
             addr: 0x1000,
             pfn: Some(0xf0),
             size: 0x1000,
-            entry: 0,
-            ret: 0,
-            level: pfnwatch_common::Level::Pte,
-            file: None,
-            stack: Vec::new(),
+            ..Record::new(hook, Class(class))
         }
     }
 

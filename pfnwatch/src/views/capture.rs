@@ -60,42 +60,6 @@ pub struct Header {
     pub programs: Vec<ProgramReport>,
 }
 
-/// Host context of one record, looked up on the capture host.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Host {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
-    /// The record's `stack`, symbolised.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub call_path: Vec<String>,
-}
-
-impl From<&Enrichment> for Host {
-    fn from(e: &Enrichment) -> Host {
-        Host {
-            cgroup: e.cgroup.clone(),
-            container: e.container.clone(),
-            driver: e.driver.clone(),
-            call_path: e.stack.clone(),
-        }
-    }
-}
-
-impl From<Host> for Enrichment {
-    fn from(h: Host) -> Enrichment {
-        Enrichment {
-            cgroup: h.cgroup,
-            container: h.container,
-            driver: h.driver,
-            stack: h.call_path,
-        }
-    }
-}
-
 /// Every line after the header.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -103,8 +67,9 @@ pub enum Entry {
     Record {
         #[serde(flatten)]
         record: Box<Record>,
+        /// Host context, looked up on the capture host.
         #[serde(default)]
-        host: Host,
+        host: Enrichment,
     },
     /// The kernel dropped records here (ring buffer full).
     Lost { lost: u64, total: u64 },
@@ -161,7 +126,7 @@ impl Writer {
         self.records += 1;
         self.line(&Entry::Record {
             record: Box::new(record.clone()),
-            host: Host::from(host),
+            host: host.clone(),
         })
     }
 
@@ -421,7 +386,7 @@ pub(crate) mod tests {
         };
         assert_eq!(**r, record(1));
         assert_eq!(host.driver.as_deref(), Some("mem"));
-        assert_eq!(host.call_path, ["mmap_mem+0x9"]);
+        assert_eq!(host.stack, ["mmap_mem+0x9"]);
         assert_eq!(cap.entries[1], Entry::Lost { lost: 2, total: 2 });
     }
 

@@ -4,6 +4,7 @@
 
 use super::summary::Summary;
 use super::text;
+use crate::enrich::Enrichment;
 use crate::kernel::counters::Counts;
 use crate::kernel::decode::{DevNum, Record};
 use crate::kernel::loader::ProgramReport;
@@ -88,15 +89,9 @@ pub struct RecordView {
     /// The mapped device node's major:minor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub driver: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// The symbolised kernel call path, innermost first (`--stack`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub call_path: Vec<String>,
+    /// Driver, cgroup, container, and with `--stack` the call path.
+    #[serde(flatten)]
+    pub host: Enrichment,
     /// The most severe of `hits`; null when no rule matches.
     pub severity: Option<Severity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -136,13 +131,13 @@ impl Line {
                 .collect(),
             expected_pfn: record.rule_pfn(),
             device,
-            driver: host.driver.clone(),
-            cgroup: host.cgroup.clone(),
-            container: host.container.clone(),
-            call_path: if stack {
-                host.stack.clone()
-            } else {
-                Vec::new()
+            host: Enrichment {
+                stack: if stack {
+                    host.stack.clone()
+                } else {
+                    Vec::new()
+                },
+                ..host.clone()
             },
             severity: hits.iter().map(|h| h.severity).max(),
             hits: hits
@@ -179,7 +174,6 @@ impl Line {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::enrich::Enrichment;
     use crate::rules::{Context, RuleConfig, RuleSet};
     use pfnwatch_common::{Class, Hook, class};
 
@@ -200,8 +194,6 @@ pub(crate) mod tests {
     pub fn remap() -> Record {
         Record {
             ts_ns: 12_345_678_901,
-            hook: Hook::RemapPfnRange,
-            class: Class(class::PFNMAP | class::COW | class::PFN_MATCH),
             pid: 7,
             tgid: 7,
             comm: "trig".into(),
@@ -214,11 +206,12 @@ pub(crate) mod tests {
             addr: 0x1000,
             pfn: Some(0xfd000),
             size: 0x4000,
-            entry: 0,
-            ret: 0,
             level: pfnwatch_common::Level::Pte,
-            file: None,
             stack: vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100],
+            ..Record::new(
+                Hook::RemapPfnRange,
+                Class(class::PFNMAP | class::COW | class::PFN_MATCH),
+            )
         }
     }
 

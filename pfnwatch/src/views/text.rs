@@ -156,11 +156,11 @@ fn record_text(r: &Record, v: &RecordView) -> String {
     if let Some(dev) = &v.device {
         let _ = write!(s, " dev {dev}");
     }
-    if let Some(driver) = &v.driver {
+    if let Some(driver) = &v.host.driver {
         let _ = write!(s, " driver {driver}");
     }
     let _ = write!(s, " ret {}", result(r));
-    for frame in enrich::callers(&v.call_path) {
+    for frame in enrich::callers(&v.host.stack) {
         let _ = write!(s, "\n    at {frame}");
     }
     s
@@ -211,7 +211,6 @@ fn counts_text(c: &Counts) -> String {
 mod tests {
     use super::*;
     use crate::enrich::Enrichment;
-    use crate::kernel::decode::{DevNum, MappedFile};
     use crate::views::line::Format;
     use crate::views::line::Source;
     use crate::views::line::tests::{counts, line, plain, remap};
@@ -297,16 +296,11 @@ mod tests {
     #[test]
     fn text_names_file_device_driver_and_call_path() {
         let mut r = remap();
-        r.file = Some(MappedFile {
-            name: "resource0".into(),
-            parent: "0000:00:02.0".into(),
-            ino: 1,
-            rdev: DevNum { major: 0, minor: 0 },
-            sdev: DevNum {
-                major: 0,
-                minor: 20,
-            },
-        });
+        r.file = Some(crate::kernel::decode::test_file(
+            "resource0",
+            "0000:00:02.0",
+            (0, 0),
+        ));
         let host = Enrichment {
             driver: Some("bochs-drm".into()),
             stack: vec![
@@ -326,13 +320,7 @@ mod tests {
             "{text}"
         );
         assert!(!plain(&line(r.clone(), &host, false).render(Format::Text)).contains("\n"));
-        r.file = Some(MappedFile {
-            name: "mem".into(),
-            parent: "/".into(),
-            ino: 2,
-            rdev: DevNum { major: 1, minor: 1 },
-            sdev: DevNum { major: 0, minor: 5 },
-        });
+        r.file = Some(crate::kernel::decode::test_file("mem", "/", (1, 1)));
         let text = plain(&line(r, &Enrichment::default(), false).render(Format::Text));
         assert!(text.contains(" file mem dev 1:1 ret 0"), "{text}");
     }

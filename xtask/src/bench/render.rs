@@ -196,7 +196,7 @@ pub fn gib(kib: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{lines::tests::fixture_lines, stats::KernelFigures, summary::summary};
+    use crate::bench::{lines::fixture_lines, stats::KernelFigures, summary::summary};
 
     fn machine() -> Machine {
         Machine {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::lines::Line;
+use pfnwatch_testbed_protocol::bench::Line;
 
 /// The median of `values` (the mean of the middle two for an even count).
 /// The median of integer counts (guest nanoseconds, instructions).

@@ -192,7 +192,7 @@ pub fn summary(benches: &[KernelBench]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::lines::tests::fixture_lines;
+    use crate::bench::lines::fixture_lines;
 
     fn map(name: &str, map_type: &str, max_entries: u32, memlock: u64) -> Line {
         Line::Map {

@@ -89,38 +89,25 @@ impl Sink for Tally {
 pub(super) mod tests {
     use super::*;
     use crate::enrich::Enrichment;
-    use crate::kernel::decode::{DevNum, MappedFile, Record};
+    use crate::kernel::decode::{DevNum, Record};
     use pfnwatch_common::Class;
     use pfnwatch_common::class::PFNMAP;
 
     pub fn remap(parent: &str, rdev: DevNum, class: u16) -> Record {
         Record {
             ts_ns: 1,
-            hook: Hook::RemapPfnRange,
-            class: Class(class),
             pid: 9,
             tgid: 9,
             comm: "x".into(),
-            cgroup_id: 0,
-            vm_flags: 0,
-            vm_start: 0,
             vm_end: 0x4000,
-            vm_pgoff: 0,
-            pgoff_before: None,
-            addr: 0,
-            pfn: None,
             size: 0x4000,
-            entry: 0,
-            ret: 0,
             level: pfnwatch_common::Level::Pte,
-            file: Some(MappedFile {
-                name: "resource0".into(),
-                parent: parent.into(),
-                ino: 1,
-                rdev,
-                sdev: DevNum { major: 0, minor: 5 },
-            }),
-            stack: Vec::new(),
+            file: Some(crate::kernel::decode::test_file(
+                "resource0",
+                parent,
+                (rdev.major, rdev.minor),
+            )),
+            ..Record::new(Hook::RemapPfnRange, Class(class))
         }
     }
 

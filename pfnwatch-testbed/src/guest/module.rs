@@ -1,9 +1,10 @@
-//! Loads the bad-driver test module (pfnwatch-trigger/badmod) that xtask
+//! Loads the bad-driver test module (pfnwatch-testbed/badmod) that xtask
 //! built for this kernel: one misc device per way a driver can break the
 //! VM_PFNMAP/VM_MIXEDMAP rules, each mapping qemu's VGA BAR.
 
 use super::Reporter;
-use crate::expect::{self, KernelVersion};
+use crate::expect::KernelVersion;
+use crate::scenario::Scenario;
 use anyhow::{Context, Result, bail, ensure};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -34,7 +35,7 @@ const HUGE_DEVICES: [&str; 2] = ["pfnw-huge-pfnmap", "pfnw-huge-pud"];
 /// The devices the module must register on this kernel.
 fn devices(kernel: KernelVersion) -> Vec<&'static str> {
     let mut devices = DEVICES.to_vec();
-    if expect::runs_on(kernel, "mod-huge-pfnmap") {
+    if Scenario::ModHugePfnmap.runs_on(kernel) {
         devices.extend(HUGE_DEVICES);
     }
     devices

@@ -78,12 +78,13 @@ pub fn describe(t: &Tally) -> String {
 }
 
 pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Finding> {
-    let name = report.scenario.as_str();
+    let scenario = report.scenario;
+    let name = scenario.name();
     let mut out = Vec::new();
 
     let got = tally(own_records(report, &window.records));
     if expect::SUPPORTED.contains(&kernel) {
-        let want = expect::expected(kernel, name);
+        let want = scenario.expected(kernel);
         let detail = if got == want {
             describe(&got)
         } else {
@@ -102,13 +103,13 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
         out.push(Finding::new(name, "counts", false, detail));
     }
 
-    if let Some(want) = expect::move_pages_status(kernel, name) {
+    if let Some(want) = scenario.move_pages_status(kernel) {
         let got = report.move_pages_status.clone().unwrap_or_default();
         let detail = format!("move_pages status {got:?}, expected {want:?}");
         out.push(Finding::new(name, "move-pages", got == want, detail));
     }
 
-    if expect::pfn_rule_holds(name) {
+    if scenario.expect().pfn_rule_holds {
         let (ok, detail) = pfn_rule(report, &window.records);
         out.push(Finding::new(name, "pfn-rule", ok, detail));
     }
@@ -119,7 +120,9 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
     let (ok, detail) = rules_fired(kernel, report, window);
     out.push(Finding::new(name, "rules", ok, detail));
 
-    let want: BTreeMap<(Hook, u32), u64> = expect::errors(name)
+    let want: BTreeMap<(Hook, u32), u64> = scenario
+        .expect()
+        .errors
         .iter()
         .map(|(h, e, n)| ((*h, *e), *n))
         .collect();
@@ -216,10 +219,7 @@ fn rules_fired(kernel: KernelVersion, report: &Report, window: &Window) -> (bool
             *into.entry(*id).or_default() += 1;
         }
     }
-    let want: BTreeMap<RuleId, u64> = expect::rules(kernel, &report.scenario)
-        .iter()
-        .copied()
-        .collect();
+    let want: BTreeMap<RuleId, u64> = report.scenario.rules(kernel).iter().copied().collect();
     let show = |m: &BTreeMap<RuleId, u64>| {
         if m.is_empty() {
             "none".to_owned()
@@ -264,31 +264,23 @@ mod tests {
     fn rec(hook: Hook, class: u16, tgid: u32, addr_page: u64, pfn: u64) -> Record {
         Record {
             ts_ns: 5,
-            hook,
-            class: Class(class),
             pid: tgid,
             tgid,
             comm: "t".into(),
-            cgroup_id: 0,
             vm_flags: 0x400,
             vm_start: 0x10000,
             vm_end: 0x14000,
             vm_pgoff: 0xf0,
-            pgoff_before: None,
             addr: 0x10000 + addr_page * 4096,
             pfn: Some(pfn),
             size: 4096,
-            entry: 0,
-            ret: 0,
-            level: pfnwatch_common::Level::Pte,
-            file: None,
-            stack: Vec::new(),
+            ..Record::new(hook, Class(class))
         }
     }
 
     fn report() -> Report {
         Report {
-            scenario: "devmem-private".into(),
+            scenario: crate::scenario::Scenario::DevmemPrivate,
             tgid: 10,
             children: vec![11],
             mappings: vec![Mapping {
@@ -376,7 +368,7 @@ mod tests {
     #[test]
     fn idle_fails_on_records_while_sleeping() {
         let mut r = report();
-        r.scenario = "idle".into();
+        r.scenario = crate::scenario::Scenario::Idle;
         r.mappings.clear();
         let w = Window {
             records: vec![rec(Hook::VmNormalPage, 0, 10, 0, 0xf0)],

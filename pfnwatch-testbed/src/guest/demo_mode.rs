@@ -5,7 +5,7 @@
 
 use super::Reporter;
 use super::watch::lines_of;
-use crate::scenario;
+use crate::scenario::Scenario;
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
@@ -46,11 +46,13 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         let _ = trace.kill();
         bail!("pfnwatch trace printed nothing within {READY_TIMEOUT:?}");
     }
-    for s in scenario::for_kernel(kernel) {
-        println!("\n# {}: {}", s.name, s.about);
-        let out = Command::new("/bin/pfnwatch-trigger").arg(s.name).output()?;
+    for s in Scenario::for_kernel(kernel) {
+        println!("\n# {}: {}", s.name(), s.spec().about);
+        let out = Command::new("/bin/pfnwatch-scenario")
+            .arg(s.name())
+            .output()?;
         rep.check(
-            &format!("demo/{}", s.name),
+            &format!("demo/{}", s.name()),
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).trim(),
         );

@@ -6,12 +6,13 @@
 //! the host as FILE lines, where xtask replays the capture with the host's
 //! pfnwatch and compares.
 
+use super::Reporter;
 use super::trigger::run as trigger;
 use super::watch::Watch;
-use super::{PREFIX, Reporter};
 use crate::expect::{self, KernelVersion};
 use crate::judge::{self, Tally};
 use crate::report::{Mapping, Report};
+use crate::scenario::Scenario;
 use crate::scenario::{DEVMEM_OFFSET, PAGES, WRITTEN};
 use anyhow::{Context, Result};
 use pfnwatch::kernel::counters::Counts;
@@ -28,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const READY: Duration = Duration::from_secs(90);
 const STOP: Duration = Duration::from_secs(60);
-/// The kernel keeps 15 bytes of "pfnwatch-trigger".
-const COMM: &str = "pfnwatch-trigge";
+/// The kernel keeps 15 bytes of "pfnwatch-scenario".
+const COMM: &str = "pfnwatch-scenar";
 /// /dev/mem is character device 1:1, driver "mem" in /proc/devices.
 const DEVMEM_DEV: &str = "1:1";
 const PAGE: u64 = 4096;
@@ -65,8 +66,8 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         ],
         READY,
     )?;
-    let private = trigger("devmem-private")?;
-    let bar = trigger("pcibar-shared")?;
+    let private = trigger(Scenario::DevmemPrivate)?;
+    let bar = trigger(Scenario::PcibarShared)?;
     let (status, lines) = watch.collect(Some(libc::SIGINT), STOP)?;
     let out = Output::of(&lines);
     let map = &private.mappings[0];
@@ -87,7 +88,7 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         );
     }
     let got = judge::tally(out.records.iter().map(|(r, _, _)| *r));
-    let want = expect::expected(kernel, "devmem-private");
+    let want = Scenario::DevmemPrivate.expected(kernel);
     if got != want {
         wrong.push(format!(
             "records {}, expected {}",
@@ -107,7 +108,7 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 
     // The BAR and the trigger's other vmas (its vDSO) reach user space
     // (--all) and are cut there: --device has no kernel side.
-    let bar_calls: u64 = expect::expected(kernel, "pcibar-shared").values().sum();
+    let bar_calls: u64 = Scenario::PcibarShared.expected(kernel).values().sum();
     let bar_shown = out
         .records
         .iter()
@@ -123,7 +124,7 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         ),
     );
 
-    let r1 = expect::rules(kernel, "devmem-private");
+    let r1 = Scenario::DevmemPrivate.rules(kernel);
     let alerts: Vec<_> = out
         .alerts
         .iter()
@@ -210,14 +211,14 @@ fn record_problems(
         .is_some_and(|f| f.name == "mem" && f.parent == "/" && f.rdev.to_string() == DEVMEM_DEV);
     want(file_ok, format!("file {:?}", r.file));
     want(
-        v.device.as_deref() == Some(DEVMEM_DEV) && v.driver.as_deref() == Some("mem"),
-        format!("device {:?} driver {:?}", v.device, v.driver),
+        v.device.as_deref() == Some(DEVMEM_DEV) && v.host.driver.as_deref() == Some("mem"),
+        format!("device {:?} driver {:?}", v.device, v.host.driver),
     );
     want(
-        !v.call_path.is_empty() && v.call_path.len() == r.stack.len(),
+        !v.host.stack.is_empty() && v.host.stack.len() == r.stack.len(),
         format!(
             "{} frames for {} addresses",
-            v.call_path.len(),
+            v.host.stack.len(),
             r.stack.len()
         ),
     );
@@ -227,10 +228,12 @@ fn record_problems(
             format!("remap of {:#x} bytes at pfn {:?}", r.size, r.pfn),
         );
         want(r.ret == 0, format!("ret {}", r.ret));
-        let caller = expect::remap_caller(kernel, "devmem-private");
+        let caller = Scenario::DevmemPrivate
+            .remap_caller(kernel)
+            .unwrap_or_default();
         want(
-            v.call_path.iter().any(|f| f.starts_with(caller)),
-            format!("call path without {caller}: {:?}", v.call_path),
+            v.host.stack.iter().any(|f| f.starts_with(caller)),
+            format!("call path without {caller}: {:?}", v.host.stack),
         );
         let hits: Vec<(&str, &str, Severity)> = v
             .hits
@@ -307,11 +310,12 @@ fn hook_and_count(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         programs_ok && !states.is_empty(),
         &format!("--hook {list}: {}", states.join(", ")),
     );
-    let shared = trigger("devmem-shared")?;
+    let shared = trigger(Scenario::DevmemShared)?;
     let started = Instant::now();
     let (status, lines) = watch.collect(None, STOP)?;
     let out = Output::of(&lines);
-    let want: Vec<(Hook, Class)> = expect::expected(kernel, "devmem-shared")
+    let want: Vec<(Hook, Class)> = Scenario::DevmemShared
+        .expected(kernel)
         .into_keys()
         .filter(|(h, _)| remaps.contains(h))
         .collect();
@@ -352,8 +356,8 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         &["trace", "--json", "--rule", "R1", "--duration", &secs],
         READY,
     )?;
-    let shared = trigger("devmem-shared")?;
-    let private = trigger("devmem-private")?;
+    let shared = trigger(Scenario::DevmemShared)?;
+    let private = trigger(Scenario::DevmemPrivate)?;
     let (status, lines) = watch.collect(None, STOP)?;
     let ran = started.elapsed();
     let out = Output::of(&lines);
@@ -362,13 +366,15 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         .iter()
         .flat_map(|(r, rules, _)| rules.iter().map(move |id| (*id, r.tgid)))
         .collect();
-    let want: Vec<(RuleId, u32)> = expect::rules(kernel, "devmem-private")
+    let want: Vec<(RuleId, u32)> = Scenario::DevmemPrivate
+        .rules(kernel)
         .iter()
         .flat_map(|(id, n)| std::iter::repeat_n((*id, private.tgid), *n as usize))
         .collect();
     let filtered = out.summary.as_ref().map_or(u64::MAX, |s| s.filtered);
     // The kernel counted devmem-shared's remap (it counts every call).
-    let remap = expect::expected(kernel, "devmem-shared")
+    let remap = Scenario::DevmemShared
+        .expected(kernel)
         .into_keys()
         .find(|(h, _)| h.family().maps_pfns());
     let counted = match (&out.counts, remap) {
@@ -402,8 +408,8 @@ fn rule_and_duration(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 /// space just to be filtered out.
 fn pid_in_kernel(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let (watch, _) = Watch::start(&["trace", "--json", "--all", "--pid", "1"], READY)?;
-    let other = trigger("devmem-shared")?;
-    let own = crate::scenario::find("devmem-shared")
+    let other = trigger(Scenario::DevmemShared)?;
+    let own = Some(Scenario::DevmemShared)
         .context("no devmem-shared scenario")?
         .run()?;
     let (status, lines) = watch.collect(Some(libc::SIGINT), STOP)?;
@@ -415,7 +421,7 @@ fn pid_in_kernel(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         .filter(|(r, _, _)| r.tgid != own.tgid || !own_vma(&own, r))
         .map(|(r, _, _)| format!("{}[{}] {} vma {:#x}", r.comm, r.tgid, r.hook, r.vm_start))
         .collect();
-    let want = expect::expected(kernel, "devmem-shared");
+    let want = Scenario::DevmemShared.expected(kernel);
     let filtered = out.summary.map_or(u64::MAX, |s| s.filtered);
     // Both processes' remaps were counted, though one was never sent.
     let remap = want.keys().find(|(h, _)| h.family().maps_pfns()).copied();
@@ -457,16 +463,16 @@ fn record(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         ],
         READY,
     )?;
-    let shared = trigger("devmem-shared")?;
-    let private = trigger("devmem-private")?;
-    let stat = trigger("movepages-stat")?;
+    let shared = trigger(Scenario::DevmemShared)?;
+    let private = trigger(Scenario::DevmemPrivate)?;
+    let stat = trigger(Scenario::MovepagesStat)?;
     let (status, lines) = watch.collect(Some(libc::SIGTERM), STOP)?;
     let out = Output::of(&lines);
 
     // Every device-memory call of the two COW scenarios, nothing of the
     // shared one (all COW classes, and the mask leaves the others in the kernel).
-    let mut want = expect::expected(kernel, "devmem-private");
-    for (key, n) in expect::expected(kernel, "movepages-stat") {
+    let mut want = Scenario::DevmemPrivate.expected(kernel);
+    for (key, n) in Scenario::MovepagesStat.expected(kernel) {
         *want.entry(key).or_default() += n;
     }
     let got = judge::tally(out.records.iter().map(|(r, _, _)| *r).filter(|r| {
@@ -475,7 +481,8 @@ fn record(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
             .any(|s| s.pids().any(|p| p == r.tgid) && own_vma(s, r))
     }));
     let strays = out.records.len() as u64 - got.values().sum::<u64>();
-    let shared_counted: u64 = expect::expected(kernel, "devmem-shared")
+    let shared_counted: u64 = Scenario::DevmemShared
+        .expected(kernel)
         .iter()
         .map(|((h, c), _)| out.counts.as_ref().map_or(0, |k| k.get(*h, *c)))
         .sum();
@@ -538,8 +545,8 @@ fn record(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     );
 
     let capture = std::fs::read(CAPTURE).with_context(|| format!("reading {CAPTURE}"))?;
-    send_file("capture.jsonl.gz", &gzip(&capture)?);
-    send_file("live.jsonl.gz", &gzip(text_of(&lines).as_bytes())?);
+    rep.send_file("capture.jsonl.gz", &gzip(&capture)?);
+    rep.send_file("live.jsonl.gz", &gzip(text_of(&lines).as_bytes())?);
     Ok(())
 }
 
@@ -582,30 +589,6 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(bytes).context("compressing")?;
     enc.finish().context("compressing")
-}
-
-/// Raw bytes per FILE line: 684 base64 characters, well inside a console line.
-const CHUNK: usize = 512;
-
-/// Sends `bytes` to the host as `FILE <name> <index> <base64>` lines and a
-/// closing `FILE <name> END <chunks> <bytes> <crc32>` (xtask's protocol.rs).
-pub(super) fn send_file(name: &str, bytes: &[u8]) {
-    use base64::Engine;
-    let mut out = std::io::stdout().lock();
-    let mut chunks = 0;
-    for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
-        let data = base64::engine::general_purpose::STANDARD.encode(chunk);
-        // The console is all we have; the END line's CRC tells a loss.
-        let _ = writeln!(out, "{PREFIX} FILE {name} {i} {data}");
-        chunks = i + 1;
-    }
-    let crc = crc32fast::hash(bytes);
-    let _ = writeln!(
-        out,
-        "{PREFIX} FILE {name} END {chunks} {} {crc:08x}",
-        bytes.len()
-    );
-    let _ = out.flush();
 }
 
 /// Whether an RFC 3339 time is `ts_ns` (CLOCK_MONOTONIC) on this guest's

@@ -1,19 +1,19 @@
-//! `pfnwatch-trigger <scenario>`: run one scenario, print its report as JSON.
-//! `pfnwatch-trigger --list` names them.
+//! `pfnwatch-scenario <scenario>`: run one scenario, print its report as
+//! JSON. `pfnwatch-scenario --list` names them.
 
-use pfnwatch_trigger::scenario::{self, SCENARIOS};
+use pfnwatch_testbed::scenario::Scenario;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [flag] if flag == "--list" => {
-            for s in SCENARIOS {
-                println!("{:<16} {}", s.name, s.about);
+            for s in Scenario::ALL {
+                println!("{:<22} {}", s.name(), s.spec().about);
             }
             ExitCode::SUCCESS
         }
-        [name] => match scenario::find(name) {
+        [name] => match Scenario::find(name) {
             Some(s) => match s.run() {
                 Ok(report) => match serde_json::to_string(&report) {
                     Ok(json) => {
@@ -26,11 +26,11 @@ fn main() -> ExitCode {
             },
             None => fail(&format!("unknown scenario {name:?} (see --list)")),
         },
-        _ => fail("usage: pfnwatch-trigger <scenario> | --list"),
+        _ => fail("usage: pfnwatch-scenario <scenario> | --list"),
     }
 }
 
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("pfnwatch-trigger: {msg}");
+    eprintln!("pfnwatch-scenario: {msg}");
     ExitCode::FAILURE
 }

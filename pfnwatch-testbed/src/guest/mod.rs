@@ -1,6 +1,6 @@
 //! PID 1 of the test VM: mounts what pfnwatch needs, runs the mode the
-//! kernel command line asks for (`pfnwatch.mode=test|demo|bench|shell`), prints a
-//! verdict line the host reads, and powers off.
+//! kernel command line asks for (`pfnwatch.mode=test|demo|bench|shell`),
+//! prints a verdict line the host reads, and powers off.
 
 // `cargo xtask bench`: pfnwatch's cost (bench_mode.rs).
 mod bench_mode;
@@ -17,26 +17,25 @@ mod watch;
 
 pub use report::Reporter;
 
+use pfnwatch_testbed_protocol::mode::{self, Mode};
 use std::ffi::CString;
-
-/// Prefix of every line the host parses.
-pub const PREFIX: &str = "pfnwatch-vmtest:";
 
 pub fn main() -> ! {
     let mounted = mount_all();
-    let mode = cmdline_param("pfnwatch.mode").unwrap_or_else(|| "test".to_owned());
     let mut reporter = Reporter::default();
     if let Err(e) = mounted {
         reporter.fail("boot/mounts", &format!("{e:#}"));
     }
-    let outcome = match mode.as_str() {
-        "test" => test_mode::run(&mut reporter),
-        "demo" => demo_mode::run(&mut reporter),
-        "bench" => bench_mode::run(&mut reporter),
-        "shell" => shell(),
-        other => Err(anyhow::anyhow!("unknown pfnwatch.mode={other:?}")),
+    let mode = cmdline_param(mode::PARAM).map_or(Ok(Mode::Test), |m| Mode::parse(&m));
+    let outcome = match &mode {
+        Ok(Mode::Test) => test_mode::run(&mut reporter),
+        Ok(Mode::Demo) => demo_mode::run(&mut reporter),
+        Ok(Mode::Bench) => bench_mode::run(&mut reporter),
+        Ok(Mode::Shell) => shell(),
+        Err(e) => Err(anyhow::anyhow!(e.clone())),
     };
     if let Err(e) = outcome {
+        let mode = mode.as_ref().map_or("boot", |m| m.name());
         reporter.fail(&format!("{mode}/run"), &format!("{e:#}"));
     }
     reporter.verdict();
@@ -57,10 +56,7 @@ fn kernel() -> anyhow::Result<(String, crate::expect::KernelVersion)> {
 
 fn cmdline_param(key: &str) -> Option<String> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .map(str::to_owned)
+    mode::cmdline_param(&cmdline, key).map(str::to_owned)
 }
 
 fn mount_all() -> anyhow::Result<()> {

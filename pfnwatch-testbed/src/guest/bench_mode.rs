@@ -23,15 +23,13 @@ mod workload;
 use super::Reporter;
 use anyhow::{Context, Result};
 use attach::{Attached, Config};
+use pfnwatch_testbed_protocol::bench::{self, Line};
 use readings::Prog;
-use serde::Serialize;
 use std::io::Write;
 use std::time::Instant;
 use worker::Worker;
 use workload::Kind;
 
-/// Prefix of the result lines (the PASS/FAIL lines keep the test's prefix).
-pub const PREFIX: &str = "pfnwatch-bench:";
 /// Rounds when the command line does not say (`pfnwatch.bench_runs=N`;
 /// `cargo xtask bench` always does).
 const DEFAULT_RUNS: u32 = 5;
@@ -44,106 +42,26 @@ const STATS_FORKS: u32 = 2;
 /// host does not wait for it).
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// One result line. xtask/src/bench/lines.rs reads the same shape.
-#[derive(Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Line<'a> {
-    Guest {
-        release: &'a str,
-        /// /proc/version: the exact build.
-        version: &'a str,
-        cpus: usize,
-        mem_total_kib: u64,
-        runs: u32,
-        forks: u32,
-        stats_forks: u32,
-    },
-    Workload {
-        workload: &'a str,
-        about: &'a str,
-        pages: usize,
-    },
-    /// Wall time of each timed fork+exit.
-    Timing {
-        round: u32,
-        workload: &'a str,
-        config: &'a str,
-        fork_ns: &'a [u64],
-    },
-    /// A program's runs during the stats pass (`forks` cycles).
-    Program {
-        round: u32,
-        workload: &'a str,
-        config: &'a str,
-        program: &'a str,
-        function: &'a str,
-        forks: u32,
-        runs: u64,
-        run_time_ns: u64,
-    },
-    /// The pfnwatch process of one round.
-    Process {
-        round: u32,
-        config: &'a str,
-        /// From spawn to ready (loading, attaching).
-        attach_ms: u64,
-        /// CPU time it used while the workloads ran.
-        cpu_ms: u64,
-        /// /proc/PID/status once it is ready, before the workloads.
-        ready_rss_kib: u64,
-        ready_hwm_kib: u64,
-        /// The same after the workloads.
-        vm_rss_kib: u64,
-        vm_hwm_kib: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        records: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        lost: Option<u64>,
-    },
-    /// A BPF map a pfnwatch process holds.
-    Map {
-        config: &'a str,
-        name: &'a str,
-        map_type: &'a str,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        memlock: u64,
-    },
-    /// A program a pfnwatch process holds.
-    Code {
-        config: &'a str,
-        program: &'a str,
-        jited_bytes: u32,
-        memlock: u64,
-    },
-}
-
-fn printed(line: &Line<'_>) -> String {
-    // Plain strings and numbers: serialising cannot fail.
-    let json = serde_json::to_string(line).unwrap_or_default();
-    format!("{PREFIX} {json}")
-}
-
-fn emit(line: &Line<'_>) {
+/// One result line, as the host reads it.
+fn emit(line: &Line) {
     let mut out = std::io::stdout().lock();
     // The console is all we have; nothing to do if it fails.
-    let _ = writeln!(out, "{}", printed(line));
+    let _ = writeln!(out, "{}", bench::print(line));
     let _ = out.flush();
 }
 
 pub fn run(rep: &mut Reporter) -> Result<()> {
     // First, while PID 1 is small and has one thread (worker.rs says why).
     let mut worker = Worker::spawn()?;
-    let runs = super::cmdline_param("pfnwatch.bench_runs")
+    let runs = super::cmdline_param(pfnwatch_testbed_protocol::mode::BENCH_RUNS)
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RUNS);
     let release = pfnwatch::kernel::facts::release();
     let version = std::fs::read_to_string("/proc/version").context("reading /proc/version")?;
     let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     emit(&Line::Guest {
-        release: &release,
-        version: version.trim(),
+        release: release.clone(),
+        version: version.trim().to_owned(),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         mem_total_kib: mem_total_kib(&meminfo).unwrap_or(0),
         runs,
@@ -159,13 +77,14 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
             Kind::Bar => workload::bar_pages()?,
         };
         emit(&Line::Workload {
-            workload: kind.name(),
-            about: kind.about(),
-            pages,
+            workload: kind.name().to_owned(),
+            about: kind.about().to_owned(),
+            pages: pages as u64,
         });
     }
     readings::set_stats(false)?;
     settle(&mut worker)?;
+    let mut failed = 0;
     for round in 0..runs {
         // Odd rounds go backwards, so drift within a round (work the guest
         // kernel does in the background, memory it has left behind) weighs
@@ -176,6 +95,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         }
         for config in order {
             if let Err(e) = phase(rep, round, config, &mut worker, &btf) {
+                failed += 1;
                 rep.fail(
                     &format!("bench/{}/round{round}", config.name()),
                     &format!("{e:#}"),
@@ -186,7 +106,15 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         }
     }
     worker.stop()?;
-    rep.pass("bench/done", &format!("{runs} rounds"));
+    let phases = runs as usize * Config::ALL.len();
+    rep.check(
+        "bench/done",
+        runs > 0 && failed == 0,
+        &format!(
+            "{runs} rounds: {} of {phases} phases measured",
+            phases - failed
+        ),
+    );
     Ok(())
 }
 
@@ -240,7 +168,7 @@ fn phase(
     let output = attached.stop()?;
     emit(&Line::Process {
         round,
-        config: config.name(),
+        config: config.name().to_owned(),
         attach_ms,
         cpu_ms,
         ready_rss_kib: ready.vm_rss_kib,
@@ -266,9 +194,9 @@ fn measure(
     let fork_ns = worker.forks(FORKS)?;
     emit(&Line::Timing {
         round,
-        workload: kind.name(),
-        config: config.name(),
-        fork_ns: &fork_ns,
+        workload: kind.name().to_owned(),
+        config: config.name().to_owned(),
+        fork_ns,
     });
     readings::set_stats(true)?;
     let before = readings::runs(progs)?;
@@ -298,10 +226,10 @@ fn measure(
         if runs.count > 0 {
             emit(&Line::Program {
                 round,
-                workload: kind.name(),
-                config: config.name(),
-                program: &p.name,
-                function: &p.function,
+                workload: kind.name().to_owned(),
+                config: config.name().to_owned(),
+                program: p.name.clone(),
+                function: p.function.clone(),
                 forks: STATS_FORKS,
                 runs: runs.count,
                 run_time_ns: runs.time_ns,
@@ -316,9 +244,9 @@ fn memory(config: Config, pid: u32, progs: &[Prog]) -> Result<()> {
     let (maps, code) = readings::bpf_objects(pid)?;
     for m in &maps {
         emit(&Line::Map {
-            config: config.name(),
-            name: &m.name,
-            map_type: &m.map_type,
+            config: config.name().to_owned(),
+            name: m.name.clone(),
+            map_type: m.map_type.clone(),
             key_size: m.key_size,
             value_size: m.value_size,
             max_entries: m.max_entries,
@@ -331,8 +259,8 @@ fn memory(config: Config, pid: u32, progs: &[Prog]) -> Result<()> {
             .find(|p| p.id == c.id)
             .map_or("?", |p| p.name.as_str());
         emit(&Line::Code {
-            config: config.name(),
-            program: name,
+            config: config.name().to_owned(),
+            program: name.to_owned(),
             jited_bytes: c.jited_bytes,
             memlock: c.memlock,
         });
@@ -349,90 +277,37 @@ fn mem_total_kib(meminfo: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// The lines xtask's parser is tested on (xtask/src/bench/lines.rs):
-    /// what the guest prints must be there byte for byte.
-    const HOST_FIXTURE: &str = include_str!("../../../xtask/src/bench/testdata/guest-lines.txt");
-
+    /// The names this guest writes are the ones the host's fixture (a real
+    /// run) holds: workloads, configurations, the yardstick program.
     #[test]
-    fn every_kind_prints_as_the_host_reads_it() {
-        let lines = [
-            Line::Guest {
-                release: "6.12.117+deb13-amd64",
-                version: "Linux version 6.12.117+deb13-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-12)",
-                cpus: 1,
-                mem_total_kib: 988_564,
-                runs: 2,
-                forks: FORKS,
-                stats_forks: STATS_FORKS,
-            },
-            Line::Workload {
-                workload: Kind::Bar.name(),
-                about: "fork+exit of the BAR",
-                pages: 4096,
-            },
-            Line::Timing {
-                round: 1,
-                workload: Kind::Anon.name(),
-                config: Config::Run.name(),
-                fork_ns: &[70_000_000, 70_000_000, 70_000_000],
-            },
-            Line::Program {
-                round: 0,
-                workload: Kind::Anon.name(),
-                config: Config::Empty.name(),
-                program: pfnwatch_ebpf::BENCH_EMPTY_PROGRAM,
-                function: "vm_normal_page",
-                forks: STATS_FORKS,
-                runs: 131_072,
-                run_time_ns: 16_515_072,
-            },
-            Line::Process {
-                round: 0,
-                config: Config::Trace.name(),
-                attach_ms: 2137,
-                cpu_ms: 390,
-                ready_rss_kib: 20000,
-                ready_hwm_kib: 38460,
-                vm_rss_kib: 20948,
-                vm_hwm_kib: 38460,
-                records: Some(2038),
-                lost: Some(67611),
-            },
-            Line::Process {
-                round: 0,
-                config: Config::Run.name(),
-                attach_ms: 1474,
-                cpu_ms: 0,
-                ready_rss_kib: 21000,
-                ready_hwm_kib: 38948,
-                vm_rss_kib: 21724,
-                vm_hwm_kib: 38948,
-                records: None,
-                lost: None,
-            },
-            Line::Map {
-                config: Config::Run.name(),
-                name: "counts",
-                map_type: "PerCpuArray",
-                key_size: 4,
-                value_size: 8,
-                max_entries: 4608,
-                memlock: 73992,
-            },
-            Line::Code {
-                config: Config::Run.name(),
-                program: "vm_normal_page_exit",
-                jited_bytes: 1483,
-                memlock: 4096,
-            },
-        ];
-        let fixture: Vec<&str> = HOST_FIXTURE.lines().collect();
+    fn names_match_the_hosts_fixture() {
+        let lines = bench::fixture_lines();
+        assert_eq!(
+            lines.len(),
+            bench::FIXTURE.lines().count(),
+            "every line parses"
+        );
+        let mut workloads = Vec::new();
+        let mut configs = Vec::new();
+        let mut programs = Vec::new();
         for line in &lines {
-            let text = printed(line);
-            assert!(
-                fixture.contains(&text.as_str()),
-                "{text}\nis not in the host's fixture"
-            );
+            match line {
+                Line::Timing {
+                    workload, config, ..
+                } => {
+                    workloads.push(workload.as_str());
+                    configs.push(config.as_str());
+                }
+                Line::Program { program, .. } => programs.push(program.as_str()),
+                _ => {}
+            }
         }
+        for kind in Kind::ALL {
+            assert!(workloads.contains(&kind.name()), "{}", kind.name());
+        }
+        for config in Config::ALL {
+            assert!(configs.contains(&config.name()), "{}", config.name());
+        }
+        assert!(programs.contains(&pfnwatch_ebpf::BENCH_EMPTY_PROGRAM));
     }
 }

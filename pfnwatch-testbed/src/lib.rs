@@ -1,6 +1,6 @@
 //! The guest side of pfnwatch's VM test bed.
 //!
-//! `pfnwatch-trigger <scenario>` makes the kernel map pfns in one known way
+//! `pfnwatch-scenario <scenario>` makes the kernel map pfns in one known way
 //! and reports what it mapped; `pfnwatch-guest-init` (PID 1 in the VM) runs
 //! pfnwatch and every scenario, and judges pfnwatch's records against
 //! expectations derived from each kernel's code (`expect.rs`).

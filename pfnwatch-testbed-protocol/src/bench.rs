@@ -1,13 +1,12 @@
-//! The guest's result lines (`pfnwatch-bench: <json>`), as
-//! pfnwatch-trigger/src/guest/bench_mode.rs prints them.
+//! Bench result lines (`pfnwatch-bench: <json>`): the guest prints one
+//! per reading with [`print`], the host reads them with [`parse`].
 
-use anyhow::{Context as _, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Searched for anywhere in a console line: a printk can land in front.
 pub const MARKER: &str = "pfnwatch-bench: ";
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Line {
     Guest {
@@ -49,9 +48,10 @@ pub enum Line {
         ready_hwm_kib: u64,
         vm_rss_kib: u64,
         vm_hwm_kib: u64,
-        #[serde(default)]
+        /// trace only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         records: Option<u64>,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         lost: Option<u64>,
     },
     Map {
@@ -71,28 +71,34 @@ pub enum Line {
     },
 }
 
+/// The console line for `line`.
+pub fn print(line: &Line) -> String {
+    // Plain strings and numbers: serialising cannot fail.
+    let json = serde_json::to_string(line).unwrap_or_default();
+    format!("{MARKER}{json}")
+}
+
 /// `None` for a console line that is no result line; an error for one
 /// that is but does not parse (a guest/host mismatch worth failing on).
-pub fn parse(line: &str) -> Option<Result<Line>> {
+pub fn parse(line: &str) -> Option<Result<Line, String>> {
     let (_, json) = line.split_once(MARKER)?;
     let json = json.trim();
-    Some(serde_json::from_str(json).with_context(|| format!("bad bench line {json:?}")))
+    Some(serde_json::from_str(json).map_err(|e| format!("bad bench line {json:?}: {e}")))
+}
+
+/// Lines as a guest printed them in a real run (6.12, two rounds), for
+/// the host's and the guest's tests.
+pub const FIXTURE: &str = include_str!("testdata/guest-lines.txt");
+
+/// [`FIXTURE`], parsed; a line that does not parse is left out (the tests
+/// here check there is none).
+pub fn fixture_lines() -> Vec<Line> {
+    FIXTURE.lines().filter_map(|l| parse(l)?.ok()).collect()
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
-
-    /// Lines as the guest prints them; its own test checks it prints these
-    /// (pfnwatch-trigger/src/guest/bench_mode.rs).
-    pub const FIXTURE: &str = include_str!("testdata/guest-lines.txt");
-
-    pub fn fixture_lines() -> Vec<Line> {
-        FIXTURE
-            .lines()
-            .map(|l| parse(l).unwrap().unwrap())
-            .collect()
-    }
 
     #[test]
     fn the_guests_fixture_parses_whole() {
@@ -106,6 +112,19 @@ pub mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn every_line_prints_as_it_parses() {
+        for line in fixture_lines() {
+            let printed = print(&line);
+            assert_eq!(parse(&printed).unwrap().unwrap(), line, "{printed}");
+        }
+        // The fixture's bytes are what print writes.
+        for text in FIXTURE.lines() {
+            let line = parse(text).unwrap().unwrap();
+            assert_eq!(print(&line), text);
+        }
     }
 
     #[test]

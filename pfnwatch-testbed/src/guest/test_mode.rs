@@ -4,10 +4,10 @@
 use super::Reporter;
 use super::trigger::run as trigger;
 use super::watch::{self, Watch};
-use crate::expect::{self, KernelVersion};
+use crate::expect::{self, Alerted, KernelVersion};
 use crate::judge;
 use crate::report::Report;
-use crate::scenario;
+use crate::scenario::Scenario;
 use anyhow::{Context, Result};
 use pfnwatch::kernel::loader::{ProgramReport, ProgramState};
 use pfnwatch::pipeline::alert::Alert;
@@ -37,11 +37,11 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         hooks(rep, kernel, "trace", programs);
     }
     watch.snapshot(SNAPSHOT_TIMEOUT)?;
-    for scenario in scenario::for_kernel(kernel) {
-        let report = match trigger(scenario.name) {
+    for scenario in Scenario::for_kernel(kernel) {
+        let report = match trigger(scenario) {
             Ok(r) => r,
             Err(e) => {
-                rep.fail(&format!("{}/run", scenario.name), &format!("{e:#}"));
+                rep.fail(&format!("{}/run", scenario.name()), &format!("{e:#}"));
                 watch.snapshot(SNAPSHOT_TIMEOUT)?;
                 continue;
             }
@@ -51,7 +51,10 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
             rep.fail("self", "pfnwatch reported its own process");
         }
         if let Some(status) = &report.move_pages_status {
-            rep.info(&format!("{}: move_pages status {status:?}", scenario.name));
+            rep.info(&format!(
+                "{}: move_pages status {status:?}",
+                scenario.name()
+            ));
         }
         for f in judge::judge(kernel, &report, &window) {
             rep.check(&f.check, f.ok, &f.detail);
@@ -59,7 +62,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
         if let Some(others) = strangers(&report, &window) {
             rep.info(&format!(
                 "{}: other records in the window: {others}",
-                scenario.name
+                scenario.name()
             ));
         }
     }
@@ -100,10 +103,10 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
             }
         }
     }
-    let report = trigger("devmem-private")?;
+    let report = trigger(Scenario::DevmemPrivate)?;
     let mut bad_drivers = Vec::new();
-    for scenario in scenario::for_kernel(kernel).filter(|s| s.name.starts_with("mod-")) {
-        bad_drivers.push(trigger(scenario.name)?);
+    for scenario in Scenario::for_kernel(kernel).filter(|s| s.uses_module()) {
+        bad_drivers.push(trigger(scenario)?);
     }
     // Two interval ticks at least.
     std::thread::sleep(Duration::from_millis(2500));
@@ -130,7 +133,9 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         })
         .sum();
     let ours: Vec<&Alert> = alerts.iter().filter(|a| a.tgid == report.tgid).collect();
-    let caller = expect::remap_caller(kernel, "devmem-private");
+    let caller = Scenario::DevmemPrivate
+        .remap_caller(kernel)
+        .unwrap_or_default();
     let r1 = ours.len() == 1
         && ours[0].rule == RuleId::R1
         && ours[0].severity == Severity::Info
@@ -183,14 +188,17 @@ fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, ale
     for a in &mine {
         *got.entry((a.rule, a.severity)).or_default() += a.count;
     }
-    let want: std::collections::BTreeMap<(RuleId, Severity), u64> =
-        expect::module_alerts(kernel, &report.scenario)
-            .iter()
-            .map(|(r, s, n, _)| ((*r, *s), *n))
-            .collect();
+    let expected = report.scenario.alerts(kernel);
+    let want: std::collections::BTreeMap<(RuleId, Severity), u64> = expected
+        .iter()
+        .map(|a| ((a.rule, a.severity), a.count))
+        .collect();
     let mut wrong = Vec::new();
-    for (rule, _, _, func) in expect::module_alerts(kernel, &report.scenario) {
-        for a in mine.iter().filter(|a| a.rule == *rule) {
+    for &Alerted {
+        rule, caller: func, ..
+    } in expected
+    {
+        for a in mine.iter().filter(|a| a.rule == rule) {
             if a.file.as_deref() != Some(device.as_str()) || a.driver.as_deref() != Some("misc") {
                 wrong.push(format!(
                     "{rule} names file {:?} driver {:?}",
@@ -213,9 +221,15 @@ fn module_alerts(rep: &mut Reporter, kernel: KernelVersion, report: &Report, ale
     }
     // The driver's own call path is the same at every fault: its repeats
     // fold into one follow-up line (dedup window 10 s).
-    for (rule, _, n, func) in expect::module_alerts(kernel, &report.scenario) {
-        let lines = mine.iter().filter(|a| a.rule == *rule).count();
-        if func.is_some() && *n > 1 && lines != 2 {
+    for &Alerted {
+        rule,
+        count: n,
+        caller: func,
+        ..
+    } in expected
+    {
+        let lines = mine.iter().filter(|a| a.rule == rule).count();
+        if func.is_some() && n > 1 && lines != 2 {
             wrong.push(format!("{rule}: {n} occurrences in {lines} lines, want 2"));
         }
     }
@@ -272,7 +286,7 @@ fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<
         .count();
     let seen = judge::tally(window.records.iter().filter(|r| r.tgid == peer_pid));
     // Like every process that reads the clock, it also has the vDSO's vvar.
-    let mut want = expect::expected(kernel, "vdso");
+    let mut want = Scenario::Vdso.expected(kernel);
     *want
         .entry((Hook::VmNormalPage, Class(class::MIXEDMAP)))
         .or_default() += 2 + 2 * PEER_RINGBUF_KIB * 1024 / 4096;

@@ -1,10 +1,11 @@
 //! The scenarios: each makes the kernel map and walk pfns in one known way
 //! and reports the mappings, so the judge can pick out exactly their records.
 
-use crate::expect::{self, KernelVersion};
+use crate::expect::KernelVersion;
 use crate::report::{Mapping, Report};
 use crate::sys::{self, Map};
 use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 
 /// The BIOS area: STRICT_DEVMEM lets the first 1 MiB of /dev/mem through.
 pub const DEVMEM: &str = "/dev/mem";
@@ -15,101 +16,185 @@ pub const PAGES: usize = 4;
 /// The page the COW scenarios write to.
 pub const WRITTEN: usize = 1;
 
-pub struct Scenario {
-    pub name: &'static str,
-    pub about: &'static str,
-    run: fn(&mut Report) -> Result<()>,
+/// Every scenario. Its spec (below) and its expectations (expect.rs) are
+/// exhaustive matches: a scenario without either does not compile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    DevmemShared,
+    DevmemPrivate,
+    PcibarShared,
+    PcibarPrivate,
+    MovepagesStat,
+    MovepagesMove,
+    AnonControl,
+    Vdso,
+    Idle,
+    ModInsertMixed,
+    ModPartialRemap,
+    ModNormalPfnmap,
+    ModNormalPfnmapWalk,
+    ModPgoff,
+    ModBadPageMap,
+    ModHugePfnmap,
+    ModHugePud,
 }
 
-pub static SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "devmem-shared",
-        about: "/dev/mem MAP_SHARED: map, read every page, munmap",
-        run: devmem_shared,
-    },
-    Scenario {
-        name: "devmem-private",
-        about: "/dev/mem MAP_PRIVATE+PROT_WRITE (a COW PFNMAP): read, write page 1 (COW), fork, munmap",
-        run: devmem_private,
-    },
-    Scenario {
-        name: "pcibar-shared",
-        about: "PCI BAR 00:02.0 resource0 MAP_SHARED: map, read, munmap",
-        run: pcibar_shared,
-    },
-    Scenario {
-        name: "pcibar-private",
-        about: "PCI BAR resource0 MAP_PRIVATE+PROT_WRITE: read, write page 1 (COW), fork, munmap",
-        run: pcibar_private,
-    },
-    Scenario {
-        name: "movepages-stat",
-        about: "move_pages(2) status query (nodes NULL) on a COW'ed /dev/mem mapping",
-        run: movepages_stat,
-    },
-    Scenario {
-        name: "movepages-move",
-        about: "move_pages(2) to node 0 on a COW'ed /dev/mem mapping",
-        run: movepages_move,
-    },
-    Scenario {
-        name: "anon-control",
-        about: "anonymous memory: write, fork, move_pages, munmap; no hook may count it",
-        run: anon_control,
-    },
-    Scenario {
-        name: "vdso",
-        about: "clock_gettime through the vDSO: the vvar data page is fault-populated (VM_PFNMAP in 6.x, VM_MIXEDMAP in 7.x)",
-        run: vdso,
-    },
-    Scenario {
-        name: "idle",
-        about: "one second doing nothing: nothing may be reported",
-        run: idle,
-    },
-    Scenario {
-        name: "mod-insert-mixed",
-        about: "bad driver: fault-time vmf_insert_mixed into a MAP_PRIVATE (COW) VM_MIXEDMAP; read, munmap",
-        run: mod_insert_mixed,
-    },
-    Scenario {
-        name: "mod-partial-remap",
-        about: "bad driver: remap_pfn_range of all but one page of a COW vma; mmap must fail EINVAL",
-        run: mod_partial_remap,
-    },
-    Scenario {
-        name: "mod-normal-pfnmap",
-        about: "bad driver: real pages in a vma turned VM_PFNMAP (ptes not special); read, fork, munmap",
-        run: mod_normal_pfnmap,
-    },
-    Scenario {
-        name: "mod-normal-pfnmap-walk",
-        about: "bad driver: the same VM_PFNMAP of real pages, walked by move_pages(2) (folio_walk_start on 6.12+)",
-        run: mod_normal_pfnmap_walk,
-    },
-    Scenario {
-        name: "mod-pgoff",
-        about: "bad driver: COW VM_PFNMAP with vm_pgoff = first pfn + 1; read, write page 1, fork, munmap",
-        run: mod_pgoff,
-    },
-    Scenario {
-        name: "mod-bad-page-map",
-        about: "bad driver: special ptes left in a vma that is neither PFNMAP nor MIXEDMAP; munmap",
-        run: mod_bad_page_map,
-    },
-    Scenario {
-        name: "mod-huge-pfnmap",
-        about: "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds and one pte; read, move_pages(2), munmap",
-        run: mod_huge_pfnmap,
-    },
-    Scenario {
-        name: "mod-huge-pud",
-        about: "good driver (6.12+): a VM_PFNMAP of one 1 GiB special pud; read, move_pages(2), munmap",
-        run: mod_huge_pud,
-    },
-];
+/// A scenario's body: makes the kernel map pfns, notes what it did.
+type Runner = fn(&mut Report) -> Result<()>;
 
-/// The bad-driver test module's devices (pfnwatch-trigger/badmod).
+/// What a scenario is and does.
+pub struct Spec {
+    pub name: &'static str,
+    pub about: &'static str,
+    run: Runner,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 17] = [
+        Scenario::DevmemShared,
+        Scenario::DevmemPrivate,
+        Scenario::PcibarShared,
+        Scenario::PcibarPrivate,
+        Scenario::MovepagesStat,
+        Scenario::MovepagesMove,
+        Scenario::AnonControl,
+        Scenario::Vdso,
+        Scenario::Idle,
+        Scenario::ModInsertMixed,
+        Scenario::ModPartialRemap,
+        Scenario::ModNormalPfnmap,
+        Scenario::ModNormalPfnmapWalk,
+        Scenario::ModPgoff,
+        Scenario::ModBadPageMap,
+        Scenario::ModHugePfnmap,
+        Scenario::ModHugePud,
+    ];
+
+    pub const fn spec(self) -> Spec {
+        let (name, about, run): (&'static str, &'static str, Runner) = match self {
+            Scenario::DevmemShared => (
+                "devmem-shared",
+                "/dev/mem MAP_SHARED: map, read every page, munmap",
+                devmem_shared,
+            ),
+            Scenario::DevmemPrivate => (
+                "devmem-private",
+                "/dev/mem MAP_PRIVATE+PROT_WRITE (a COW PFNMAP): read, write page 1 (COW), fork, munmap",
+                devmem_private,
+            ),
+            Scenario::PcibarShared => (
+                "pcibar-shared",
+                "PCI BAR 00:02.0 resource0 MAP_SHARED: map, read, munmap",
+                pcibar_shared,
+            ),
+            Scenario::PcibarPrivate => (
+                "pcibar-private",
+                "PCI BAR resource0 MAP_PRIVATE+PROT_WRITE: read, write page 1 (COW), fork, munmap",
+                pcibar_private,
+            ),
+            Scenario::MovepagesStat => (
+                "movepages-stat",
+                "move_pages(2) status query (nodes NULL) on a COW'ed /dev/mem mapping",
+                movepages_stat,
+            ),
+            Scenario::MovepagesMove => (
+                "movepages-move",
+                "move_pages(2) to node 0 on a COW'ed /dev/mem mapping",
+                movepages_move,
+            ),
+            Scenario::AnonControl => (
+                "anon-control",
+                "anonymous memory: write, fork, move_pages, munmap; no hook may count it",
+                anon_control,
+            ),
+            Scenario::Vdso => (
+                "vdso",
+                "clock_gettime through the vDSO: the vvar data page is fault-populated (VM_PFNMAP in 6.x, VM_MIXEDMAP in 7.x)",
+                vdso,
+            ),
+            Scenario::Idle => (
+                "idle",
+                "one second doing nothing: nothing may be reported",
+                idle,
+            ),
+            Scenario::ModInsertMixed => (
+                "mod-insert-mixed",
+                "bad driver: fault-time vmf_insert_mixed into a MAP_PRIVATE (COW) VM_MIXEDMAP; read, munmap",
+                mod_insert_mixed,
+            ),
+            Scenario::ModPartialRemap => (
+                "mod-partial-remap",
+                "bad driver: remap_pfn_range of all but one page of a COW vma; mmap must fail EINVAL",
+                mod_partial_remap,
+            ),
+            Scenario::ModNormalPfnmap => (
+                "mod-normal-pfnmap",
+                "bad driver: real pages in a vma turned VM_PFNMAP (ptes not special); read, fork, munmap",
+                mod_normal_pfnmap,
+            ),
+            Scenario::ModNormalPfnmapWalk => (
+                "mod-normal-pfnmap-walk",
+                "bad driver: the same VM_PFNMAP of real pages, walked by move_pages(2) (folio_walk_start on 6.12+)",
+                mod_normal_pfnmap_walk,
+            ),
+            Scenario::ModPgoff => (
+                "mod-pgoff",
+                "bad driver: COW VM_PFNMAP with vm_pgoff = first pfn + 1; read, write page 1, fork, munmap",
+                mod_pgoff,
+            ),
+            Scenario::ModBadPageMap => (
+                "mod-bad-page-map",
+                "bad driver: special ptes left in a vma that is neither PFNMAP nor MIXEDMAP; munmap",
+                mod_bad_page_map,
+            ),
+            Scenario::ModHugePfnmap => (
+                "mod-huge-pfnmap",
+                "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds and one pte; read, move_pages(2), munmap",
+                mod_huge_pfnmap,
+            ),
+            Scenario::ModHugePud => (
+                "mod-huge-pud",
+                "good driver (6.12+): a VM_PFNMAP of one 1 GiB special pud; read, move_pages(2), munmap",
+                mod_huge_pud,
+            ),
+        };
+        Spec { name, about, run }
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub fn find(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The scenarios this kernel can run.
+    pub fn for_kernel(kernel: KernelVersion) -> impl Iterator<Item = Scenario> {
+        Scenario::ALL.into_iter().filter(move |s| s.runs_on(kernel))
+    }
+
+    /// Scenarios of the bad-driver test module (badmod).
+    pub fn uses_module(self) -> bool {
+        self.name().starts_with("mod-")
+    }
+
+    pub fn run(self) -> Result<Report> {
+        let mut report = Report::new(self, sys::monotonic_ns());
+        (self.spec().run)(&mut report)?;
+        report.end_ns = sys::monotonic_ns();
+        Ok(report)
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The bad-driver test module's devices (pfnwatch-testbed/badmod).
 pub const MOD_INSERT_MIXED: &str = "/dev/pfnw-insert-mixed";
 pub const MOD_PARTIAL_REMAP: &str = "/dev/pfnw-partial-remap";
 pub const MOD_NORMAL_PFNMAP: &str = "/dev/pfnw-normal-pfnmap";
@@ -127,32 +212,6 @@ pub const HUGE_TOUCHED: usize = 5;
 /// What the module writes at the start of each normal-pfnmap page, with the
 /// page index in the low bits: proof the mapping shows the driver's pages.
 pub const NORMAL_PFNMAP_MARK: u64 = 0x7066_6e77_0000_0000;
-
-pub fn find(name: &str) -> Option<&'static Scenario> {
-    SCENARIOS.iter().find(|s| s.name == name)
-}
-
-/// The scenarios this kernel can run (mod-huge-pfnmap needs 6.12's pmd pfn
-/// maps; the others run everywhere).
-pub fn for_kernel(kernel: KernelVersion) -> impl Iterator<Item = &'static Scenario> {
-    SCENARIOS
-        .iter()
-        .filter(move |s| expect::runs_on(kernel, s.name))
-}
-
-impl Scenario {
-    pub fn run(&self) -> Result<Report> {
-        let mut report = Report {
-            scenario: self.name.to_owned(),
-            tgid: std::process::id(),
-            start_ns: sys::monotonic_ns(),
-            ..Report::default()
-        };
-        (self.run)(&mut report)?;
-        report.end_ns = sys::monotonic_ns();
-        Ok(report)
-    }
-}
 
 fn record_map(report: &mut Report, label: &str, map: &Map, written: &[usize]) {
     report.mappings.push(Mapping {
@@ -365,10 +424,12 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_findable() {
-        for s in SCENARIOS {
-            assert!(std::ptr::eq(find(s.name).unwrap(), s));
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::find(s.name()), Some(s));
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.name()));
         }
-        assert!(find("nope").is_none());
+        assert!(Scenario::find("nope").is_none());
     }
 
     #[test]
@@ -389,7 +450,7 @@ mod tests {
 
     #[test]
     fn anon_control_runs_anywhere_and_reports_its_mapping() {
-        let report = find("anon-control").unwrap().run().unwrap();
+        let report = Scenario::AnonControl.run().unwrap();
         assert_eq!(report.mappings.len(), 1);
         let m = &report.mappings[0];
         assert_eq!(m.end - m.start, (PAGES * sys::PAGE) as u64);

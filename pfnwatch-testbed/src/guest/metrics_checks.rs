@@ -14,7 +14,7 @@ use super::watch::lines_of;
 use crate::expect::{self, KernelVersion};
 use crate::judge::Tally;
 use crate::report::Report;
-use crate::scenario;
+use crate::scenario::Scenario;
 use anyhow::{Context, Result, bail};
 use pfnwatch::rules::{self, RuleConfig, RuleId, RuleSet, Selection};
 use pfnwatch::sinks::metrics;
@@ -39,7 +39,15 @@ const LOG_WAIT: Duration = Duration::from_secs(30);
 
 pub fn run(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     loopback_up().context("bringing up lo")?;
-    rep.pass("metrics/loopback", "lo is up: 127.0.0.1 reachable");
+    let echo = loopback_echo();
+    rep.check(
+        "metrics/loopback",
+        echo.is_ok(),
+        &match echo {
+            Ok(addr) => format!("lo is up: a byte went through {addr} and back"),
+            Err(e) => format!("127.0.0.1 unreachable: {e:#}"),
+        },
+    );
     // Run counts and times of the programs: the kernel keeps them only
     // while this is on.
     let stats = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").is_ok();
@@ -68,11 +76,11 @@ fn scrape_scenarios(
     let noise = vdso_noise(kernel);
     let mut before = first.clone();
     let mut want_all = Tally::new();
-    for scenario in scenario::for_kernel(kernel) {
-        let name = scenario.name;
-        let report = trigger(name)?;
+    for scenario in Scenario::for_kernel(kernel) {
+        let name = scenario.name();
+        let report = trigger(scenario)?;
         let after = scrape(PORT)?;
-        let want = expect::expected(kernel, name);
+        let want = scenario.expected(kernel);
         per_scenario(
             rep,
             kernel,
@@ -101,7 +109,8 @@ fn scrape_scenarios(
     if stats {
         program_runs(rep, &all, &want_all);
     }
-    send_file("metrics.prom", before.text.as_bytes());
+    // The host runs `promtool check metrics` on it.
+    rep.send_file("metrics.prom", before.text.as_bytes());
     Ok(before)
 }
 
@@ -220,7 +229,9 @@ fn per_scenario(
     );
 
     // Rule hits, and the records the kernel sent for them (no drops).
-    let rules_want: BTreeMap<String, f64> = expect::rules(kernel, name)
+    let rules_want: BTreeMap<String, f64> = report
+        .scenario
+        .rules(kernel)
         .iter()
         .map(|(id, n)| (id.to_string(), *n as f64))
         .collect();
@@ -342,11 +353,11 @@ fn reload(
     );
 
     // R1 is off now: the COW remap is still counted, but no longer a hit.
-    let report = trigger("devmem-private")?;
+    let report = trigger(Scenario::DevmemPrivate)?;
     let after = scrape(RELOAD_PORT)?;
     let delta = moved.delta(&after);
     let noise = vdso_noise(kernel);
-    let want = labelled(&expect::expected(kernel, "devmem-private"), &noise);
+    let want = labelled(&Scenario::DevmemPrivate.expected(kernel), &noise);
     let counted = hook_calls(&delta, &noise) == want;
     let r1 = delta.get(metrics::ALERTS.name, &[("rule", "R1")]);
     rep.check(
@@ -399,8 +410,8 @@ fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result
         .any(|l| l.contains("pfnwatch stopped") && l.contains("detached="));
     let closed = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], RELOAD_PORT))).is_err();
     // One R1 per COW scenario while R1 was on: none lost at the end.
-    let want: u64 = scenario::for_kernel(kernel)
-        .flat_map(|s| expect::rules(kernel, s.name))
+    let want: u64 = Scenario::for_kernel(kernel)
+        .flat_map(|s| s.rules(kernel))
         .filter(|(id, _)| *id == RuleId::R1)
         .map(|(_, n)| n)
         .sum();
@@ -423,7 +434,8 @@ fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result
 /// exits unmap it, so its label sets grow with whatever runs (the trigger
 /// itself, its children). expect.rs's `vdso` rows say which they are here.
 fn vdso_noise(kernel: KernelVersion) -> BTreeSet<Labels> {
-    expect::expected(kernel, "vdso")
+    Scenario::Vdso
+        .expected(kernel)
         .keys()
         .map(|(hook, class)| call_labels(*hook, *class))
         .collect()
@@ -698,6 +710,24 @@ pub(super) fn loopback_up() -> Result<()> {
     result
 }
 
+/// A byte through a TCP connection on 127.0.0.1 and back: what a scrape
+/// needs of lo.
+fn loopback_echo() -> Result<SocketAddr> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut client = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect {addr}"))?;
+    let (mut server, _) = listener.accept().context("accept")?;
+    client.write_all(b"p")?;
+    let mut byte = [0u8];
+    server.read_exact(&mut byte)?;
+    server.write_all(&byte)?;
+    client.read_exact(&mut byte)?;
+    anyhow::ensure!(byte == *b"p", "got {byte:?} back");
+    Ok(addr)
+}
+
 fn write_config(text: &str) -> Result<()> {
     std::fs::write(CONFIG, text).with_context(|| format!("writing {CONFIG}"))
 }
@@ -767,11 +797,6 @@ impl Daemon {
         self.log.extend(new.iter().cloned());
         new
     }
-}
-
-/// Sends the scrape to the host (xtask runs `promtool check metrics` on it).
-fn send_file(name: &str, bytes: &[u8]) {
-    super::trace_checks::send_file(name, bytes);
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! What a scenario did, as the trigger prints it (one JSON line).
+//! What a scenario did, as `pfnwatch-scenario` prints it (one JSON line).
 
+use crate::scenario::Scenario;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    pub scenario: String,
+    pub scenario: Scenario,
     pub tgid: u32,
     /// Processes the scenario forked (they share its mappings).
     pub children: Vec<u32>,
@@ -27,6 +28,19 @@ pub struct Mapping {
 }
 
 impl Report {
+    /// An empty report of `scenario` by this process, starting now.
+    pub fn new(scenario: Scenario, start_ns: u64) -> Report {
+        Report {
+            scenario,
+            tgid: std::process::id(),
+            children: Vec::new(),
+            mappings: Vec::new(),
+            start_ns,
+            end_ns: start_ns,
+            move_pages_status: None,
+        }
+    }
+
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         std::iter::once(self.tgid).chain(self.children.iter().copied())
     }

@@ -7,13 +7,36 @@
 //!
 //! The serial console is the only way out of the guest. Chunks must come in
 //! order; the END line's count, length and CRC tell a lost or garbled line
-//! (a printk can land in the middle of one) from a good file.
+//! (a printk can land in the middle of one) from a good file. The guest
+//! writes with [`encode`], the host reassembles with [`GuestFiles`].
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
-use crate::protocol::CheckResult;
+use crate::checks::MARKER;
+
+/// Raw bytes per FILE line: 684 base64 characters, well inside a console line.
+pub const CHUNK: usize = 512;
+
+/// The console lines that send `bytes` as file `name`.
+pub fn encode(name: &str, bytes: &[u8]) -> Vec<String> {
+    let mut lines: Vec<String> = bytes
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let data = base64::engine::general_purpose::STANDARD.encode(chunk);
+            format!("{MARKER}FILE {name} {i} {data}")
+        })
+        .collect();
+    let chunks = lines.len();
+    lines.push(format!(
+        "{MARKER}FILE {name} END {chunks} {} {:08x}",
+        bytes.len(),
+        crc32fast::hash(bytes)
+    ));
+    lines
+}
 
 /// One parsed FILE line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +92,9 @@ struct Assembly {
     complete: bool,
 }
 
+/// Complete files by name.
+pub type Received = BTreeMap<String, Vec<u8>>;
+
 /// Every file the guest sent, complete or not.
 #[derive(Debug, Default)]
 pub struct GuestFiles {
@@ -123,8 +149,9 @@ impl GuestFiles {
         Some(format!("FILE {name}: broken: {problem}"))
     }
 
-    /// The complete files, and a failed check for each one that is not.
-    pub fn finish(self) -> (BTreeMap<String, Vec<u8>>, Vec<CheckResult>) {
+    /// The complete files, and (`file/<name>`, what went wrong) for each
+    /// one that is not.
+    pub fn finish(self) -> (Received, Vec<(String, String)>) {
         let mut complete = BTreeMap::new();
         let mut failed = Vec::new();
         for (name, file) in self.files {
@@ -136,10 +163,7 @@ impl GuestFiles {
                     continue;
                 }
             };
-            failed.push(CheckResult {
-                name: format!("file/{name}"),
-                failure: Some(failure),
-            });
+            failed.push((format!("file/{name}"), failure));
         }
         (complete, failed)
     }
@@ -149,25 +173,13 @@ impl GuestFiles {
 mod tests {
     use super::*;
 
-    /// The lines the guest prints for `bytes` (trace_checks.rs send_file).
+    /// What follows `FILE ` in the lines the guest prints for `bytes`.
     fn lines(name: &str, bytes: &[u8]) -> Vec<String> {
-        let mut out: Vec<String> = bytes
-            .chunks(512)
-            .enumerate()
-            .map(|(i, c)| {
-                format!(
-                    "{name} {i} {}",
-                    base64::engine::general_purpose::STANDARD.encode(c)
-                )
-            })
-            .collect();
-        out.push(format!(
-            "{name} END {} {} {:08x}",
-            out.len(),
-            bytes.len(),
-            crc32fast::hash(bytes)
-        ));
-        out
+        let prefix = format!("{MARKER}FILE ");
+        encode(name, bytes)
+            .iter()
+            .map(|l| l.strip_prefix(&prefix).unwrap().to_owned())
+            .collect()
     }
 
     fn feed(files: &mut GuestFiles, lines: &[String]) -> Vec<String> {
@@ -223,11 +235,8 @@ mod tests {
         feed(&mut files3, &good[..2]);
         let (complete, failed) = files3.finish();
         assert!(complete.is_empty());
-        assert_eq!(failed[0].name, "file/a");
-        assert_eq!(
-            failed[0].failure.as_deref(),
-            Some("no END line after 2 chunks")
-        );
+        assert_eq!(failed[0].0, "file/a");
+        assert_eq!(failed[0].1, "no END line after 2 chunks");
         let (_, failed) = files.finish();
         assert_eq!(failed.len(), 1);
     }

@@ -1,5 +1,0 @@
-//! PID 1 of pfnwatch's test VM; see `pfnwatch_trigger::guest`.
-
-fn main() {
-    pfnwatch_trigger::guest::main()
-}
