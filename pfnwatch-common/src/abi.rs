@@ -69,6 +69,8 @@ macro_rules! abi_struct {
 
 pub const COMM_LEN: usize = 16;
 pub const NAME_LEN: usize = 32;
+/// The kernel's MODULE_NAME_LEN (64 - sizeof(unsigned long)).
+pub const MODULE_NAME_LEN: usize = 56;
 /// Kernel return addresses kept per record (the call path).
 pub const STACK_DEPTH: usize = 32;
 
@@ -99,6 +101,14 @@ abi_struct! {
         pub ret: i64,
         /// `vm_file`'s inode number.
         pub ino: u64,
+        /// The file's mmap (or 7.x mmap_prepare) handler: a kernel address
+        /// user space symbolises (0: none).
+        pub mmap_fn: u64,
+        /// The vma's fault (or huge_fault) handler (0: none).
+        pub fault_fn: u64,
+        /// The inventory's id of the vma (its created and gone records carry
+        /// the same one; 0 on other hooks).
+        pub vma_id: u64,
         /// `vm_file`'s `i_rdev` (kernel encoding: major << 20 | minor).
         pub rdev: u32,
         /// `vm_file`'s superblock `s_dev` (kernel encoding).
@@ -116,6 +126,8 @@ abi_struct! {
         pub file: [u8; NAME_LEN],
         /// `vm_file`'s parent dentry name (the PCI device of a BAR file).
         pub parent: [u8; NAME_LEN],
+        /// The module that owns the file's operations (empty: built in).
+        pub module: [u8; MODULE_NAME_LEN],
         /// Bytes of `stack` filled by bpf_get_stack (0: not captured).
         pub stack_bytes: u32,
         /// The page-table level of `entry` (0 pte, 1 pmd, 2 pud).
@@ -129,15 +141,33 @@ abi_struct! {
 pub const EVENT_PFN_KNOWN: u32 = 1 << 0;
 /// `Event::pgoff_before` was captured on entry.
 pub const EVENT_PGOFF_BEFORE: u32 = 1 << 1;
-/// The vma has a `vm_file`; `ino`, `rdev`, `sdev`, `file`, `parent` are set.
+/// The vma has a `vm_file`; `ino`, `rdev`, `sdev`, `file`, `parent`,
+/// `module` and `mmap_fn` are set.
 pub const EVENT_FILE: u32 = 1 << 2;
+/// Seen at fentry: the kernel is about to BUG() on the call.
+pub const EVENT_AT_ENTRY: u32 = 1 << 3;
+/// The pfn is the shared zero page's.
+pub const EVENT_ZERO_PAGE: u32 = 1 << 4;
+/// An inventory record of a vma a fork copied into the child.
+pub const EVENT_FORK: u32 = 1 << 5;
 
 /// Named event flags, for the C header.
-pub const EVENT_FLAGS: [(&str, u32); 3] = [
+pub const EVENT_FLAGS: [(&str, u32); 6] = [
     ("PFN_KNOWN", EVENT_PFN_KNOWN),
     ("PGOFF_BEFORE", EVENT_PGOFF_BEFORE),
     ("FILE", EVENT_FILE),
+    ("AT_ENTRY", EVENT_AT_ENTRY),
+    ("ZERO_PAGE", EVENT_ZERO_PAGE),
+    ("FORK", EVENT_FORK),
 ];
+
+/// Slots of the `drops` per-CPU array: what the kernel could not keep.
+pub const LOSS_RINGBUF: u32 = 0;
+/// The inventory map was full: a vma went untracked.
+pub const LOSS_INVENTORY: u32 = 1;
+pub const LOSS_SLOTS: usize = 2;
+/// Live pfn-mapping vmas the inventory tracks at most.
+pub const INVENTORY_SLOTS: usize = 65536;
 
 /// Entries of the `counts` per-CPU array: index [`counts_index`].
 pub const COUNTS_LEN: usize = Hook::COUNT * class::SLOTS;
@@ -156,6 +186,7 @@ pub const RINGBUF_BYTES: u32 = 256 * 1024;
 pub mod names {
     pub const COUNTS: &str = "counts";
     pub const ERRORS: &str = "errors";
+    /// Per-CPU `u64[LOSS_SLOTS]`: what the kernel could not keep.
     pub const DROPS: &str = "drops";
     pub const EVENTS: &str = "events";
     /// `const volatile __u32`: the tgid whose calls are never reported.
@@ -170,6 +201,15 @@ pub mod names {
     pub const ONLY_PIDS: &str = "only_pids";
     /// `const volatile __u32`: how many of `ONLY_PIDS` are set (0: all).
     pub const ONLY_PID_COUNT: &str = "only_pid_count";
+    /// `const volatile __u64`: the address of x86's `physical_mask` (0:
+    /// unknown, take bits 0..51).
+    pub const PHYSICAL_MASK_ADDR: &str = "physical_mask_addr";
+    /// `const volatile __u64`: the address of `zero_pfn` (6.x) or
+    /// `zero_page_pfn` (7.x) (0: unknown).
+    pub const ZERO_PFN_ADDR: &str = "zero_pfn_addr";
+    /// `const volatile __u64`: `&special_mapping_vmops`, the vDSO's vm_ops
+    /// (0: unknown).
+    pub const SPECIAL_MAPPING_VMOPS: &str = "special_mapping_vmops";
 }
 
 /// Index into `counts` of a (hook, class) pair.
@@ -231,7 +271,7 @@ mod tests {
     #[test]
     fn event_has_no_padding_and_is_8_aligned() {
         // bytemuck::Pod already refuses padding; check the size stays put.
-        assert_eq!(size_of::<Event>(), 216 + 8 * STACK_DEPTH);
+        assert_eq!(size_of::<Event>(), 296 + 8 * STACK_DEPTH);
         assert_eq!(size_of::<Event>() % 8, 0);
     }
 

@@ -53,7 +53,11 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     write!(h, "{}", mask::c_defines())?;
     write!(h, "{}", abi::c_index_defines())?;
     writeln!(h, "#define PFNW_PID_FILTER_SLOTS {}", abi::PID_FILTER_SLOTS)?;
-    writeln!(h, "#define PFNW_RINGBUF_BYTES {}\n", abi::RINGBUF_BYTES)?;
+    writeln!(h, "#define PFNW_RINGBUF_BYTES {}", abi::RINGBUF_BYTES)?;
+    writeln!(h, "#define PFNW_LOSS_RINGBUF {}", abi::LOSS_RINGBUF)?;
+    writeln!(h, "#define PFNW_LOSS_INVENTORY {}", abi::LOSS_INVENTORY)?;
+    writeln!(h, "#define PFNW_LOSS_SLOTS {}", abi::LOSS_SLOTS)?;
+    writeln!(h, "#define PFNW_INVENTORY_SLOTS {}\n", abi::INVENTORY_SLOTS)?;
     write!(h, "{}", pgtable::c_defines())?;
     writeln!(h)?;
     for (name, bit) in abi::EVENT_FLAGS {
@@ -65,6 +69,7 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     }
     writeln!(h, "#define PFNW_COMM_LEN {}", abi::COMM_LEN)?;
     writeln!(h, "#define PFNW_NAME_LEN {}", abi::NAME_LEN)?;
+    writeln!(h, "#define PFNW_MODULE_NAME_LEN {}", abi::MODULE_NAME_LEN)?;
     writeln!(h, "#define PFNW_STACK_DEPTH {}\n", abi::STACK_DEPTH)?;
     writeln!(h, "{}", Event::c_definition())?;
     writeln!(h, "#endif /* PFNWATCH_ABI_H */")

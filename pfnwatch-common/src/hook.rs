@@ -64,6 +64,29 @@ hooks! {
     VmfInsertPfnPud = 10, "vmf_insert_pfn_pud", Insert;
     /// `vm_normal_page_pud(vma, addr, pud)`: the lookup for a huge pud (7.x).
     VmNormalPagePud = 11, "vm_normal_page_pud", Lookup;
+    /// `follow_pfnmap_start(args)` (6.12+): a pfn looked up by address (KVM,
+    /// vfio type1, /proc/PID/mem through generic_access_phys, x86 PAT).
+    FollowPfnmapStart = 12, "follow_pfnmap_start", Follow;
+    /// `follow_phys(vma, addr, flags, prot, phys)`: the same on 6.1.
+    FollowPhys = 13, "follow_phys", Follow;
+    /// `vm_insert_page(vma, addr, page)`: a refcounted page into a
+    /// VM_MIXEDMAP (it sets the flag).
+    VmInsertPage = 14, "vm_insert_page", Insert;
+    /// `vm_insert_pages(vma, addr, pages, num)`: the batched form.
+    VmInsertPages = 15, "vm_insert_pages", Insert;
+    /// `vmf_insert_page_mkwrite(vmf, page, write)` (7.x).
+    VmfInsertPageMkwrite = 16, "vmf_insert_page_mkwrite", Insert;
+    /// `vmf_insert_folio_pmd(vmf, folio, write)` (7.x).
+    VmfInsertFolioPmd = 17, "vmf_insert_folio_pmd", Insert;
+    /// `remap_pfn_range_prepare(desc)` (7.x mmap_prepare): where a
+    /// converted driver's partial COW remap is refused.
+    RemapPfnRangePrepare = 18, "remap_pfn_range_prepare", Remap;
+    /// `perf_event_mmap(vma)`: a new vma, its flags final (the inventory).
+    PerfEventMmap = 19, "perf_event_mmap", VmaCreated;
+    /// `copy_page_range(dst, src)`: fork gives the child the vma.
+    CopyPageRange = 20, "copy_page_range", VmaCreated;
+    /// `vm_area_free(vma)`: a vma goes away.
+    VmAreaFree = 21, "vm_area_free", VmaGone;
 }
 
 impl Hook {
@@ -79,6 +102,20 @@ impl Hook {
         Hook::ALL.into_iter().find(|h| h.function() == name)
     }
 
+    /// Whether the hook returns a vm_fault_t (shown in hex) rather than an
+    /// int (-errno).
+    pub const fn returns_vm_fault(self) -> bool {
+        matches!(
+            self,
+            Hook::VmfInsertPfnProt
+                | Hook::VmfInsertMixed
+                | Hook::VmfInsertPfnPmd
+                | Hook::VmfInsertPfnPud
+                | Hook::VmfInsertPageMkwrite
+                | Hook::VmfInsertFolioPmd
+        )
+    }
+
     /// The hooks of one family, in id order.
     pub fn of(family: Family) -> impl Iterator<Item = Hook> {
         Hook::ALL.into_iter().filter(move |h| h.family() == family)
@@ -92,21 +129,30 @@ pub enum Family {
     Lookup,
     /// `folio_walk_start`: a page walk that hands out a folio.
     Walk,
+    /// `follow_pfnmap_start`, `follow_phys`: a pfn looked up by address.
+    Follow,
     /// `remap_pfn_range*`: a driver maps a range of pfns at mmap time.
     Remap,
     /// `vmf_insert_*`: a fault handler inserts pfns.
     Insert,
     /// The kernel itself reports a bad page map.
     BadMap,
+    /// A pfn-mapping vma comes to be (mmap, fork).
+    VmaCreated,
+    /// A pfn-mapping vma goes away.
+    VmaGone,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 8] = [
         Family::Lookup,
         Family::Walk,
+        Family::Follow,
         Family::Remap,
         Family::Insert,
         Family::BadMap,
+        Family::VmaCreated,
+        Family::VmaGone,
     ];
 
     /// Name of the C macro (`PFNW_FAMILY_<c_name>`).
@@ -114,9 +160,12 @@ impl Family {
         match self {
             Family::Lookup => "LOOKUP",
             Family::Walk => "WALK",
+            Family::Follow => "FOLLOW",
             Family::Remap => "REMAP",
             Family::Insert => "INSERT",
             Family::BadMap => "BAD_MAP",
+            Family::VmaCreated => "VMA_CREATED",
+            Family::VmaGone => "VMA_GONE",
         }
     }
 
@@ -154,7 +203,14 @@ mod tests {
             assert!(Hook::of(family).next().is_some(), "{family:?}");
         }
         let remaps: Vec<Hook> = Hook::of(Family::Remap).collect();
-        assert_eq!(remaps, [Hook::RemapPfnRange, Hook::RemapPfnRangeComplete]);
+        assert_eq!(
+            remaps,
+            [
+                Hook::RemapPfnRange,
+                Hook::RemapPfnRangeComplete,
+                Hook::RemapPfnRangePrepare
+            ]
+        );
         assert!(Hook::VmfInsertPfnPud.family().maps_pfns());
         assert!(!Hook::VmNormalPagePud.family().maps_pfns());
     }

@@ -55,9 +55,29 @@ struct inode {
 	struct super_block *i_sb;
 } __kc;
 
+struct module {
+	char name[56]; /* MODULE_NAME_LEN */
+} __kc;
+
+struct file;
+struct vm_area_struct;
+struct vm_area_desc;
+
+struct file_operations {
+	struct module *owner;
+	int (*mmap)(struct file *, struct vm_area_struct *);
+	int (*mmap_prepare)(struct vm_area_desc *); /* 7.x */
+} __kc;
+
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	const struct file_operations *f_op;
+} __kc;
+
+struct vm_operations_struct {
+	unsigned int (*fault)(struct vm_fault *vmf);
+	unsigned int (*huge_fault)(struct vm_fault *vmf, unsigned int order);
 } __kc;
 
 /* 7.x: the flags word became a bitmap beside the old name. */
@@ -70,6 +90,7 @@ struct vm_area_struct {
 	vma_flags_t flags;
 	unsigned long vm_pgoff;
 	struct file *vm_file;
+	const struct vm_operations_struct *vm_ops;
 } __kc;
 
 struct address_space;
@@ -101,6 +122,24 @@ struct mmap_action {
 		unsigned long start_pfn;
 		unsigned long size;
 	} remap;
+} __kc;
+
+/* 7.x mmap_prepare: the vma-to-be a converted driver describes. */
+struct vm_area_desc {
+	struct file *file;
+	unsigned long start;
+	unsigned long end;
+	unsigned long pgoff;
+	vma_flags_t vma_flags;
+	struct mmap_action action;
+} __kc;
+
+/* 6.12+: follow_pfnmap_start()'s arguments, inputs and outputs. */
+struct follow_pfnmap_args {
+	struct vm_area_struct *vma;
+	unsigned long address;
+	unsigned long pfn;
+	bool special;
 } __kc;
 
 #endif /* PFNWATCH_KERNEL_TYPES_H */

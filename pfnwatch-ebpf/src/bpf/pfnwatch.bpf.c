@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0)
 /*
- * pfnwatch's kernel side: fexit programs on the functions that map raw page
- * frames (remap_pfn_range*, vmf_insert_*) and the ones that decide whether a
- * pte in such a mapping is a normal page (vm_normal_page*, folio_walk_start).
+ * pfnwatch's kernel side: programs on the functions that map raw page frames
+ * (remap_pfn_range*, vmf_insert_*, vm_insert_page*), the ones that decide
+ * whether an entry in such a mapping is a normal page (vm_normal_page*,
+ * folio_walk_start, follow_pfnmap_start), the kernel's own bad-page-map
+ * report, and the life of every VM_PFNMAP/VM_MIXEDMAP vma (created at mmap
+ * or fork, gone when freed).
  *
  * Every call on a VM_PFNMAP/VM_MIXEDMAP vma is classified (pfnwatch-common's
  * class bits) and counted per CPU; a detail record crosses to user space only
@@ -11,8 +14,11 @@
  * fexit sees the arguments and the return value, so the page-table hooks use
  * fexit alone: a second trampoline on vm_normal_page, which runs for every
  * pte of every fork and munmap in the system, would double the cost for
- * nothing. remap_pfn_range also gets an fentry, because it rewrites the vma
- * (vm_pgoff of a COW mapping, vm_flags) and the state before is the point.
+ * nothing. Two kinds of call get an fentry: remap_pfn_range, because it
+ * rewrites the vma (vm_pgoff of a COW mapping, vm_flags) and the state
+ * before is the point; and the pfn inserts, because on a COW VM_PFNMAP they
+ * BUG() before any fexit could run, and the record is then the only trace
+ * that names the driver.
  */
 #include <linux/bpf.h>
 #include "kernel_types.h"
@@ -24,12 +30,13 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Page-table geometry (PFNW_PAGE_SHIFT, PFNW_<level>_SIZE, _PFN_MASK,
- * PFNW_PTE_SPECIAL) comes from pfnwatch-common through the header. */
+ * PFNW_PTE_SPECIAL, PFNW_PTE_PRESENT) comes from pfnwatch-common. */
 /* pfn_t (before 6.16) keeps flags in the top bits of the pfn word. */
 #define PFN_T_FLAGS_MASK 0xfff0000000000000ull
 #define PAGE_MAPPING_ANON 0x1ul
 /* enum vm_fault_reason: VM_FAULT_ERROR = OOM|SIGBUS|SIGSEGV|HWPOISON*|FALLBACK */
 #define VM_FAULT_ERROR 0x873u
+#define PAGE_ALIGN(x) (((x) + PFNW_PTE_SIZE - 1) & ~(PFNW_PTE_SIZE - 1))
 
 /* Anchors the record type in the object's BTF, where the layout test and
  * tools such as bpftool find it; the programs only see it through pointers. */
@@ -42,6 +49,19 @@ const volatile __u64 record_mask[PFNW_MASK_WORDS] = {};
 /* trace --pid: records only for these pids or tgids (0 of them: everyone). */
 const volatile __u32 only_pid_count = 0;
 const volatile __u32 only_pids[PFNW_PID_FILTER_SLOTS] = {};
+/*
+ * Kernel addresses from /proc/kallsyms (0: unknown). None of them is a BTF
+ * variable on Debian's kernels, and aya cannot resolve __ksym externs, so
+ * user space looks them up and the programs read the values once.
+ */
+const volatile __u64 physical_mask_addr = 0; /* x86 physical_mask */
+const volatile __u64 zero_pfn_addr = 0;      /* zero_pfn (6.x), zero_page_pfn (7.x) */
+const volatile __u64 special_mapping_vmops = 0; /* &special_mapping_vmops: vDSO/vvar */
+
+/* The values behind the addresses above, read on first use. */
+__u64 physical_mask = 0;
+__u64 zero_pfn = 0;
+__u32 kernel_values_read = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -57,10 +77,10 @@ struct {
 	__type(value, __u64);
 } errors SEC(".maps");
 
-/* Records lost because the ring buffer was full. */
+/* What could not be kept: PFNW_LOSS_* slots (ring buffer full, inventory full). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, PFNW_LOSS_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } drops SEC(".maps");
@@ -83,6 +103,19 @@ struct {
 	__type(value, struct remap_before);
 } remap_entry SEC(".maps");
 
+/* The inventory: every live VM_PFNMAP/VM_MIXEDMAP vma pfnwatch saw created,
+ * by address, with the id its records carry (the address itself is a
+ * kernel pointer and stays in the kernel). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PFNW_INVENTORY_SLOTS);
+	__type(key, __u64);
+	__type(value, __u64);
+} inventory SEC(".maps");
+
+/* The last inventory id handed out. */
+__u64 inventory_ids = 0;
+
 /* One observed call, filled by a hook and handed to finish(). */
 struct call {
 	struct vm_area_struct *vma;
@@ -93,10 +126,15 @@ struct call {
 	__u64 entry;
 	__s64 ret;
 	__u64 pgoff_before;
+	__u64 vma_id;
 	__u32 event_flags;
 	__u32 level;
 	__u16 hook;
 	__u16 class;
+	/* The vma's file may be gone (vm_area_free): do not read it. */
+	bool no_file;
+	/* The kernel is about to BUG(): wake the reader at once. */
+	bool urgent;
 };
 
 static __always_inline __u64 vma_flags(struct vm_area_struct *vma)
@@ -106,7 +144,36 @@ static __always_inline __u64 vma_flags(struct vm_area_struct *vma)
 	return vma->flags.__vma_flags[0];
 }
 
-/* The bytes one entry of a level maps, and the pfn it points at. */
+static __always_inline bool is_cow(__u64 flags)
+{
+	return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE;
+}
+
+static __always_inline bool is_pfn_mapping(__u64 flags)
+{
+	return flags & (VM_PFNMAP | VM_MIXEDMAP);
+}
+
+/* Reads physical_mask and the zero pfn once; both are fixed after boot. */
+static __always_inline void read_kernel_values(void)
+{
+	__u64 v;
+
+	if (kernel_values_read)
+		return;
+	v = PFNW_PHYSICAL_MASK_DEFAULT;
+	if (physical_mask_addr &&
+	    bpf_probe_read_kernel(&v, sizeof(v), (void *)physical_mask_addr) != 0)
+		v = PFNW_PHYSICAL_MASK_DEFAULT;
+	physical_mask = v;
+	v = 0;
+	if (zero_pfn_addr && bpf_probe_read_kernel(&v, sizeof(v), (void *)zero_pfn_addr) != 0)
+		v = 0;
+	zero_pfn = v;
+	kernel_values_read = 1;
+}
+
+/* The bytes one entry of a level maps. */
 static __always_inline __u64 entry_size(__u32 level)
 {
 	return level == PFNW_LEVEL_PUD ? PFNW_PUD_SIZE
@@ -114,13 +181,23 @@ static __always_inline __u64 entry_size(__u32 level)
 				       : PFNW_PTE_SIZE;
 }
 
+/*
+ * The pfn an entry points at, as x86's pte_pfn()/pmd_pfn()/pud_pfn() read
+ * it: a PROT_NONE entry (present bit clear, not empty) holds its pfn bits
+ * inverted (the L1TF mitigation, protnone_mask()), and physical_mask leaves
+ * out the memory-encryption bits (SME C-bit, TDX shared bit, vTOM).
+ * pfnwatch-common's Level::pfn is the same algorithm, unit-tested.
+ */
 static __always_inline __u64 entry_pfn(__u64 entry, __u32 level)
 {
 	__u64 mask = level == PFNW_LEVEL_PUD ? PFNW_PUD_PFN_MASK
 		   : level == PFNW_LEVEL_PMD ? PFNW_PMD_PFN_MASK
 					     : PFNW_PTE_PFN_MASK;
 
-	return (entry & mask) >> PFNW_PAGE_SHIFT;
+	read_kernel_values();
+	if (entry && !(entry & PFNW_PTE_PRESENT))
+		entry = ~entry;
+	return (entry & mask & physical_mask) >> PFNW_PAGE_SHIFT;
 }
 
 /* The anon bit lives in the pointer's low bits. The value is read with a
@@ -153,7 +230,7 @@ static __always_inline __u16 vma_class(struct call *c)
 		class |= PFNW_CLASS_PFNMAP;
 	if (c->vm_flags & VM_MIXEDMAP)
 		class |= PFNW_CLASS_MIXEDMAP;
-	if ((c->vm_flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE)
+	if (is_cow(c->vm_flags))
 		class |= PFNW_CLASS_COW;
 	if (c->event_flags & PFNW_EVENT_PFN_KNOWN) {
 		__u64 start = c->vma->vm_start;
@@ -185,6 +262,8 @@ static __always_inline void fill_file(struct pfnwatch_event *e, struct file *fil
 {
 	struct inode *inode;
 	struct dentry *dentry;
+	const struct file_operations *fop;
+	struct module *owner;
 
 	if (!file)
 		return;
@@ -196,27 +275,37 @@ static __always_inline void fill_file(struct pfnwatch_event *e, struct file *fil
 	bpf_probe_read_kernel_str(e->file, sizeof(e->file), BPF_CORE_READ(dentry, d_name.name));
 	bpf_probe_read_kernel_str(e->parent, sizeof(e->parent),
 				  BPF_CORE_READ(dentry, d_parent, d_name.name));
+	/* Who maps it: the module that owns the file's operations, and its
+	 * mmap handler (7.x converted drivers have mmap_prepare instead). */
+	fop = BPF_CORE_READ(file, f_op);
+	e->mmap_fn = (__u64)BPF_CORE_READ(fop, mmap);
+	if (!e->mmap_fn && bpf_core_field_exists(fop->mmap_prepare))
+		e->mmap_fn = (__u64)BPF_CORE_READ(fop, mmap_prepare);
+	owner = BPF_CORE_READ(fop, owner);
+	if (owner)
+		bpf_probe_read_kernel_str(e->module, sizeof(e->module), owner->name);
 	e->flags |= PFNW_EVENT_FILE;
 }
 
 static __always_inline void send(void *ctx, struct call *c)
 {
 	struct vm_area_struct *vma = c->vma;
+	const struct vm_operations_struct *ops;
 	struct pfnwatch_event *e;
 	__u64 pid_tgid;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		bump(&drops, 0);
+		bump(&drops, PFNW_LOSS_RINGBUF);
 		return;
 	}
 	pid_tgid = bpf_get_current_pid_tgid();
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->vm_flags = c->vm_flags;
-	e->vm_start = vma->vm_start;
-	e->vm_end = vma->vm_end;
-	e->vm_pgoff = vma->vm_pgoff;
+	e->vm_start = BPF_CORE_READ(vma, vm_start);
+	e->vm_end = BPF_CORE_READ(vma, vm_end);
+	e->vm_pgoff = BPF_CORE_READ(vma, vm_pgoff);
 	e->pgoff_before = c->pgoff_before;
 	e->addr = c->addr;
 	e->pfn = c->pfn;
@@ -224,6 +313,8 @@ static __always_inline void send(void *ctx, struct call *c)
 	e->entry = c->entry;
 	e->ret = c->ret;
 	e->ino = 0;
+	e->mmap_fn = 0;
+	e->vma_id = c->vma_id;
 	e->rdev = 0;
 	e->sdev = 0;
 	e->pid = (__u32)pid_tgid;
@@ -234,7 +325,14 @@ static __always_inline void send(void *ctx, struct call *c)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->file[0] = 0;
 	e->parent[0] = 0;
-	fill_file(e, vma->vm_file);
+	e->module[0] = 0;
+	/* The fault handler names the driver even where no file does. */
+	ops = BPF_CORE_READ(vma, vm_ops);
+	e->fault_fn = (__u64)BPF_CORE_READ(ops, fault);
+	if (!e->fault_fn)
+		e->fault_fn = (__u64)BPF_CORE_READ(ops, huge_fault);
+	if (!c->no_file)
+		fill_file(e, BPF_CORE_READ(vma, vm_file));
 	e->level = c->level;
 	e->stack_bytes = 0;
 	if (capture_stack) {
@@ -243,7 +341,7 @@ static __always_inline void send(void *ctx, struct call *c)
 		if (n > 0)
 			e->stack_bytes = n;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, c->urgent ? BPF_RB_FORCE_WAKEUP : 0);
 }
 
 /* Only asked once a record is wanted: the counters see every process. The
@@ -292,7 +390,7 @@ static __always_inline int entry_seen(void *ctx, __u16 hook, struct vm_area_stru
 	struct call c = {};
 
 	c.vm_flags = vma_flags(vma);
-	if (!bad_map && !(c.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)))
+	if (!bad_map && !is_pfn_mapping(c.vm_flags))
 		return 0;
 	if (is_self())
 		return 0;
@@ -304,6 +402,8 @@ static __always_inline int entry_seen(void *ctx, __u16 hook, struct vm_area_stru
 	c.size = entry_size(level);
 	c.pfn = entry_pfn(entry, level);
 	c.event_flags = PFNW_EVENT_PFN_KNOWN;
+	if (zero_pfn && c.pfn == zero_pfn)
+		c.event_flags |= PFNW_EVENT_ZERO_PAGE;
 	c.ret = page != 0;
 	c.class = vma_class(&c);
 	if (entry & PFNW_PTE_SPECIAL)
@@ -345,7 +445,7 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 	struct call c = {};
 
 	c.vm_flags = vma_flags(vma);
-	if (!(c.vm_flags & (VM_PFNMAP | VM_MIXEDMAP)))
+	if (!is_pfn_mapping(c.vm_flags))
 		return 0;
 	if (is_self())
 		return 0;
@@ -366,6 +466,8 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 		c.entry = fw->pte.pte;
 		c.pfn = entry_pfn(c.entry, c.level);
 		c.event_flags = PFNW_EVENT_PFN_KNOWN;
+		if (zero_pfn && c.pfn == zero_pfn)
+			c.event_flags |= PFNW_EVENT_ZERO_PAGE;
 	}
 	c.class = vma_class(&c);
 	if (!folio)
@@ -380,23 +482,87 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 	return 0;
 }
 
-/* Mapping hooks: a driver puts pfns into a vma. Rare, so no vma filter. */
-static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
-				  __u64 pfn, __u64 size, __s64 ret, bool failed)
+/*
+ * pfn lookups by address (KVM, vfio type1, /proc/PID/mem and ptrace
+ * through generic_access_phys, x86 PAT): follow_pfnmap_start() on 6.12+,
+ * follow_phys() on 6.1. On success they found a present pte; its special
+ * bit and pfn say what the lookup handed out. No page is involved.
+ */
+static __always_inline int pfn_followed(void *ctx, __u16 hook, struct vm_area_struct *vma,
+					__u64 addr, __u64 pfn, bool special, int ret)
 {
 	struct call c = {};
 
+	c.vm_flags = vma_flags(vma);
+	if (!is_pfn_mapping(c.vm_flags))
+		return 0;
 	if (is_self())
 		return 0;
 	c.vma = vma;
+	c.hook = hook;
+	c.addr = addr;
+	c.size = PFNW_PTE_SIZE;
+	c.ret = ret;
+	if (ret == 0) {
+		c.pfn = pfn;
+		c.event_flags = PFNW_EVENT_PFN_KNOWN;
+	}
+	c.class = vma_class(&c);
+	if (ret != 0)
+		c.class |= PFNW_CLASS_ERROR;
+	else if (special)
+		c.class |= PFNW_CLASS_SPECIAL;
+	finish(ctx, &c);
+	return 0;
+}
+
+SEC("fexit/follow_pfnmap_start")
+int BPF_PROG(follow_pfnmap_start_exit, struct follow_pfnmap_args *args, int ret)
+{
+	return pfn_followed(ctx, PFNW_HOOK_FOLLOW_PFNMAP_START, args->vma, args->address,
+			    args->pfn, args->special, ret);
+}
+
+SEC("fexit/follow_phys")
+int BPF_PROG(follow_phys_exit, struct vm_area_struct *vma, unsigned long address,
+	     unsigned int flags, unsigned long *prot, __u64 *phys, int ret)
+{
+	__u64 pa = 0;
+
+	if (ret == 0)
+		bpf_probe_read_kernel(&pa, sizeof(pa), phys);
+	/* 6.1's follow_phys() does not say whether the pte was special: the
+	 * class leaves it out, and no rule asks it of this hook. */
+	return pfn_followed(ctx, PFNW_HOOK_FOLLOW_PHYS, vma, address, pa >> PFNW_PAGE_SHIFT, false,
+			    ret);
+}
+
+/*
+ * Mapping hooks: a driver puts pfns (or pages) into a vma. `any_vma`: the
+ * remaps count every call (a refused partial COW remap never became a pfn
+ * mapping); the inserts, which DAX and others make into ordinary file
+ * mappings, count only calls on pfn mappings, like the lookups.
+ */
+static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *vma, __u64 addr,
+				  __u64 pfn, bool pfn_known, __u64 size, __u32 level, __s64 ret,
+				  bool failed, bool any_vma)
+{
+	struct call c = {};
+
 	c.vm_flags = vma_flags(vma);
+	if (!any_vma && !is_pfn_mapping(c.vm_flags))
+		return 0;
+	if (is_self())
+		return 0;
+	c.vma = vma;
 	c.hook = hook;
 	c.addr = addr;
 	c.pfn = pfn;
 	c.size = size;
-	c.level = size == PFNW_PUD_SIZE ? PFNW_LEVEL_PUD : size == PFNW_PMD_SIZE ? PFNW_LEVEL_PMD : PFNW_LEVEL_PTE;
+	c.level = level;
 	c.ret = ret;
-	c.event_flags = PFNW_EVENT_PFN_KNOWN;
+	if (pfn_known)
+		c.event_flags = PFNW_EVENT_PFN_KNOWN;
 	if (hook == PFNW_HOOK_REMAP_PFN_RANGE) {
 		__u64 key = bpf_get_current_pid_tgid();
 		struct remap_before *before = bpf_map_lookup_elem(&remap_entry, &key);
@@ -408,9 +574,10 @@ static __always_inline int mapped(void *ctx, __u16 hook, struct vm_area_struct *
 		}
 	}
 	c.class = vma_class(&c);
-	/* Rule 3: a remap of a COW mapping must cover the whole vma. */
+	/* Rule 3: a remap of a COW mapping must cover the whole vma; the
+	 * kernel rounds the size up to a page before it compares. */
 	if (pfnw_hook_family(hook) == PFNW_FAMILY_REMAP &&
-	    (addr != vma->vm_start || addr + size != vma->vm_end))
+	    (addr != vma->vm_start || addr + PAGE_ALIGN(size) != vma->vm_end))
 		c.class |= PFNW_CLASS_PARTIAL;
 	if (failed)
 		c.class |= PFNW_CLASS_ERROR;
@@ -436,7 +603,8 @@ SEC("fexit/remap_pfn_range")
 int BPF_PROG(remap_pfn_range_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, unsigned long size, __u64 prot, int ret)
 {
-	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE, vma, addr, pfn, size, ret, ret < 0);
+	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE, vma, addr, pfn, true, size, PFNW_LEVEL_PTE,
+		      ret, ret < 0, true);
 }
 
 SEC("fexit/remap_pfn_range_complete")
@@ -444,50 +612,225 @@ int BPF_PROG(remap_pfn_range_complete_exit, struct vm_area_struct *vma,
 	     struct mmap_action *action, int ret)
 {
 	return mapped(ctx, PFNW_HOOK_REMAP_PFN_RANGE_COMPLETE, vma, action->remap.start,
-		      action->remap.start_pfn, action->remap.size, ret, ret < 0);
+		      action->remap.start_pfn, true, action->remap.size, PFNW_LEVEL_PTE, ret, ret < 0,
+		      true);
+}
+
+/*
+ * 7.x mmap_prepare: a converted driver describes its remap before the vma
+ * exists, and remap_pfn_range_prepare() refuses a COW remap that does not
+ * cover the whole range (-EINVAL) there, so that is where rule 3 is seen.
+ * There is no vma yet: the record carries the range the vma would have had.
+ * The kernel compares the raw size here (no PAGE_ALIGN), and so does this.
+ */
+SEC("fexit/remap_pfn_range_prepare")
+int BPF_PROG(remap_pfn_range_prepare_exit, struct vm_area_desc *desc, int ret)
+{
+	struct call c = {};
+	struct pfnwatch_event *e;
+	__u64 start = desc->start, end = desc->end;
+	__u64 addr = desc->action.remap.start, size = desc->action.remap.size;
+
+	if (is_self())
+		return 0;
+	c.hook = PFNW_HOOK_REMAP_PFN_RANGE_PREPARE;
+	/* On success prepare has added VM_IO|VM_PFNMAP|... to the flags. */
+	c.vm_flags = desc->vma_flags.__vma_flags[0];
+	if (c.vm_flags & VM_PFNMAP)
+		c.class |= PFNW_CLASS_PFNMAP;
+	if (c.vm_flags & VM_MIXEDMAP)
+		c.class |= PFNW_CLASS_MIXEDMAP;
+	if (is_cow(c.vm_flags))
+		c.class |= PFNW_CLASS_COW;
+	if (addr != start || addr + size != end)
+		c.class |= PFNW_CLASS_PARTIAL;
+	if (ret < 0)
+		c.class |= PFNW_CLASS_ERROR;
+	c.ret = ret;
+	bump(&counts, PFNW_COUNTS_INDEX(c.hook, c.class));
+	if (ret < 0)
+		bump(&errors, PFNW_ERRORS_INDEX(c.hook, (__u64)-ret));
+	if (!wants_record(c.hook, c.class) || !pid_wanted())
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		bump(&drops, PFNW_LOSS_RINGBUF);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->vm_flags = c.vm_flags;
+	e->vm_start = start;
+	e->vm_end = end;
+	e->vm_pgoff = desc->pgoff;
+	e->addr = addr;
+	e->pfn = desc->action.remap.start_pfn;
+	e->size = size;
+	e->ret = ret;
+	e->pid = (__u32)bpf_get_current_pid_tgid();
+	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	e->hook = c.hook;
+	e->class = c.class;
+	e->flags = PFNW_EVENT_PFN_KNOWN;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	fill_file(e, desc->file);
+	if (capture_stack) {
+		long n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
+
+		if (n > 0)
+			e->stack_bytes = n;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/*
+ * The pfn inserts BUG() on a COW VM_PFNMAP, and on a vma that is both
+ * VM_PFNMAP and VM_MIXEDMAP, before they insert anything (mm/memory.c
+ * vmf_insert_pfn_prot, mm/huge_memory.c vmf_insert_pfn_pmd/pud): their
+ * fexit never runs then. At fentry the call is seen, counted and sent with
+ * a wakeup, just before the kernel's BUG; every other call returns at once.
+ */
+static __always_inline int pfn_insert_entry(void *ctx, __u16 hook, struct vm_area_struct *vma,
+					    __u64 addr, __u64 pfn, __u64 size, __u32 level)
+{
+	__u64 flags = vma_flags(vma);
+	struct call c = {};
+
+	if (!(flags & VM_PFNMAP) || !(is_cow(flags) || (flags & VM_MIXEDMAP)))
+		return 0;
+	if (is_self())
+		return 0;
+	c.vma = vma;
+	c.vm_flags = flags;
+	c.hook = hook;
+	c.addr = addr;
+	c.pfn = pfn;
+	c.size = size;
+	c.level = level;
+	c.event_flags = PFNW_EVENT_PFN_KNOWN | PFNW_EVENT_AT_ENTRY;
+	c.class = vma_class(&c);
+	c.urgent = true;
+	finish(ctx, &c);
+	return 0;
+}
+
+SEC("fentry/vmf_insert_pfn_prot")
+int BPF_PROG(vmf_insert_pfn_prot_entry, struct vm_area_struct *vma, unsigned long addr,
+	     unsigned long pfn)
+{
+	return pfn_insert_entry(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PFNW_PTE_SIZE,
+				PFNW_LEVEL_PTE);
 }
 
 SEC("fexit/vmf_insert_pfn_prot")
 int BPF_PROG(vmf_insert_pfn_prot_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, __u64 pgprot, unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PFNW_PTE_SIZE, ret,
-		      ret & VM_FAULT_ERROR);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, true, PFNW_PTE_SIZE,
+		      PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
 }
 
 SEC("fexit/vmf_insert_mixed")
 int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long addr, __u64 pfn,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK,
-		      PFNW_PTE_SIZE, ret, ret & VM_FAULT_ERROR);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK, true,
+		      PFNW_PTE_SIZE, PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
 }
 
 /*
- * Huge fault-time inserts (6.12+; 6.1 has them only as inline wrappers of
- * *_prot functions): one special pmd or pud maps 2 MiB or 1 GiB of pfns,
- * as vfio-pci does for BARs. The pfn arrives as a pfn_t until 6.16 (flags
- * in the top bits) and as a plain pfn after: the mask serves both.
+ * Huge fault-time inserts: one special pmd or pud maps 2 MiB or 1 GiB of
+ * pfns, as vfio-pci does for BARs. 6.12+ name them vmf_insert_pfn_pmd/pud
+ * (vmf, pfn, write); 6.1 has only vmf_insert_pfn_pmd_prot/pud_prot (vmf,
+ * pfn, pgprot, write), which the same programs attach to: they read the
+ * first two arguments and take the return value with bpf_get_func_ret().
+ * The pfn arrives as a pfn_t until 6.16 (flags in the top bits) and as a
+ * plain pfn after: the mask serves both.
  */
 static __always_inline int huge_insert(void *ctx, __u16 hook, struct vm_fault *vmf, __u64 pfn,
-				       __u64 size, unsigned int ret)
+				       __u32 level, bool at_entry)
 {
-	return mapped(ctx, hook, vmf->vma, vmf->address & ~(size - 1), pfn & ~PFN_T_FLAGS_MASK,
-		      size, ret, ret & VM_FAULT_ERROR);
+	struct vm_area_struct *vma = BPF_CORE_READ(vmf, vma);
+	__u64 size = entry_size(level);
+	__u64 addr = BPF_CORE_READ(vmf, address) & ~(size - 1);
+	__u64 ret = 0;
+
+	pfn &= ~PFN_T_FLAGS_MASK;
+	if (at_entry)
+		return pfn_insert_entry(ctx, hook, vma, addr, pfn, size, level);
+	bpf_get_func_ret(ctx, &ret);
+	return mapped(ctx, hook, vma, addr, pfn, true, size, level, (__s64)(__u32)ret,
+		      ret & VM_FAULT_ERROR, false);
+}
+
+SEC("fentry/vmf_insert_pfn_pmd")
+int BPF_PROG(vmf_insert_pfn_pmd_entry, struct vm_fault *vmf, __u64 pfn)
+{
+	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf, pfn, PFNW_LEVEL_PMD, true);
 }
 
 SEC("fexit/vmf_insert_pfn_pmd")
-int BPF_PROG(vmf_insert_pfn_pmd_exit, struct vm_fault *vmf, __u64 pfn, bool write,
-	     unsigned int ret)
+int BPF_PROG(vmf_insert_pfn_pmd_exit, struct vm_fault *vmf, __u64 pfn)
 {
-	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf, pfn, PFNW_PMD_SIZE, ret);
+	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PMD, vmf, pfn, PFNW_LEVEL_PMD, false);
+}
+
+SEC("fentry/vmf_insert_pfn_pud")
+int BPF_PROG(vmf_insert_pfn_pud_entry, struct vm_fault *vmf, __u64 pfn)
+{
+	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf, pfn, PFNW_LEVEL_PUD, true);
 }
 
 SEC("fexit/vmf_insert_pfn_pud")
-int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn, bool write,
+int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn)
+{
+	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf, pfn, PFNW_LEVEL_PUD, false);
+}
+
+/*
+ * Page inserts: refcounted pages, not pfns, and vm_insert_page() sets
+ * VM_MIXEDMAP itself (io_uring rings, BPF ring buffers, remap_vmalloc_range,
+ * 7.x's vvar and DAX). Counted on pfn mappings; the pfn is not read (a
+ * struct page to pfn needs the kernel's vmemmap base).
+ */
+SEC("fexit/vm_insert_page")
+int BPF_PROG(vm_insert_page_exit, struct vm_area_struct *vma, unsigned long addr,
+	     struct page *page, int ret)
+{
+	return mapped(ctx, PFNW_HOOK_VM_INSERT_PAGE, vma, addr, 0, false, PFNW_PTE_SIZE,
+		      PFNW_LEVEL_PTE, ret, ret < 0, false);
+}
+
+SEC("fexit/vm_insert_pages")
+int BPF_PROG(vm_insert_pages_exit, struct vm_area_struct *vma, unsigned long addr,
+	     struct page **pages, unsigned long *num, int ret)
+{
+	__u64 left = 0;
+
+	/* *num is what was not inserted; the size covers the whole request. */
+	bpf_probe_read_kernel(&left, sizeof(left), num);
+	return mapped(ctx, PFNW_HOOK_VM_INSERT_PAGES, vma, addr, 0, false, PFNW_PTE_SIZE,
+		      PFNW_LEVEL_PTE, ret, ret < 0, false);
+}
+
+SEC("fexit/vmf_insert_page_mkwrite")
+int BPF_PROG(vmf_insert_page_mkwrite_exit, struct vm_fault *vmf, struct page *page, bool write,
 	     unsigned int ret)
 {
-	return huge_insert(ctx, PFNW_HOOK_VMF_INSERT_PFN_PUD, vmf, pfn, PFNW_PUD_SIZE, ret);
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PAGE_MKWRITE, BPF_CORE_READ(vmf, vma),
+		      BPF_CORE_READ(vmf, address) & ~(PFNW_PTE_SIZE - 1), 0, false, PFNW_PTE_SIZE,
+		      PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
+}
+
+SEC("fexit/vmf_insert_folio_pmd")
+int BPF_PROG(vmf_insert_folio_pmd_exit, struct vm_fault *vmf, struct folio *folio, bool write,
+	     unsigned int ret)
+{
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_FOLIO_PMD, BPF_CORE_READ(vmf, vma),
+		      BPF_CORE_READ(vmf, address) & ~(PFNW_PMD_SIZE - 1), 0, false, PFNW_PMD_SIZE,
+		      PFNW_LEVEL_PMD, ret, ret & VM_FAULT_ERROR, false);
 }
 
 /* The kernel reporting a bad page map itself: print_bad_pte() until 6.17,
@@ -505,4 +848,84 @@ int BPF_PROG(print_bad_page_map_entry, struct vm_area_struct *vma, unsigned long
 {
 	/* enum pgtable_level: PTE 0, PMD 1, PUD 2, as in pfnwatch_event.level. */
 	return entry_seen(ctx, PFNW_HOOK_PRINT_BAD_PAGE_MAP, vma, addr, entry, level, page);
+}
+
+/*
+ * The inventory. perf_event_mmap() runs for every new vma once its driver's
+ * mmap handler has set its flags (mm/mmap.c mmap_region on 6.1,
+ * __mmap_region on 6.12 and 7.2), and again on mprotect; copy_page_range()
+ * gives a forked child each pfn mapping of its parent; vm_area_free() is
+ * the one place every vma goes (munmap, exit, error paths). Only pfn
+ * mappings are tracked, and not the vDSO's (every process has them).
+ */
+static __always_inline bool is_special_mapping(struct vm_area_struct *vma)
+{
+	return special_mapping_vmops && !BPF_CORE_READ(vma, vm_file) &&
+	       (__u64)BPF_CORE_READ(vma, vm_ops) == special_mapping_vmops;
+}
+
+static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_struct *vma,
+				       __u64 flags, __u32 event_flags)
+{
+	__u64 key = (__u64)vma, id;
+	struct call c = {};
+
+	if (!is_pfn_mapping(flags) || is_self() || is_special_mapping(vma))
+		return 0;
+	/* mprotect announces the vma again. */
+	if (bpf_map_lookup_elem(&inventory, &key))
+		return 0;
+	id = __sync_fetch_and_add(&inventory_ids, 1) + 1;
+	if (bpf_map_update_elem(&inventory, &key, &id, BPF_NOEXIST) != 0) {
+		bump(&drops, PFNW_LOSS_INVENTORY);
+		return 0;
+	}
+	c.vma = vma;
+	c.vm_flags = flags;
+	c.hook = hook;
+	c.addr = BPF_CORE_READ(vma, vm_start);
+	c.size = BPF_CORE_READ(vma, vm_end) - c.addr;
+	c.vma_id = id;
+	c.event_flags = event_flags;
+	c.class = vma_class(&c);
+	finish(ctx, &c);
+	return 0;
+}
+
+SEC("fentry/perf_event_mmap")
+int BPF_PROG(perf_event_mmap_entry, struct vm_area_struct *vma)
+{
+	return vma_created(ctx, PFNW_HOOK_PERF_EVENT_MMAP, vma, vma_flags(vma), 0);
+}
+
+SEC("fentry/copy_page_range")
+int BPF_PROG(copy_page_range_entry, struct vm_area_struct *dst, struct vm_area_struct *src)
+{
+	/* The child's vma has the parent's flags and range already. */
+	return vma_created(ctx, PFNW_HOOK_COPY_PAGE_RANGE, dst, vma_flags(dst), PFNW_EVENT_FORK);
+}
+
+SEC("fentry/vm_area_free")
+int BPF_PROG(vm_area_free_entry, struct vm_area_struct *vma)
+{
+	__u64 key = (__u64)vma, *id;
+	struct call c = {};
+
+	c.vm_flags = vma_flags(vma);
+	if (!is_pfn_mapping(c.vm_flags))
+		return 0;
+	id = bpf_map_lookup_elem(&inventory, &key);
+	if (!id)
+		return 0;
+	c.vma_id = *id;
+	bpf_map_delete_elem(&inventory, &key);
+	c.vma = vma;
+	c.hook = PFNW_HOOK_VM_AREA_FREE;
+	c.addr = BPF_CORE_READ(vma, vm_start);
+	c.size = BPF_CORE_READ(vma, vm_end) - c.addr;
+	/* remove_vma() has dropped the file already. */
+	c.no_file = true;
+	c.class = vma_class(&c);
+	finish(ctx, &c);
+	return 0;
 }

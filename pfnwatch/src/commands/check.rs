@@ -17,6 +17,8 @@ use std::path::Path;
 pub struct CheckReport {
     pub release: String,
     pub arch: &'static str,
+    /// Why pfnwatch does not run on this architecture, if it does not.
+    pub arch_unsupported: Option<String>,
     pub btf: BtfStatus,
     pub capabilities: Option<Caps>,
     pub can_trace: bool,
@@ -44,6 +46,7 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         pte_special: kernel::pte_special(&release),
         release,
         arch: std::env::consts::ARCH,
+        arch_unsupported: kernel::unsupported_arch(),
         btf: BtfStatus {
             found: false,
             path: btf_path.map_or(kernel::SYS_BTF.into(), |p| p.display().to_string()),
@@ -91,7 +94,8 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
             report.programs = PROGRAMS
                 .iter()
                 .map(|spec| {
-                    let state = if kernel::has_function(&btf, spec.target()) {
+                    let found = spec.target_on(|f| kernel::has_function(&btf, f));
+                    let state = if found.is_some() {
                         ProgramState::Refused {
                             errno: None,
                             error: "the object did not load".into(),
@@ -129,6 +133,9 @@ fn text(r: &CheckReport) -> String {
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(s, "pfnwatch check: kernel {} ({})", r.release, r.arch);
+    if let Some(why) = &r.arch_unsupported {
+        let _ = writeln!(s, "  architecture   UNSUPPORTED: {why}");
+    }
     match &r.btf.error {
         None => {
             let _ = writeln!(s, "  BTF            found ({})", r.btf.path);

@@ -117,7 +117,7 @@ mod tests {
     }
 
     /// One record per rule R1..R9 (in order), one that breaks none, and a
-    /// repeat of R8 inside the duplicate window.
+    /// repeat of R7 inside the duplicate window.
     fn every_rule() -> Vec<Record> {
         let cases = [
             (Hook::RemapPfnRange, PFNMAP | COW | PFN_MATCH),
@@ -130,18 +130,20 @@ mod tests {
             (Hook::VmNormalPage, PFNMAP | COW | SPECIAL | NO_PAGE),
             (Hook::PrintBadPageMap, PFNMAP | NO_PAGE),
             (Hook::VmNormalPage, PFNMAP | SPECIAL | PFN_MATCH | NO_PAGE),
-            (Hook::VmNormalPage, PFNMAP | COW | SPECIAL | NO_PAGE),
+            (Hook::VmNormalPage, PFNMAP | SPECIAL_LESS_MATCH),
         ];
         cases
             .iter()
             .enumerate()
             .map(|(i, (hook, class))| rec(S * (i as u64 + 1), 100 + i as u32, *hook, *class))
             .map(|mut r| {
-                // The R8 repeat: same process as the first R8.
+                // R2: seen at fentry, the kernel about to BUG().
+                r.at_entry = r.hook == Hook::VmfInsertPfnProt;
+                // The R7 repeat: same process as the first R7.
                 if r.ts_ns == 11 * S {
-                    r.tgid = 107;
-                    r.pid = 107;
-                    r.comm = "proc107".into();
+                    r.tgid = 106;
+                    r.pid = 106;
+                    r.comm = "proc106".into();
                 }
                 r
             })
@@ -163,6 +165,7 @@ mod tests {
                 driver: Some("mem".into()),
                 cgroup: Some("/system.slice/x.service".into()),
                 container: None,
+                handlers: None,
                 stack: vec!["bpf_trampoline_1+0x5".into(), "zap_pte_range+0x1f0".into()],
             };
             w.record(r, &host).unwrap();
@@ -222,13 +225,13 @@ mod tests {
         let want: Vec<Vec<RuleId>> = RuleId::ALL
             .iter()
             .map(|id| vec![*id])
-            .chain([vec![], vec![RuleId::R8]])
+            .chain([vec![], vec![RuleId::R7]])
             .collect();
         assert_eq!(records, want);
         for rule in RuleId::ALL {
             assert!(summary.rules.contains_key(&rule), "{rule} never fired");
         }
-        assert_eq!(summary.rules[&RuleId::R8], 2);
+        assert_eq!(summary.rules[&RuleId::R7], 2);
         assert_eq!(summary.records, 11);
         // Nine first alerts, and the R8 repeat as a follow-up at the end.
         let alerts: Vec<(RuleId, u64, bool)> = lines
@@ -239,13 +242,13 @@ mod tests {
             })
             .collect();
         assert_eq!(alerts.len(), 10, "{alerts:?}");
-        assert_eq!(alerts[9], (RuleId::R8, 1, true));
-        let r8 = summary
+        assert_eq!(alerts[9], (RuleId::R7, 1, true));
+        let r7 = summary
             .alerts
             .iter()
-            .find(|g| g.rule == RuleId::R8)
+            .find(|g| g.rule == RuleId::R7)
             .unwrap();
-        assert_eq!((r8.occurrences, r8.lines), (2, 2));
+        assert_eq!((r7.occurrences, r7.lines), (2, 2));
         // The alerts carry what the capture host looked up.
         let Some(Line::Alert { alert }) = lines.iter().find(|l| matches!(l, Line::Alert { .. }))
         else {
@@ -253,7 +256,7 @@ mod tests {
         };
         assert_eq!(alert.driver.as_deref(), Some("mem"));
         assert_eq!(alert.cgroup.as_deref(), Some("/system.slice/x.service"));
-        assert_eq!(alert.stack[1], "zap_pte_range+0x1f0");
+        assert_eq!(alert.stack, ["zap_pte_range+0x1f0"], "from the first caller");
         assert_eq!(
             alert.time, "2023-11-14T22:13:21.000Z",
             "the capture's clock"
@@ -297,10 +300,13 @@ mod tests {
         assert!(plain.contains("pfnwatch: the kernel lost 3 records (3 so far)"));
         assert!(plain.contains("\nsummary: 11 records shown, 0 filtered out, 3 lost"));
         assert!(
-            plain.contains("\n  alerts  critical R5 folio_walk_on_pfnmap: proc104[104]"),
+            plain.contains("\n  alerts  critical R2 fault_insert_into_cow: proc101[101]")
+                && plain.contains("\n          critical R5 folio_walk_on_pfnmap: proc104[104]"),
             "{plain}"
         );
-        assert!(plain.contains("warning R8 pgoff_rule_broken: proc107[107] file mem dev 1:1 driver mem x2 (2 lines)"), "{plain}");
+        assert!(plain.contains("critical R7 pfnmap_pte_not_special: proc106[106] file mem dev 1:1 driver mem x2 (2 lines)"), "{plain}");
+        assert!(plain.contains(" vmf_insert_pfn_prot "), "{plain}");
+        assert!(plain.contains(" ret BUG\n"), "R2 at entry: {plain}");
         assert_eq!(summary.lost, 3);
         // Colour codes are there for a terminal to show.
         assert!(text.contains('\x1b'));
@@ -323,7 +329,7 @@ mod tests {
         let (_, text) = run(&path, view);
         let v: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(v["type"], "record");
-        assert_eq!(v["call_path"][1], "zap_pte_range+0x1f0");
+        assert_eq!(v["call_path"], serde_json::json!(["zap_pte_range+0x1f0"]));
         assert_eq!(v["stack"][0], 0xffff_ffff_8100_0010u64);
         let written = std::fs::read_to_string(&alerts).unwrap();
         let rules: Vec<RuleId> = written
@@ -362,8 +368,8 @@ mod tests {
             },
             None,
         );
-        assert_eq!(hooks, [Hook::VmNormalPage, Hook::VmNormalPage]);
-        assert_eq!(s.filtered, 9);
+        assert_eq!(hooks, [Hook::VmNormalPage]);
+        assert_eq!(s.filtered, 10);
         let (_, hooks) = shown(
             Filter {
                 min_severity: Some(Severity::Critical),
@@ -371,14 +377,17 @@ mod tests {
             },
             None,
         );
-        // R4 escalates only for PFNMAP|MIXEDMAP: this R4 is info.
+        // R4 is critical only at a pfn insert into PFNMAP|MIXEDMAP: this
+        // R4 is info; R2 at a pfn insert's entry is critical.
         assert_eq!(
             hooks,
             [
+                Hook::VmfInsertPfnProt,
                 Hook::FolioWalkStart,
                 Hook::VmNormalPagePmd,
                 Hook::VmNormalPage,
-                Hook::PrintBadPageMap
+                Hook::PrintBadPageMap,
+                Hook::VmNormalPage
             ]
         );
         let (_, hooks) = shown(

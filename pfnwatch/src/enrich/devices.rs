@@ -1,5 +1,7 @@
-//! Which driver stands behind a mapped file: the character device's name in
-//! /proc/devices, or the PCI driver bound to a sysfs BAR file's device.
+//! Which driver stands behind a mapped file: the module that owns its file
+//! operations (what the kernel's own bad-page report names), else the PCI
+//! driver bound to a sysfs BAR file's device, else the character device's
+//! name in /proc/devices (built-in drivers such as /dev/mem's).
 
 use crate::kernel::decode::MappedFile;
 use std::collections::HashMap;
@@ -27,6 +29,9 @@ impl Devices {
 
     /// The driver behind `file`, if one can be named.
     pub fn driver(&mut self, file: &MappedFile) -> Option<String> {
+        if let Some(module) = &file.module {
+            return Some(module.clone());
+        }
         if is_pci_address(&file.parent) {
             let link = std::fs::read_link(self.sys_pci.join(&file.parent).join("driver")).ok()?;
             return link.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -86,6 +91,8 @@ mod tests {
             ino: 1,
             rdev: DevNum { major, minor },
             sdev: DevNum { major: 0, minor: 5 },
+            module: None,
+            mmap_fn: 0,
         }
     }
 
@@ -124,6 +131,12 @@ mod tests {
             "block majors are not char"
         );
         assert_eq!(d.driver(&file("anon", "/", 0, 0)), None);
+        // A misc device's file operations are its module's: that names it.
+        let owned = MappedFile {
+            module: Some("pfnwatch_badmod".into()),
+            ..file("pfnw-pgoff", "/", 10, 120)
+        };
+        assert_eq!(d.driver(&owned).as_deref(), Some("pfnwatch_badmod"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -84,6 +84,24 @@ impl Kallsyms {
         (addr - sym.addr < 1 << 20 && sym.addr != 0).then_some(sym)
     }
 
+    /// "function [module]" for an address a symbol starts at (a handler
+    /// pointer, as the kernel's %ps prints it); None for 0 or no symbol.
+    pub fn name_at(&mut self, addr: u64) -> Option<String> {
+        if addr == 0 {
+            return None;
+        }
+        let text = self.symbolize(addr);
+        if text.starts_with("0x") {
+            return None;
+        }
+        // Only "+0x0": a pointer into the middle of a function is no handler.
+        let (name, rest) = text.split_once("+0x0")?;
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            return None;
+        }
+        Some(format!("{name}{rest}"))
+    }
+
     /// "function+0xoff [module]", or the bare address if unknown.
     pub fn symbolize(&mut self, addr: u64) -> String {
         let stale = self.loaded_at.is_none_or(|t| t.elapsed() > RELOAD_EVERY);
@@ -138,6 +156,20 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
         // Below every symbol.
         assert_eq!(k.symbolize(0x1000), "0x1000");
         assert!(!k.restricted);
+        assert_eq!(
+            k.name_at(0xffffffffc0001000).as_deref(),
+            Some("badmod_fault [pfnwatch_badmod]")
+        );
+        assert_eq!(
+            k.name_at(0xffffffff81234560).as_deref(),
+            Some("vm_normal_page")
+        );
+        assert_eq!(
+            k.name_at(0xffffffff81234561),
+            None,
+            "not a function's start"
+        );
+        assert_eq!(k.name_at(0), None);
     }
 
     #[test]

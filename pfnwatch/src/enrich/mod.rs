@@ -1,5 +1,6 @@
 //! What the kernel's record cannot carry, looked up on the host: the call
-//! path's symbols, the cgroup's path and container, the driver's name.
+//! path's symbols, the cgroup's path and container, the driver's name and
+//! its mmap and fault handlers.
 
 mod cgroup;
 mod devices;
@@ -22,7 +23,14 @@ pub struct Enrichment {
     pub container: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    /// The record's `stack`, symbolised, innermost first.
+    /// The vma's fault and the file's mmap handler, as the kernel's own
+    /// bad-page report names them: `fault:sigbus_fault [pfnwatch_badmod]
+    /// mmap:bad_page_map_mmap [pfnwatch_badmod]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<String>,
+    /// The record's `stack`, symbolised, innermost first, from the first
+    /// frame outside pfnwatch's program, its trampoline and the hooked
+    /// function itself.
     #[serde(rename = "call_path", default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
 }
@@ -47,30 +55,65 @@ impl Enricher {
 
     pub fn enrich(&mut self, r: &Record) -> Enrichment {
         let cgroup = self.cgroups.path(r.cgroup_id);
+        let fault = self.kallsyms.name_at(r.fault_fn);
+        let mmap = r
+            .file
+            .as_ref()
+            .and_then(|f| self.kallsyms.name_at(f.mmap_fn));
+        let handlers = [("fault", &fault), ("mmap", &mmap)]
+            .iter()
+            .filter_map(|(what, name)| Some(format!("{what}:{}", name.as_ref()?)))
+            .collect::<Vec<_>>();
+        // A driver without a file naming it is named by its handlers' module.
+        let driver = r
+            .file
+            .as_ref()
+            .and_then(|f| self.devices.driver(f))
+            .or_else(|| {
+                [&fault, &mmap]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|n| module_of(n))
+            });
+        let symbols: Vec<String> = r
+            .stack
+            .iter()
+            .map(|a| self.kallsyms.symbolize(*a))
+            .collect();
         Enrichment {
             container: cgroup.as_deref().and_then(container_id),
             cgroup,
-            driver: r.file.as_ref().and_then(|f| self.devices.driver(f)),
-            stack: r
-                .stack
-                .iter()
-                .map(|a| self.kallsyms.symbolize(*a))
-                .collect(),
+            driver,
+            handlers: (!handlers.is_empty()).then(|| handlers.join(" ")),
+            stack: callers(symbols, r.hook.function()),
         }
     }
 }
 
+/// The module in a symbol's "name [module]" form.
+fn module_of(symbol: &str) -> Option<String> {
+    let (_, module) = symbol.split_once(" [")?;
+    Some(module.trim_end_matches(']').to_owned())
+}
+
 /// The call path from the first frame a reader wants to see: without the
 /// BPF program and trampoline frames in front (how pfnwatch got there, not
-/// what the kernel was doing), nor addresses no symbol covers. All of it
-/// when nothing else is left. Alerts and views both ask this.
-pub fn callers(frames: &[String]) -> &[String] {
-    let plumbing = |f: &String| f.starts_with("bpf_") || f.starts_with("0x") || f.contains("[bpf]");
+/// what the kernel was doing), addresses no symbol covers, and the hooked
+/// function's own frame (`hook`, or a name starting with it: 6.1's
+/// vmf_insert_pfn_pmd_prot). All of it when nothing else is left.
+pub fn callers(frames: Vec<String>, hook: &str) -> Vec<String> {
+    let plumbing = |f: &String| {
+        f.starts_with("bpf_")
+            || f.starts_with("0x")
+            || f.contains("[bpf]")
+            || f.strip_prefix(hook)
+                .is_some_and(|rest| rest.starts_with('+') || rest.starts_with("_prot+"))
+    };
     let skip = frames.iter().take_while(|f| plumbing(f)).count();
     if skip == frames.len() {
         frames
     } else {
-        &frames[skip..]
+        frames[skip..].to_vec()
     }
 }
 
@@ -79,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn callers_start_after_the_bpf_frames() {
+    fn callers_start_after_the_bpf_frames_and_the_hook() {
         let frames = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let all = frames(&[
             "bpf_prog_6deef7357e7b4530_vm_normal_page_exit+0x12 [bpf]",
@@ -88,9 +131,28 @@ mod tests {
             "zap_pte_range+0x1f0",
             "0xffffffff81000000",
         ]);
-        assert_eq!(callers(&all), &all[3..]);
+        assert_eq!(callers(all.clone(), "vm_normal_page"), &all[3..]);
+        // 6.1 and 6.12: the fentry trampoline is called from the hooked
+        // function's own prologue, which then shows as the first frame.
+        let remap = frames(&[
+            "bpf_trampoline_1+0x5",
+            "remap_pfn_range+0x5",
+            "mmap_mem+0x9",
+            "mmap_region+0x2a",
+        ]);
+        assert_eq!(callers(remap.clone(), "remap_pfn_range"), &remap[2..]);
+        let prot = frames(&["vmf_insert_pfn_pmd_prot+0x5", "huge_fault+0x1"]);
+        assert_eq!(callers(prot.clone(), "vmf_insert_pfn_pmd"), &prot[1..]);
+        // A caller whose name merely starts like the hook stays.
+        let other = frames(&["remap_pfn_range_notrack+0x10", "x+0x1"]);
+        assert_eq!(callers(other.clone(), "remap_pfn_range"), other);
         let only_bpf = frames(&["bpf_trampoline_1+0x5"]);
-        assert_eq!(callers(&only_bpf), &only_bpf[..]);
-        assert!(callers(&[]).is_empty());
+        assert_eq!(callers(only_bpf.clone(), "vm_normal_page"), only_bpf);
+        assert!(callers(Vec::new(), "vm_normal_page").is_empty());
+        assert_eq!(
+            module_of("sigbus_fault [pfnwatch_badmod]").as_deref(),
+            Some("pfnwatch_badmod")
+        );
+        assert_eq!(module_of("mmap_mem"), None);
     }
 }

@@ -47,6 +47,23 @@ pub struct Record {
     pub level: Level,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<MappedFile>,
+    /// The vma's fault handler, a kernel address (0: none); host context
+    /// names it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fault_fn: u64,
+    /// The inventory's id of the vma: its created and gone records carry
+    /// the same (0 on other hooks).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vma_id: u64,
+    /// Seen at fentry: the kernel is about to BUG() on this call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub at_entry: bool,
+    /// The pfn is the shared zero page's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_page: bool,
+    /// An inventory record of a vma a fork gave the child.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fork: bool,
     /// Kernel return addresses, innermost first (empty unless captured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<u64>,
@@ -54,6 +71,10 @@ pub struct Record {
 
 fn is_pte(level: &Level) -> bool {
     *level == Level::Pte
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +87,13 @@ pub struct MappedFile {
     pub rdev: DevNum,
     /// The device of the filesystem holding the file.
     pub sdev: DevNum,
+    /// The module that owns the file's operations (None: built in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The file's mmap (7.x: mmap_prepare) handler, a kernel address (0:
+    /// none); host context names it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mmap_fn: u64,
 }
 
 /// A device number; serialized as "major:minor".
@@ -143,6 +171,11 @@ impl Record {
             ret: 0,
             level: Level::Pte,
             file: None,
+            fault_fn: 0,
+            vma_id: 0,
+            at_entry: false,
+            zero_page: false,
+            fork: false,
             stack: Vec::new(),
         }
     }
@@ -180,7 +213,14 @@ impl Record {
                 ino: e.ino,
                 rdev: DevNum::from_kernel(e.rdev),
                 sdev: DevNum::from_kernel(e.sdev),
+                module: Some(c_str(&e.module)).filter(|m| !m.is_empty()),
+                mmap_fn: e.mmap_fn,
             }),
+            fault_fn: e.fault_fn,
+            vma_id: e.vma_id,
+            at_entry: has(abi::EVENT_AT_ENTRY),
+            zero_page: has(abi::EVENT_ZERO_PAGE),
+            fork: has(abi::EVENT_FORK),
         })
     }
 
@@ -211,6 +251,8 @@ pub(crate) fn test_file(name: &str, parent: &str, rdev: (u32, u32)) -> MappedFil
             minor: rdev.1,
         },
         sdev: DevNum { major: 0, minor: 5 },
+        module: None,
+        mmap_fn: 0,
     }
 }
 

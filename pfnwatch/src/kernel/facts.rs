@@ -14,6 +14,70 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// The architectures whose page-table entries pfnwatch decodes (the pfn
+/// field, the special bit, the huge masks in pfnwatch-common's pgtable).
+/// Elsewhere it refuses to load rather than decode entries wrongly: on
+/// arm64, say, bit 9 is a shareability bit set on nearly every pte.
+pub const SUPPORTED_ARCHES: &[&str] = &["x86_64"];
+
+/// Why pfnwatch cannot run on this architecture, if it cannot.
+pub fn unsupported_arch() -> Option<String> {
+    let arch = std::env::consts::ARCH;
+    (!SUPPORTED_ARCHES.contains(&arch)).then(|| {
+        format!(
+            "pfnwatch decodes page-table entries for {} only, not {arch}: its rules would \
+             read the wrong bits here",
+            SUPPORTED_ARCHES.join(", ")
+        )
+    })
+}
+
+/// Kernel addresses the programs read values at (0: unknown), from
+/// /proc/kallsyms. None is a BTF variable on Debian's kernels (only per-CPU
+/// ones are), so the programs cannot name them; with kptr_restrict hiding
+/// addresses they stay 0 and the programs fall back on their defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelAddresses {
+    /// x86 `physical_mask` (CONFIG_DYNAMIC_PHYSICAL_MASK): the pfn bits
+    /// without the memory-encryption bits.
+    pub physical_mask: u64,
+    /// `zero_pfn` (6.x) or `zero_page_pfn` (7.x): the shared zero page.
+    pub zero_pfn: u64,
+    /// `special_mapping_vmops`: the vm_ops of the vDSO and vvar mappings.
+    pub special_mapping_vmops: u64,
+}
+
+impl KernelAddresses {
+    pub fn read() -> KernelAddresses {
+        std::fs::read_to_string("/proc/kallsyms")
+            .map(|text| KernelAddresses::parse(&text))
+            .unwrap_or_default()
+    }
+
+    pub fn parse(kallsyms: &str) -> KernelAddresses {
+        let mut found = KernelAddresses::default();
+        for line in kallsyms.lines() {
+            let mut words = line.split_whitespace();
+            let (Some(addr), Some(_), Some(name)) = (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            // Module symbols carry a "[module]" column: not these.
+            if words.next().is_some() {
+                continue;
+            }
+            let slot = match name {
+                "physical_mask" => &mut found.physical_mask,
+                "zero_pfn" | "zero_page_pfn" => &mut found.zero_pfn,
+                "special_mapping_vmops" => &mut found.special_mapping_vmops,
+                _ => continue,
+            };
+            *slot = u64::from_str_radix(addr, 16).unwrap_or(0);
+        }
+        found
+    }
+}
+
 /// Loads the kernel's BTF from `path`, or from sysfs. A missing BTF is an
 /// error the caller reports: without it CO-RE and fentry cannot work.
 pub fn load_btf(path: Option<&Path>) -> Result<(Btf, PathBuf)> {
@@ -160,6 +224,28 @@ mod tests {
         assert!(!none.can_trace());
         assert!(Caps::from_status("CapEff:\tzz\n").is_err());
         assert!(Caps::from_status("Name:\tx\n").is_err());
+    }
+
+    #[test]
+    fn kernel_addresses_come_from_kallsyms_or_stay_unknown() {
+        let text = "ffffffff8242bf20 D physical_mask\n\
+                    ffffffff82c3dea0 D zero_pfn\n\
+                    ffffffff82000100 d special_mapping_vmops\n\
+                    ffffffffc0001000 d zero_pfn\t[some_module]\n\
+                    ffffffff81000000 T _stext\n";
+        let a = KernelAddresses::parse(text);
+        assert_eq!(a.physical_mask, 0xffff_ffff_8242_bf20);
+        assert_eq!(
+            a.zero_pfn, 0xffff_ffff_82c3_dea0,
+            "the module's is not the kernel's"
+        );
+        assert_eq!(a.special_mapping_vmops, 0xffff_ffff_8200_0100);
+        // 7.x names the zero pfn zero_page_pfn.
+        let seven = KernelAddresses::parse("ffffffff82b48fc0 R zero_page_pfn\n");
+        assert_eq!(seven.zero_pfn, 0xffff_ffff_82b4_8fc0);
+        // kptr_restrict: zeros, which the programs take as unknown.
+        let hidden = KernelAddresses::parse("0000000000000000 D physical_mask\n");
+        assert_eq!(hidden, KernelAddresses::default());
     }
 
     #[test]

@@ -119,6 +119,9 @@ fn pid_slots(pids: &[u32]) -> Result<([u32; abi::PID_FILTER_SLOTS], u32)> {
 }
 
 pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
+    if let Some(why) = facts::unsupported_arch() {
+        anyhow::bail!("{why}");
+    }
     let mut mask = rules::record_mask(opts.selection, opts.rules);
     if let Some(narrow) = opts.narrow {
         mask.intersect(narrow);
@@ -129,9 +132,17 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     }
     let self_tgid = std::process::id();
     let (only_pids, only_pid_count) = pid_slots(opts.only_pids)?;
+    let addrs = facts::KernelAddresses::read();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))
         .override_global(names::SELF_TGID, &self_tgid, true)
+        .override_global(names::PHYSICAL_MASK_ADDR, &addrs.physical_mask, true)
+        .override_global(names::ZERO_PFN_ADDR, &addrs.zero_pfn, true)
+        .override_global(
+            names::SPECIAL_MAPPING_VMOPS,
+            &addrs.special_mapping_vmops,
+            true,
+        )
         .override_global(names::RECORD_MASK, mask.words(), true)
         .override_global(names::CAPTURE_STACK, &u32::from(opts.capture_stack), true)
         .override_global(names::ONLY_PIDS, &only_pids, true)
@@ -145,7 +156,10 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         .map(|spec| {
             let state = if wanted(spec.hook) {
                 attach_one(&mut ebpf, spec, opts.btf, can_trace)
-            } else if facts::has_function(opts.btf, spec.target()) {
+            } else if spec
+                .target_on(|f| facts::has_function(opts.btf, f))
+                .is_some()
+            {
                 ProgramState::Skipped
             } else {
                 // Missing is a fact about the kernel, asked for or not.
@@ -158,10 +172,10 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
 }
 
 fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, can_trace: bool) -> ProgramState {
-    if !facts::has_function(btf, spec.target()) {
+    let Some(target) = spec.target_on(|f| facts::has_function(btf, f)) else {
         return ProgramState::Missing;
-    }
-    match try_attach(ebpf, spec, btf) {
+    };
+    match try_attach(ebpf, spec, target, btf) {
         Ok(()) => ProgramState::Attached,
         Err(err) => {
             if let ProgramError::LoadError { verifier_log, .. } = &err {
@@ -177,19 +191,24 @@ fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, can_trace: bool) -
     }
 }
 
-fn try_attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), ProgramError> {
+fn try_attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    target: &str,
+    btf: &Btf,
+) -> Result<(), ProgramError> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(ProgramError::UnexpectedProgramType)?;
     match spec.attach {
         Attach::Fentry => {
             let p: &mut FEntry = program.try_into()?;
-            p.load(spec.target(), btf)?;
+            p.load(target, btf)?;
             p.attach()?;
         }
         Attach::Fexit => {
             let p: &mut FExit = program.try_into()?;
-            p.load(spec.target(), btf)?;
+            p.load(target, btf)?;
             p.attach()?;
         }
     }

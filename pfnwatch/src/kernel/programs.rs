@@ -26,22 +26,53 @@ pub struct ProgramSpec {
     pub name: &'static str,
     pub attach: Attach,
     pub hook: Hook,
+    /// The same function's name on older kernels, where it had another
+    /// (6.1's vmf_insert_pfn_pmd_prot for vmf_insert_pfn_pmd).
+    pub older: Option<&'static str>,
 }
 
 impl ProgramSpec {
-    /// The kernel function the program attaches to.
+    /// The kernel function the program attaches to (its current name).
     pub const fn target(&self) -> &'static str {
         self.hook.function()
+    }
+
+    /// The name this kernel has the function under, if it has it.
+    pub fn target_on(&self, has: impl Fn(&str) -> bool) -> Option<&'static str> {
+        [Some(self.target()), self.older]
+            .into_iter()
+            .flatten()
+            .find(|name| has(name))
     }
 }
 
 const fn program(name: &'static str, attach: Attach, hook: Hook) -> ProgramSpec {
-    ProgramSpec { name, attach, hook }
+    ProgramSpec {
+        name,
+        attach,
+        hook,
+        older: None,
+    }
+}
+
+/// A program whose function older kernels name `older`.
+const fn renamed(
+    name: &'static str,
+    attach: Attach,
+    hook: Hook,
+    older: &'static str,
+) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        attach,
+        hook,
+        older: Some(older),
+    }
 }
 
 use Attach::{Fentry, Fexit};
 
-pub const PROGRAMS: [ProgramSpec; 13] = [
+pub const PROGRAMS: [ProgramSpec; 26] = [
     program("vm_normal_page_exit", Fexit, Hook::VmNormalPage),
     program("vm_normal_page_pmd_exit", Fexit, Hook::VmNormalPagePmd),
     program("vm_normal_page_pud_exit", Fexit, Hook::VmNormalPagePud),
@@ -53,13 +84,57 @@ pub const PROGRAMS: [ProgramSpec; 13] = [
         Fexit,
         Hook::RemapPfnRangeComplete,
     ),
+    program(
+        "remap_pfn_range_prepare_exit",
+        Fexit,
+        Hook::RemapPfnRangePrepare,
+    ),
+    // The pfn inserts BUG() on a COW VM_PFNMAP before their exit: the
+    // fentry sees that, the fexit everything else.
+    program("vmf_insert_pfn_prot_entry", Fentry, Hook::VmfInsertPfnProt),
     program("vmf_insert_pfn_prot_exit", Fexit, Hook::VmfInsertPfnProt),
     program("vmf_insert_mixed_exit", Fexit, Hook::VmfInsertMixed),
-    program("vmf_insert_pfn_pmd_exit", Fexit, Hook::VmfInsertPfnPmd),
-    program("vmf_insert_pfn_pud_exit", Fexit, Hook::VmfInsertPfnPud),
+    renamed(
+        "vmf_insert_pfn_pmd_entry",
+        Fentry,
+        Hook::VmfInsertPfnPmd,
+        "vmf_insert_pfn_pmd_prot",
+    ),
+    renamed(
+        "vmf_insert_pfn_pmd_exit",
+        Fexit,
+        Hook::VmfInsertPfnPmd,
+        "vmf_insert_pfn_pmd_prot",
+    ),
+    renamed(
+        "vmf_insert_pfn_pud_entry",
+        Fentry,
+        Hook::VmfInsertPfnPud,
+        "vmf_insert_pfn_pud_prot",
+    ),
+    renamed(
+        "vmf_insert_pfn_pud_exit",
+        Fexit,
+        Hook::VmfInsertPfnPud,
+        "vmf_insert_pfn_pud_prot",
+    ),
+    program("vm_insert_page_exit", Fexit, Hook::VmInsertPage),
+    program("vm_insert_pages_exit", Fexit, Hook::VmInsertPages),
+    program(
+        "vmf_insert_page_mkwrite_exit",
+        Fexit,
+        Hook::VmfInsertPageMkwrite,
+    ),
+    program("vmf_insert_folio_pmd_exit", Fexit, Hook::VmfInsertFolioPmd),
+    program("follow_pfnmap_start_exit", Fexit, Hook::FollowPfnmapStart),
+    program("follow_phys_exit", Fexit, Hook::FollowPhys),
     // Void functions that only report: nothing to learn at exit.
     program("print_bad_pte_entry", Fentry, Hook::PrintBadPte),
     program("print_bad_page_map_entry", Fentry, Hook::PrintBadPageMap),
+    // The inventory: nothing to wait for at exit either.
+    program("perf_event_mmap_entry", Fentry, Hook::PerfEventMmap),
+    program("copy_page_range_entry", Fentry, Hook::CopyPageRange),
+    program("vm_area_free_entry", Fentry, Hook::VmAreaFree),
 ];
 
 /// The program that classifies and counts a hook's calls: its fexit, or
@@ -82,10 +157,16 @@ pub const fn availability(hook: Hook) -> &'static str {
         Hook::VmNormalPagePud => "7.x (6.12 skips special puds without a lookup)",
         Hook::VmfInsertPfnProt | Hook::VmfInsertMixed => "4.17 and later",
         Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => {
-            "a function in 6.12 and 7.x; 6.1 inlines it into the *_prot variant"
+            "kernels with huge pfn maps; 6.1 names it *_prot"
         }
         Hook::PrintBadPte => "until 6.17; print_bad_page_map replaced it",
         Hook::PrintBadPageMap => "6.18 and later",
+        Hook::FollowPfnmapStart => "added in 6.12 (follow_phys before)",
+        Hook::FollowPhys => "until 6.11 (follow_pfnmap_start after)",
+        Hook::VmInsertPage | Hook::VmInsertPages => "every supported kernel",
+        Hook::VmfInsertPageMkwrite | Hook::VmfInsertFolioPmd => "7.x (DAX, the vvar)",
+        Hook::RemapPfnRangePrepare => "the mmap_prepare path, 7.x",
+        Hook::PerfEventMmap | Hook::CopyPageRange | Hook::VmAreaFree => "every supported kernel",
     }
 }
 
@@ -155,10 +236,9 @@ mod tests {
         for hook in Hook::ALL {
             let p = counting_program(hook);
             assert_eq!(p.hook, hook);
-            let want = if hook.family() == Family::BadMap {
-                Attach::Fentry
-            } else {
-                Attach::Fexit
+            let want = match hook.family() {
+                Family::BadMap | Family::VmaCreated | Family::VmaGone => Attach::Fentry,
+                _ => Attach::Fexit,
             };
             assert_eq!(p.attach, want, "{hook}");
         }
@@ -166,17 +246,18 @@ mod tests {
 
     #[test]
     fn creation_needs_every_remap_path_the_kernel_has() {
-        let k6 = |h: Hook| h != Hook::RemapPfnRangeComplete;
+        let k6 = |h: Hook| !matches!(h, Hook::RemapPfnRangeComplete | Hook::RemapPfnRangePrepare);
         let all = |_: Hook| true;
         // 6.x: remap_pfn_range alone covers creation.
         assert!(coverage_gaps(k6, k6).is_empty());
-        // 7.x: remap_pfn_range_complete exists and must be attached too.
+        // 7.x: the mmap_prepare remaps exist and must be attached too.
         let gaps = coverage_gaps(all, k6);
-        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps.len(), 2);
         assert!(gaps[0].starts_with("remap_pfn_range_complete"), "{gaps:?}");
+        assert!(gaps[1].starts_with("remap_pfn_range_prepare"), "{gaps:?}");
         assert!(coverage_gaps(all, all).is_empty());
-        // Nothing attached: blind to lookups and to both creation paths.
-        assert_eq!(coverage_gaps(all, |_| false).len(), 3);
+        // Nothing attached: blind to lookups and to every creation path.
+        assert_eq!(coverage_gaps(all, |_| false).len(), 4);
         assert_eq!(coverage_gaps(|_| false, |_| false).len(), 2);
     }
 }

@@ -2,7 +2,7 @@
 //! the driver — process, cgroup, file, device and driver, the vma, the pfn
 //! arithmetic, and the kernel call path.
 
-use crate::enrich::{self, Enrichment};
+use crate::enrich::Enrichment;
 use crate::kernel::decode::Record;
 use crate::rules::{Hit, RuleId, Severity};
 use pfnwatch_common::{Class, Hook, vm_flags};
@@ -42,6 +42,9 @@ pub struct Alert {
     pub device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
+    /// The vma's fault and the file's mmap handler by symbol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handlers: Option<String>,
     pub vm_start: u64,
     pub vm_end: u64,
     pub vm_flags: u64,
@@ -83,6 +86,7 @@ impl Alert {
                 .filter(|f| f.rdev.major != 0 || f.rdev.minor != 0)
                 .map(|f| f.rdev.to_string()),
             driver: host.driver,
+            handlers: host.handlers,
             vm_start: r.vm_start,
             vm_end: r.vm_end,
             vm_flags: r.vm_flags,
@@ -125,7 +129,10 @@ impl Alert {
         if let Some(c) = &self.container {
             s.push_str(&format!(" container {}", &c[..c.len().min(12)]));
         }
-        if let Some(top) = enrich::callers(&self.stack).first() {
+        if let Some(h) = &self.handlers {
+            s.push_str(&format!(" {h}"));
+        }
+        if let Some(top) = self.stack.first() {
             s.push_str(&format!(" via {top}"));
         }
         if self.count > 1 || self.repeat {
@@ -233,10 +240,9 @@ mod tests {
             cgroup: Some("/system.slice/x.service".into()),
             container: None,
             driver: Some("misc".into()),
-            stack: vec![
-                "bpf_trampoline_123+0x5".into(),
-                "zap_pte_range+0x1f0".into(),
-            ],
+            handlers: None,
+            // As host context hands it over: from the first caller.
+            stack: vec!["zap_pte_range+0x1f0".into(), "unmap_page_range+0x2".into()],
         };
         let a = Alert::new(
             hit,
@@ -251,7 +257,7 @@ mod tests {
         assert_eq!(a.vm_flags_names, ["VM_MAYWRITE", "VM_PFNMAP", "VM_IO"]);
         let line = a.summary();
         assert!(
-            line.starts_with("warning R8 pgoff_rule_broken: vm_normal_page"),
+            line.starts_with("info R8 pgoff_rule_broken: vm_normal_page"),
             "{line}"
         );
         assert!(line.contains("pfn 0xfd001 vm_pgoff+off 0xfd002"), "{line}");

@@ -2,11 +2,13 @@
 //! within a window is one alert with a count, so a looping driver cannot
 //! flood the log. The first occurrence goes out at once; the duplicates
 //! that follow within the window go out as one follow-up with their count.
+//! A rule about a vma rather than a call (`once_per_vma`) alerts once per
+//! vma and process, for as long as pfnwatch remembers the vma.
 
 use super::alert::Alert;
 use crate::rules::RuleId;
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -38,9 +40,18 @@ struct Open {
     window_end: u64,
 }
 
+/// A vma a once-per-vma rule alerted about: rule, process, start, end.
+type VmaKey = (RuleId, u32, u64, u64);
+
+/// Vmas remembered for once-per-vma rules before the oldest is forgotten
+/// (and may alert again): a bound on memory, not a window.
+pub const VMAS_REMEMBERED: usize = 4096;
+
 pub struct Dedup {
     window_ns: u64,
     open: HashMap<Key, Open>,
+    vmas: HashSet<VmaKey>,
+    vma_order: VecDeque<VmaKey>,
 }
 
 impl Dedup {
@@ -48,6 +59,8 @@ impl Dedup {
         Dedup {
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             open: HashMap::new(),
+            vmas: HashSet::new(),
+            vma_order: VecDeque::new(),
         }
     }
 
@@ -55,6 +68,14 @@ impl Dedup {
     /// then this alert if it opens a new window.
     pub fn push(&mut self, alert: Alert) -> Vec<Alert> {
         let mut out = self.expire(alert.first_ns);
+        // A vma's rule: its first alert goes out, nothing more (no window,
+        // no follow-up counting the vma's every call).
+        if alert.rule.rule().once_per_vma {
+            if self.first_for_vma(&alert) {
+                out.push(alert);
+            }
+            return out;
+        }
         let key = Key::of(&alert);
         match self.open.get_mut(&key) {
             Some(open) => {
@@ -80,6 +101,22 @@ impl Dedup {
             }
         }
         out
+    }
+
+    /// Whether `alert` is the first of its once-per-vma rule for its vma;
+    /// remembers the vma.
+    fn first_for_vma(&mut self, alert: &Alert) -> bool {
+        let key = (alert.rule, alert.tgid, alert.vm_start, alert.vm_end);
+        if !self.vmas.insert(key) {
+            return false;
+        }
+        self.vma_order.push_back(key);
+        if self.vma_order.len() > VMAS_REMEMBERED
+            && let Some(old) = self.vma_order.pop_front()
+        {
+            self.vmas.remove(&old);
+        }
+        true
     }
 
     /// Closes the windows that ended by `now_ns`; returns their follow-ups.
@@ -129,6 +166,7 @@ mod tests {
             file: Some("f".into()),
             device: Some("10:1".into()),
             driver: None,
+            handlers: None,
             vm_start: 0,
             vm_end: 0,
             vm_flags: 0,
@@ -164,6 +202,34 @@ mod tests {
         assert!(!due[1].repeat, "the 12 s alert opens a new window");
         // Windows without duplicates close silently.
         assert!(d.expire(100 * S).iter().all(|a| a.repeat));
+    }
+
+    #[test]
+    fn once_per_vma_rules_alert_once_per_vma_and_process() {
+        let mut d = Dedup::new(std::time::Duration::from_secs(1));
+        let at = |tgid, vm_start, ns| Alert {
+            vm_start,
+            vm_end: vm_start + 0x4000,
+            ..alert(RuleId::R8, tgid, ns, &["f"])
+        };
+        assert_eq!(d.push(at(1, 0x1000, S)).len(), 1);
+        // Later lookups of the same vma, even after the window: nothing.
+        assert!(d.push(at(1, 0x1000, 2 * S)).is_empty());
+        assert!(d.push(at(1, 0x1000, 60 * S)).is_empty());
+        // The forked child's copy, another vma: once each.
+        assert_eq!(d.push(at(2, 0x1000, 61 * S)).len(), 1);
+        assert_eq!(d.push(at(1, 0x9000, 62 * S)).len(), 1);
+        assert!(d.flush().is_empty(), "no follow-ups for once-per-vma rules");
+        // The memory is bounded: the oldest vma is forgotten first.
+        for i in 0..VMAS_REMEMBERED as u64 {
+            d.push(at(3, 0x10_0000 + i * 0x10000, 100 * S));
+        }
+        assert_eq!(d.vmas.len(), VMAS_REMEMBERED);
+        assert_eq!(
+            d.push(at(1, 0x1000, 200 * S)).len(),
+            1,
+            "forgotten, so new again"
+        );
     }
 
     #[test]

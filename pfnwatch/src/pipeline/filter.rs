@@ -147,7 +147,9 @@ mod tests {
     use super::*;
     use crate::rules::{Context, RuleConfig};
     use pfnwatch_common::Level;
-    use pfnwatch_common::class::{ANON, COW, MIXEDMAP, NO_PAGE, PFN_MATCH, PFNMAP, SPECIAL};
+    use pfnwatch_common::class::{
+        ANON, COW, ERROR, MIXEDMAP, NO_PAGE, PARTIAL, PFN_MATCH, PFNMAP, SPECIAL,
+    };
 
     fn rules() -> RuleSet {
         RuleSet::new(
@@ -292,8 +294,10 @@ mod tests {
             min_severity: Some(Severity::Warning),
             ..Filter::default()
         };
+        let r3 = rec(Hook::RemapPfnRange, COW | PARTIAL | ERROR);
         assert!(!passes(&f, &r1), "R1 is info");
-        assert!(passes(&f, &r8) && !passes(&f, &plain));
+        assert!(!passes(&f, &r8), "R8 is info where ptes have a special bit");
+        assert!(passes(&f, &r3) && !passes(&f, &plain));
         let f = Filter {
             min_severity: Some(Severity::Info),
             ..Filter::default()
@@ -347,8 +351,12 @@ mod tests {
             "R7"
         );
         assert!(
-            bit(&mask, Hook::VmNormalPage, PFNMAP | MIXEDMAP),
-            "R4 escalated"
+            bit(&mask, Hook::VmfInsertPfnProt, PFNMAP | MIXEDMAP),
+            "R4 at a pfn insert into PFNMAP|MIXEDMAP"
+        );
+        assert!(
+            !bit(&mask, Hook::VmNormalPage, PFNMAP | MIXEDMAP),
+            "never per lookup"
         );
         assert!(!bit(&mask, Hook::VmfInsertMixed, MIXEDMAP), "R4 is info");
         assert!(!bit(&mask, Hook::VmNormalPage, PFNMAP | COW | ANON));

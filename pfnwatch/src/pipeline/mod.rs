@@ -8,7 +8,7 @@ pub mod alert;
 pub mod dedup;
 pub mod filter;
 
-use crate::enrich::{Enricher, Enrichment};
+use crate::enrich::{self, Enricher, Enrichment};
 use crate::kernel::counters::Counts;
 use crate::kernel::decode::Record;
 use crate::rules::{Hit, RuleSet};
@@ -118,7 +118,11 @@ impl Pipeline {
             return Ok(false);
         }
         let host = match (given, &mut self.hosts) {
-            (Some(host), _) => host,
+            // A capture of an older pfnwatch may hold the BPF frames still.
+            (Some(host), _) => Enrichment {
+                stack: enrich::callers(host.stack, record.hook.function()),
+                ..host
+            },
             (None, Hosts::Live(enricher)) => enricher.enrich(&record),
             (None, Hosts::Given) => Enrichment::default(),
         };

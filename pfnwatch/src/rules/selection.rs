@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Selection {
-    /// Calls some enabled rule may match, plus every pfn mapping created
-    /// (the inventory of who maps raw pfns; rare).
+    /// Calls some enabled rule may match, plus the inventory: every pfn
+    /// mapping created and gone (rare, one record per vma however it is
+    /// filled: a perf buffer's per-page remaps send nothing).
     Rules,
     /// Every classified call (tests, debugging; can be a lot on busy hosts).
     All,
@@ -19,7 +20,8 @@ pub fn record_mask(selection: Selection, rules: &RuleSet) -> RecordMask {
     match selection {
         Selection::All => RecordMask::all(),
         Selection::Rules => RecordMask::from_fn(|hook, class| {
-            hook.family() == Family::Remap || rules.kernel_part_matches(hook, class)
+            matches!(hook.family(), Family::VmaCreated | Family::VmaGone)
+                || rules.kernel_part_matches(hook, class)
         }),
     }
 }

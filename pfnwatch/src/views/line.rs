@@ -132,6 +132,7 @@ impl Line {
             expected_pfn: record.rule_pfn(),
             device,
             host: Enrichment {
+                handlers: None,
                 stack: if stack {
                     host.stack.clone()
                 } else {
@@ -250,6 +251,7 @@ pub(crate) mod tests {
             cgroup: Some("/system.slice/x.service".into()),
             container: None,
             driver: Some("mem".into()),
+            handlers: None,
             stack: vec!["mmap_mem+0x9".into()],
         };
         let json = line(remap(), &host, true).render(Format::Json);

@@ -2,7 +2,6 @@
 //! stream strips the colour when it is not a terminal).
 
 use super::line::{Line, RecordView};
-use crate::enrich;
 use crate::kernel::counters::Counts;
 use crate::kernel::decode::Record;
 use crate::kernel::loader::{ProgramReport, ProgramState};
@@ -159,8 +158,11 @@ fn record_text(r: &Record, v: &RecordView) -> String {
     if let Some(driver) = &v.host.driver {
         let _ = write!(s, " driver {driver}");
     }
+    if let Some(handlers) = &v.host.handlers {
+        let _ = write!(s, " {handlers}");
+    }
     let _ = write!(s, " ret {}", result(r));
-    for frame in enrich::callers(&v.host.stack) {
+    for frame in &v.host.stack {
         let _ = write!(s, "\n    at {frame}");
     }
     s
@@ -170,12 +172,17 @@ fn record_text(r: &Record, v: &RecordView) -> String {
 fn result(r: &Record) -> String {
     match r.hook.family() {
         Family::Lookup | Family::Walk => if r.ret == 0 { "NULL" } else { "page" }.to_owned(),
-        Family::Remap if r.ret < 0 => {
+        Family::Remap | Family::Follow if r.ret < 0 => {
             format!("{} ({})", r.ret, errno_name(-(r.ret as i32)))
         }
+        // The kernel BUG()s right after: there is no return value.
+        Family::Insert if r.at_entry => "BUG".to_owned(),
         // vm_fault_t: VM_FAULT_NOPAGE (0x100) is success for inserts.
-        Family::Insert if r.ret != 0 => format!("{:#x}", r.ret),
-        Family::Remap | Family::Insert | Family::BadMap => r.ret.to_string(),
+        Family::Insert if r.ret != 0 && r.hook.returns_vm_fault() => format!("{:#x}", r.ret),
+        Family::VmaCreated if r.fork => "created (fork)".to_owned(),
+        Family::VmaCreated => "created".to_owned(),
+        Family::VmaGone => "gone".to_owned(),
+        Family::Remap | Family::Follow | Family::Insert | Family::BadMap => r.ret.to_string(),
     }
 }
 
@@ -382,6 +389,22 @@ mod tests {
         r.hook = Hook::VmNormalPagePud;
         r.ret = 1;
         assert_eq!(result(&r), "page");
+        r.hook = Hook::VmfInsertPfnPmd;
+        r.at_entry = true;
+        assert_eq!(result(&r), "BUG");
+        r.at_entry = false;
+        r.hook = Hook::VmInsertPage;
+        r.ret = -16;
+        assert_eq!(result(&r), "-16");
+        r.hook = Hook::CopyPageRange;
+        r.fork = true;
+        assert_eq!(result(&r), "created (fork)");
+        r.hook = Hook::VmAreaFree;
+        assert_eq!(result(&r), "gone");
+        r.hook = Hook::FollowPfnmapStart;
+        r.ret = -22;
+        assert_eq!(result(&r), "-22 (EINVAL)");
+        r.ret = 1;
         r.hook = Hook::PrintBadPageMap;
         assert_eq!(result(&r), "1");
     }

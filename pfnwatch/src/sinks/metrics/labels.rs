@@ -24,11 +24,15 @@ pub fn vma_label(class: Class) -> &'static str {
 
 /// The `result` label: what the hooked function did.
 pub fn result_label(hook: Hook, class: Class) -> &'static str {
-    if hook.family() == Family::BadMap {
-        "reported"
-    } else if class.has(ERROR) {
+    match hook.family() {
+        Family::BadMap => return "reported",
+        Family::VmaCreated => return "created",
+        Family::VmaGone => return "gone",
+        _ => {}
+    }
+    if class.has(ERROR) {
         "error"
-    } else if hook.family().maps_pfns() {
+    } else if hook.family().maps_pfns() || hook.family() == Family::Follow {
         "ok"
     } else if class.has(NO_PAGE) {
         "no_page"
