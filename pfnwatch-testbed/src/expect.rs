@@ -878,10 +878,27 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
         // Renamed print_bad_page_map in 6.18.
         Hook::PrintBadPte => K6.contains(&kernel),
         Hook::PrintBadPageMap => K7_2.contains(&kernel),
-        // 6.1 has only vmf_insert_pfn_{pmd,pud}_prot; the names are inline wrappers.
-        Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => K6_12_UP.contains(&kernel),
         Hook::VmNormalPagePud => K7_2.contains(&kernel),
-        _ => true,
+        // 6.1's pfn lookup by address; 6.12 replaced it.
+        Hook::FollowPhys => K6_1.contains(&kernel),
+        Hook::FollowPfnmapStart => K6_12_UP.contains(&kernel),
+        // 7.x: DAX and the vvar insert pages; mmap_prepare remaps.
+        Hook::VmfInsertPageMkwrite | Hook::VmfInsertFolioPmd | Hook::RemapPfnRangePrepare => {
+            K7_2.contains(&kernel)
+        }
+        // 6.1 has them as vmf_insert_pfn_{pmd,pud}_prot, which the same
+        // programs attach to.
+        Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => true,
+        Hook::VmNormalPage
+        | Hook::VmNormalPagePmd
+        | Hook::RemapPfnRange
+        | Hook::VmfInsertPfnProt
+        | Hook::VmfInsertMixed
+        | Hook::VmInsertPage
+        | Hook::VmInsertPages
+        | Hook::PerfEventMmap
+        | Hook::CopyPageRange
+        | Hook::VmAreaFree => true,
     }
 }
 

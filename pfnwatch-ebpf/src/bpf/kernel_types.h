@@ -60,6 +60,7 @@ struct module {
 } __kc;
 
 struct file;
+struct mm_struct;
 struct vm_area_struct;
 struct vm_area_desc;
 
@@ -91,6 +92,7 @@ struct vm_area_struct {
 	unsigned long vm_pgoff;
 	struct file *vm_file;
 	const struct vm_operations_struct *vm_ops;
+	struct mm_struct *vm_mm;
 } __kc;
 
 struct address_space;

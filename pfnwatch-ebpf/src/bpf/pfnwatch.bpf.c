@@ -106,11 +106,21 @@ struct {
 /* The inventory: every live VM_PFNMAP/VM_MIXEDMAP vma pfnwatch saw created,
  * by address, with the id its records carry (the address itself is a
  * kernel pointer and stays in the kernel). */
+/* What the inventory keeps of a vma: its id, and what tells a vma announced
+ * again (mprotect) from a new one the allocator put at a freed one's
+ * address, whose free pfnwatch did not see. */
+struct tracked {
+	__u64 id;
+	__u64 mm;
+	__u64 start;
+	__u64 end;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PFNW_INVENTORY_SLOTS);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct tracked);
 } inventory SEC(".maps");
 
 /* The last inventory id handed out. */
@@ -752,9 +762,11 @@ int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long ad
 static __always_inline int huge_insert(void *ctx, __u16 hook, struct vm_fault *vmf, __u64 pfn,
 				       __u32 level, bool at_entry)
 {
-	struct vm_area_struct *vma = BPF_CORE_READ(vmf, vma);
+	/* Direct reads keep vma a pointer the verifier lets the helpers below
+	 * dereference (BPF_CORE_READ would hand back a plain number). */
+	struct vm_area_struct *vma = vmf->vma;
 	__u64 size = entry_size(level);
-	__u64 addr = BPF_CORE_READ(vmf, address) & ~(size - 1);
+	__u64 addr = vmf->address & ~(size - 1);
 	__u64 ret = 0;
 
 	pfn &= ~PFN_T_FLAGS_MASK;
@@ -819,8 +831,8 @@ SEC("fexit/vmf_insert_page_mkwrite")
 int BPF_PROG(vmf_insert_page_mkwrite_exit, struct vm_fault *vmf, struct page *page, bool write,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PAGE_MKWRITE, BPF_CORE_READ(vmf, vma),
-		      BPF_CORE_READ(vmf, address) & ~(PFNW_PTE_SIZE - 1), 0, false, PFNW_PTE_SIZE,
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PAGE_MKWRITE, vmf->vma,
+		      vmf->address & ~(PFNW_PTE_SIZE - 1), 0, false, PFNW_PTE_SIZE,
 		      PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
 }
 
@@ -828,8 +840,8 @@ SEC("fexit/vmf_insert_folio_pmd")
 int BPF_PROG(vmf_insert_folio_pmd_exit, struct vm_fault *vmf, struct folio *folio, bool write,
 	     unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_FOLIO_PMD, BPF_CORE_READ(vmf, vma),
-		      BPF_CORE_READ(vmf, address) & ~(PFNW_PMD_SIZE - 1), 0, false, PFNW_PMD_SIZE,
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_FOLIO_PMD, vmf->vma,
+		      vmf->address & ~(PFNW_PMD_SIZE - 1), 0, false, PFNW_PMD_SIZE,
 		      PFNW_LEVEL_PMD, ret, ret & VM_FAULT_ERROR, false);
 }
 
@@ -867,16 +879,21 @@ static __always_inline bool is_special_mapping(struct vm_area_struct *vma)
 static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_struct *vma,
 				       __u64 flags, __u32 event_flags)
 {
-	__u64 key = (__u64)vma, id;
+	__u64 key = (__u64)vma;
+	struct tracked now = {}, *known;
 	struct call c = {};
 
 	if (!is_pfn_mapping(flags) || is_self() || is_special_mapping(vma))
 		return 0;
+	now.mm = (__u64)BPF_CORE_READ(vma, vm_mm);
+	now.start = BPF_CORE_READ(vma, vm_start);
+	now.end = BPF_CORE_READ(vma, vm_end);
 	/* mprotect announces the vma again. */
-	if (bpf_map_lookup_elem(&inventory, &key))
+	known = bpf_map_lookup_elem(&inventory, &key);
+	if (known && known->mm == now.mm && known->start == now.start && known->end == now.end)
 		return 0;
-	id = __sync_fetch_and_add(&inventory_ids, 1) + 1;
-	if (bpf_map_update_elem(&inventory, &key, &id, BPF_NOEXIST) != 0) {
+	now.id = __sync_fetch_and_add(&inventory_ids, 1) + 1;
+	if (bpf_map_update_elem(&inventory, &key, &now, BPF_ANY) != 0) {
 		bump(&drops, PFNW_LOSS_INVENTORY);
 		return 0;
 	}
@@ -885,7 +902,7 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 	c.hook = hook;
 	c.addr = BPF_CORE_READ(vma, vm_start);
 	c.size = BPF_CORE_READ(vma, vm_end) - c.addr;
-	c.vma_id = id;
+	c.vma_id = now.id;
 	c.event_flags = event_flags;
 	c.class = vma_class(&c);
 	finish(ctx, &c);
@@ -905,19 +922,19 @@ int BPF_PROG(copy_page_range_entry, struct vm_area_struct *dst, struct vm_area_s
 	return vma_created(ctx, PFNW_HOOK_COPY_PAGE_RANGE, dst, vma_flags(dst), PFNW_EVENT_FORK);
 }
 
-SEC("fentry/vm_area_free")
-int BPF_PROG(vm_area_free_entry, struct vm_area_struct *vma)
+static __always_inline int vma_gone(void *ctx, struct vm_area_struct *vma)
 {
-	__u64 key = (__u64)vma, *id;
+	__u64 key = (__u64)vma;
+	struct tracked *known;
 	struct call c = {};
 
 	c.vm_flags = vma_flags(vma);
 	if (!is_pfn_mapping(c.vm_flags))
 		return 0;
-	id = bpf_map_lookup_elem(&inventory, &key);
-	if (!id)
+	known = bpf_map_lookup_elem(&inventory, &key);
+	if (!known)
 		return 0;
-	c.vma_id = *id;
+	c.vma_id = known->id;
 	bpf_map_delete_elem(&inventory, &key);
 	c.vma = vma;
 	c.hook = PFNW_HOOK_VM_AREA_FREE;
@@ -928,4 +945,19 @@ int BPF_PROG(vm_area_free_entry, struct vm_area_struct *vma)
 	c.class = vma_class(&c);
 	finish(ctx, &c);
 	return 0;
+}
+
+SEC("fentry/vm_area_free")
+int BPF_PROG(vm_area_free_entry, struct vm_area_struct *vma)
+{
+	return vma_gone(ctx, vma);
+}
+
+/* 6.12: exit_mmap frees a vma no one else can reach with __vm_area_free()
+ * directly (mm/vma.c remove_vma(vma, unreachable)); vm_area_free() defers
+ * to it through RCU, by which time the vma has left the inventory. */
+SEC("fentry/__vm_area_free")
+int BPF_PROG(__vm_area_free_entry, struct vm_area_struct *vma)
+{
+	return vma_gone(ctx, vma);
 }

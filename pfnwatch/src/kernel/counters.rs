@@ -16,6 +16,9 @@ pub struct Counts {
     pub errors: BTreeMap<Hook, BTreeMap<u32, u64>>,
     /// Records lost because the ring buffer was full.
     pub drops: u64,
+    /// Pfn-mapping vmas the kernel's inventory had no room for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inventory_full: u64,
 }
 
 impl Counts {
@@ -31,14 +34,22 @@ impl Counts {
                 counts.errors.entry(hook).or_default().insert(errno, total);
             }
         }
-        counts.drops = sums(ebpf, abi::names::DROPS)?.map(|(_, v)| v).sum();
+        for (slot, total) in sums(ebpf, abi::names::DROPS)? {
+            match slot as u32 {
+                abi::LOSS_RINGBUF => counts.drops = total,
+                abi::LOSS_INVENTORY => counts.inventory_full = total,
+                _ => {}
+            }
+        }
         Ok(counts)
     }
 
     /// Only the records lost because the ring buffer was full: one map
     /// lookup, cheap enough to do after every batch of records.
     pub fn read_drops(ebpf: &Ebpf) -> Result<u64> {
-        Ok(sums(ebpf, abi::names::DROPS)?.map(|(_, v)| v).sum())
+        Ok(sums(ebpf, abi::names::DROPS)?
+            .find(|(slot, _)| *slot as u32 == abi::LOSS_RINGBUF)
+            .map_or(0, |(_, v)| v))
     }
 
     /// Calls of one hook, all classes.
@@ -76,8 +87,13 @@ impl Counts {
             calls: diff(&self.calls, &earlier.calls),
             errors: diff(&self.errors, &earlier.errors),
             drops: self.drops.saturating_sub(earlier.drops),
+            inventory_full: self.inventory_full.saturating_sub(earlier.inventory_full),
         }
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// JSON writes the errno keys as strings. Read straight from JSON, serde

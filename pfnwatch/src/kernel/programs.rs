@@ -29,12 +29,19 @@ pub struct ProgramSpec {
     /// The same function's name on older kernels, where it had another
     /// (6.1's vmf_insert_pfn_pmd_prot for vmf_insert_pfn_pmd).
     pub older: Option<&'static str>,
+    /// A function the hook's program attaches to besides the hook's own,
+    /// where the kernel takes that path without calling the hook's (6.12's
+    /// exit_mmap calls __vm_area_free, not vm_area_free).
+    pub beside: Option<&'static str>,
 }
 
 impl ProgramSpec {
     /// The kernel function the program attaches to (its current name).
     pub const fn target(&self) -> &'static str {
-        self.hook.function()
+        match self.beside {
+            Some(function) => function,
+            None => self.hook.function(),
+        }
     }
 
     /// The name this kernel has the function under, if it has it.
@@ -52,6 +59,7 @@ const fn program(name: &'static str, attach: Attach, hook: Hook) -> ProgramSpec 
         attach,
         hook,
         older: None,
+        beside: None,
     }
 }
 
@@ -67,12 +75,24 @@ const fn renamed(
         attach,
         hook,
         older: Some(older),
+        beside: None,
+    }
+}
+
+/// A second program of `hook`'s, on the function `beside`.
+const fn beside(name: &'static str, attach: Attach, hook: Hook, beside: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        name,
+        attach,
+        hook,
+        older: None,
+        beside: Some(beside),
     }
 }
 
 use Attach::{Fentry, Fexit};
 
-pub const PROGRAMS: [ProgramSpec; 26] = [
+pub const PROGRAMS: [ProgramSpec; 27] = [
     program("vm_normal_page_exit", Fexit, Hook::VmNormalPage),
     program("vm_normal_page_pmd_exit", Fexit, Hook::VmNormalPagePmd),
     program("vm_normal_page_pud_exit", Fexit, Hook::VmNormalPagePud),
@@ -135,6 +155,7 @@ pub const PROGRAMS: [ProgramSpec; 26] = [
     program("perf_event_mmap_entry", Fentry, Hook::PerfEventMmap),
     program("copy_page_range_entry", Fentry, Hook::CopyPageRange),
     program("vm_area_free_entry", Fentry, Hook::VmAreaFree),
+    beside("__vm_area_free_entry", Fentry, Hook::VmAreaFree, "__vm_area_free"),
 ];
 
 /// The program that classifies and counts a hook's calls: its fexit, or

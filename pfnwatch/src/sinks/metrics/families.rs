@@ -106,9 +106,29 @@ pub const ALERTS_BY_DRIVER: Spec = counter(
 );
 pub const MAPPINGS: Spec = counter(
     "pfnwatch_pfn_mappings_total",
-    "Successful remaps (pfn mappings created) by hook, driver and device (bounded: later \
-     ones count as other).",
-    &["hook", "driver", "device"],
+    "VM_PFNMAP/VM_MIXEDMAP vmas created (at mmap or by a fork), whoever fills them, by \
+     origin, kind of vma, driver and device (bounded: later ones count as other).",
+    &["origin", "vma", "driver", "device"],
+);
+pub const MAPPINGS_REMOVED: Spec = counter(
+    "pfnwatch_pfn_mappings_removed_total",
+    "VM_PFNMAP/VM_MIXEDMAP vmas gone (munmap, exit), by kind of vma, driver and device.",
+    &["vma", "driver", "device"],
+);
+pub const MAPPINGS_LIVE: Spec = gauge(
+    "pfnwatch_pfn_mappings",
+    "VM_PFNMAP/VM_MIXEDMAP vmas that exist now, by kind of vma, driver and device.",
+    &["vma", "driver", "device"],
+);
+pub const MAPPED_BYTES: Spec = gauge(
+    "pfnwatch_pfn_mapped_bytes",
+    "Bytes those vmas span now, by kind of vma, driver and device.",
+    &["vma", "driver", "device"],
+);
+pub const INVENTORY_FULL: Spec = counter(
+    "pfnwatch_inventory_full_total",
+    "Pfn-mapping vmas the kernel could not track (its inventory map was full).",
+    &[],
 );
 pub const STATS_ENABLED: Spec = gauge(
     "pfnwatch_bpf_stats_enabled",
@@ -158,6 +178,10 @@ pub const ALL: &[&Spec] = &[
     &ALERTS,
     &ALERTS_BY_DRIVER,
     &MAPPINGS,
+    &MAPPINGS_REMOVED,
+    &MAPPINGS_LIVE,
+    &MAPPED_BYTES,
+    &INVENTORY_FULL,
     &STATS_ENABLED,
     &PROGRAM_RUNS,
     &PROGRAM_RUN_TIME,

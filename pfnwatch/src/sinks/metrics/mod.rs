@@ -131,11 +131,27 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
             .inc_by(*n);
     }
     let mappings = f.counter(&MAPPINGS)?;
-    for ((hook, driver, device), n) in &s.tally.mappings {
+    for ((origin, (vma, driver, device)), n) in &s.tally.mappings {
         mappings
-            .with_label_values(&[hook.function(), driver.as_str(), device.as_str()])
+            .with_label_values(&[origin, vma, driver.as_str(), device.as_str()])
             .inc_by(*n);
     }
+    let removed = f.counter(&MAPPINGS_REMOVED)?;
+    for ((vma, driver, device), n) in &s.tally.removed {
+        removed
+            .with_label_values(&[vma, driver.as_str(), device.as_str()])
+            .inc_by(*n);
+    }
+    let live = f.gauge(&MAPPINGS_LIVE)?;
+    let bytes = f.gauge(&MAPPED_BYTES)?;
+    for ((vma, driver, device), (n, size)) in &s.tally.live {
+        let labels = [*vma, driver.as_str(), device.as_str()];
+        live.with_label_values(&labels).set(i64::try_from(*n).unwrap_or(i64::MAX));
+        bytes.with_label_values(&labels).set(i64::try_from(*size).unwrap_or(i64::MAX));
+    }
+    f.counter(&INVENTORY_FULL)?
+        .with_label_values(none)
+        .inc_by(s.counts.inventory_full);
 
     f.gauge(&STATS_ENABLED)?
         .with_label_values(none)
@@ -227,7 +243,7 @@ mod tests {
         ANON, ERROR, MIXEDMAP, NO_PAGE, PARTIAL, PFN_MATCH, PFNMAP, SPECIAL,
     };
     use std::collections::BTreeMap;
-    use tally::tests::{outcome, remap};
+    use tally::tests::{outcome, vma};
 
     fn programs() -> Vec<ProgramReport> {
         crate::kernel::programs::PROGRAMS
@@ -285,14 +301,25 @@ mod tests {
         let mut tally = Tally::default();
         let mem = DevNum { major: 1, minor: 1 };
         let bar = DevNum { major: 0, minor: 0 };
+        // Two vmas created, one by /dev/mem's driver, one nobody names.
+        let created = Hook::PerfEventMmap;
         tally
-            .outcome(&outcome(remap("mem", mem, PFNMAP), Some("mem")))
+            .outcome(&outcome(vma(created, "mem", mem, PFNMAP), Some("mem")))
             .unwrap();
         tally
-            .outcome(&outcome(remap("0000:00:02.0", bar, PFNMAP), None))
+            .outcome(&outcome(vma(created, "0000:00:02.0", bar, PFNMAP), None))
             .unwrap();
+        // A third, gone again.
+        let mut short = vma(created, "mem", mem, PFNMAP);
+        short.vma_id = 3;
+        tally.outcome(&outcome(short, Some("mem"))).unwrap();
+        let mut gone = vma(Hook::VmAreaFree, "mem", mem, PFNMAP);
+        gone.vma_id = 3;
+        gone.file = None;
+        tally.outcome(&outcome(gone, None)).unwrap();
+        // A refused remap is no mapping.
         tally
-            .outcome(&outcome(remap("mem", mem, COW | ERROR), Some("mem")))
+            .outcome(&outcome(vma(Hook::RemapPfnRange, "mem", mem, COW | ERROR), Some("mem")))
             .unwrap();
         // Three R1 hits: COW remaps, evaluated by the pipeline's rules.
         let rules = RuleSet::new(
@@ -302,12 +329,12 @@ mod tests {
             },
         );
         for _ in 0..3 {
-            let r = remap("mem", mem, PFNMAP | COW);
+            let r = vma(Hook::RemapPfnRange, "mem", mem, PFNMAP | COW);
             let mut o = outcome(r, Some("mem"));
             o.hits = rules.evaluate(&o.record);
             tally.outcome(&o).unwrap();
         }
-        tally.records += 1;
+        tally.records -= 1;
         let alert: Alert = serde_json::from_value(serde_json::json!({
             "rule": "R1", "name": "cow_pfnmap_mapping", "severity": "info",
             "time": "2026-01-01T00:00:00.000Z", "first_ns": 1, "last_ns": 2, "count": 2,
@@ -403,13 +430,22 @@ mod tests {
             0.0
         );
         assert_eq!(
-            get(r#"pfnwatch_pfn_mappings_total{device="1:1",driver="mem",hook="remap_pfn_range"}"#),
-            4.0,
-            "one shared and three COW remaps; the failed remap created nothing"
+            get(r#"pfnwatch_pfn_mappings_total{device="1:1",driver="mem",origin="mmap",vma="pfnmap"}"#),
+            2.0,
+            "the vmas created, not the remaps into them"
+        );
+        assert_eq!(
+            get(r#"pfnwatch_pfn_mappings_removed_total{device="1:1",driver="mem",vma="pfnmap"}"#),
+            1.0
+        );
+        assert_eq!(get(r#"pfnwatch_pfn_mappings{device="1:1",driver="mem",vma="pfnmap"}"#), 1.0);
+        assert_eq!(
+            get(r#"pfnwatch_pfn_mapped_bytes{device="1:1",driver="mem",vma="pfnmap"}"#),
+            16384.0
         );
         assert_eq!(
             get(
-                r#"pfnwatch_pfn_mappings_total{device="0000:00:02.0",driver="unknown",hook="remap_pfn_range"}"#
+                r#"pfnwatch_pfn_mappings_total{device="0000:00:02.0",driver="unknown",origin="mmap",vma="pfnmap"}"#
             ),
             1.0
         );

@@ -1,14 +1,24 @@
-//! What the daemon counts in user space: records, rule hits, mappings by
-//! driver, alerts by driver, reloads.
+//! What the daemon counts in user space: records, rule hits, the pfn
+//! mappings by driver (created, gone, live), alerts by driver, reloads.
 
-use super::labels::{Bounded, MAX_SOURCES, OTHER};
+use super::labels::{Bounded, MAX_SOURCES, OTHER, vma_label};
 use crate::pipeline::alert::Alert;
 use crate::pipeline::{Outcome, Sink};
 use crate::rules::{RuleId, Severity};
 use anyhow::Result;
-use pfnwatch_common::class::ERROR;
-use pfnwatch_common::{Family, Hook};
-use std::collections::BTreeMap;
+use pfnwatch_common::Family;
+use pfnwatch_common::abi::INVENTORY_SLOTS;
+use std::collections::{BTreeMap, HashMap};
+
+/// A pfn mapping's labels: kind of vma, driver, device.
+pub type Source = (&'static str, String, String);
+
+/// A live mapping the inventory reported created: its labels and size.
+#[derive(Clone, Debug)]
+struct Live {
+    source: Source,
+    bytes: u64,
+}
 
 /// What the daemon counts in user space, kept across reloads: a sink of
 /// every outcome and alert.
@@ -17,7 +27,14 @@ pub struct Tally {
     pub records: u64,
     /// Rule hits before duplicate collapsing.
     pub hits: BTreeMap<(RuleId, Severity), u64>,
-    pub(super) mappings: BTreeMap<(Hook, String, String), u64>,
+    /// Created, by origin ("mmap" or "fork") and source.
+    pub(super) mappings: BTreeMap<(&'static str, Source), u64>,
+    pub(super) removed: BTreeMap<Source, u64>,
+    /// Live mappings by source: count and bytes.
+    pub(super) live: BTreeMap<Source, (u64, u64)>,
+    /// Live mappings by inventory id, for their gone records (which carry
+    /// no file); as many as the kernel's inventory holds.
+    live_ids: HashMap<u64, Live>,
     pub(super) alerts_by_driver: BTreeMap<(RuleId, String), u64>,
     sources: Bounded<(String, String)>,
     drivers: Bounded<String>,
@@ -33,6 +50,9 @@ impl Default for Tally {
             records: 0,
             hits: BTreeMap::new(),
             mappings: BTreeMap::new(),
+            removed: BTreeMap::new(),
+            live: BTreeMap::new(),
+            live_ids: HashMap::new(),
             alerts_by_driver: BTreeMap::new(),
             sources: Bounded::new(MAX_SOURCES),
             drivers: Bounded::new(MAX_SOURCES),
@@ -41,6 +61,26 @@ impl Default for Tally {
             last_reload_ok: true,
             restart_required: false,
         }
+    }
+}
+
+impl Tally {
+    /// A created mapping's labels, the driver named once by host context.
+    fn source(&mut self, o: &Outcome) -> Source {
+        let r = &o.record;
+        let device = match &r.file {
+            None => "none".to_owned(),
+            Some(f) if f.rdev.major != 0 || f.rdev.minor != 0 => f.rdev.to_string(),
+            // A PCI BAR file's directory is its device's address.
+            Some(f) if f.name.starts_with("resource") => f.parent.clone(),
+            Some(f) => f.name.clone(),
+        };
+        let driver = o.host.driver.as_deref().unwrap_or("unknown");
+        let (driver, device) = self
+            .sources
+            .admit(&(driver.to_owned(), device))
+            .unwrap_or_else(|| (OTHER.to_owned(), OTHER.to_owned()));
+        (vma_label(r.class), driver, device)
     }
 }
 
@@ -53,23 +93,33 @@ impl Sink for Tally {
             *self.hits.entry((hit.rule.id, hit.severity)).or_default() += 1;
         }
         let r = &o.record;
-        if r.hook.family() != Family::Remap || r.class.has(ERROR) {
-            return Ok(());
+        match r.hook.family() {
+            Family::VmaCreated => {
+                let source = self.source(o);
+                let origin = if r.fork { "fork" } else { "mmap" };
+                *self.mappings.entry((origin, source.clone())).or_default() += 1;
+                let live = self.live.entry(source.clone()).or_default();
+                live.0 += 1;
+                live.1 += r.size;
+                // The kernel tracks as many: more means records were lost.
+                if self.live_ids.len() < INVENTORY_SLOTS {
+                    self.live_ids.insert(r.vma_id, Live { source, bytes: r.size });
+                }
+            }
+            Family::VmaGone => {
+                let known = self.live_ids.remove(&r.vma_id);
+                let source = known.as_ref().map_or_else(
+                    || (vma_label(r.class), "unknown".to_owned(), "unknown".to_owned()),
+                    |l| l.source.clone(),
+                );
+                *self.removed.entry(source.clone()).or_default() += 1;
+                if let (Some(l), Some(live)) = (known, self.live.get_mut(&source)) {
+                    live.0 = live.0.saturating_sub(1);
+                    live.1 = live.1.saturating_sub(l.bytes);
+                }
+            }
+            _ => {}
         }
-        let device = match &r.file {
-            None => "none".to_owned(),
-            Some(f) if f.rdev.major != 0 || f.rdev.minor != 0 => f.rdev.to_string(),
-            // A PCI BAR file's directory is its device's address.
-            Some(f) if f.name.starts_with("resource") => f.parent.clone(),
-            Some(f) => f.name.clone(),
-        };
-        let driver = o.host.driver.as_deref().unwrap_or("unknown");
-        let source = (driver.to_owned(), device);
-        let (driver, device) = self
-            .sources
-            .admit(&source)
-            .unwrap_or_else(|| (OTHER.to_owned(), OTHER.to_owned()));
-        *self.mappings.entry((r.hook, driver, device)).or_default() += 1;
         Ok(())
     }
 
@@ -90,10 +140,12 @@ pub(super) mod tests {
     use super::*;
     use crate::enrich::Enrichment;
     use crate::kernel::decode::{DevNum, Record};
-    use pfnwatch_common::Class;
-    use pfnwatch_common::class::PFNMAP;
+    use pfnwatch_common::class::{COW, PFNMAP};
+    use pfnwatch_common::{Class, Hook};
 
-    pub fn remap(parent: &str, rdev: DevNum, class: u16) -> Record {
+    /// A vma of `hook`'s (a remap, or the inventory's created or gone) on a
+    /// BAR-like file in `parent`.
+    pub fn vma(hook: Hook, parent: &str, rdev: DevNum, class: u16) -> Record {
         Record {
             ts_ns: 1,
             pid: 9,
@@ -101,13 +153,12 @@ pub(super) mod tests {
             comm: "x".into(),
             vm_end: 0x4000,
             size: 0x4000,
-            level: pfnwatch_common::Level::Pte,
             file: Some(crate::kernel::decode::test_file(
                 "resource0",
                 parent,
                 (rdev.major, rdev.minor),
             )),
-            ..Record::new(Hook::RemapPfnRange, Class(class))
+            ..Record::new(hook, Class(class))
         }
     }
 
@@ -123,37 +174,65 @@ pub(super) mod tests {
         }
     }
 
+    fn source(driver: &str, device: &str) -> Source {
+        ("pfnmap", driver.to_owned(), device.to_owned())
+    }
+
+    #[test]
+    fn mappings_are_counted_created_gone_and_live() {
+        let mut tally = Tally::default();
+        let dev = DevNum { major: 1, minor: 1 };
+        let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP | COW);
+        created.vma_id = 7;
+        tally.outcome(&outcome(created.clone(), Some("mem"))).unwrap();
+        let mut forked = created.clone();
+        forked.hook = Hook::CopyPageRange;
+        forked.vma_id = 8;
+        forked.fork = true;
+        tally.outcome(&outcome(forked, Some("mem"))).unwrap();
+        let mem = ("pfnmap", "mem".to_owned(), "1:1".to_owned());
+        assert_eq!(tally.mappings[&("mmap", mem.clone())], 1);
+        assert_eq!(tally.mappings[&("fork", mem.clone())], 1);
+        assert_eq!(tally.live[&mem], (2, 0x8000));
+        // A gone record carries no file: its id names the mapping.
+        let mut gone = Record::new(Hook::VmAreaFree, Class(PFNMAP | COW));
+        gone.vma_id = 7;
+        gone.size = 0x4000;
+        tally.outcome(&outcome(gone.clone(), None)).unwrap();
+        assert_eq!(tally.removed[&mem], 1);
+        assert_eq!(tally.live[&mem], (1, 0x4000));
+        // One the inventory never reported created (a lost record).
+        gone.vma_id = 99;
+        tally.outcome(&outcome(gone, None)).unwrap();
+        let unknown = ("pfnmap", "unknown".to_owned(), "unknown".to_owned());
+        assert_eq!(tally.removed[&unknown], 1);
+        assert_eq!(tally.live[&mem], (1, 0x4000), "the known ones stay");
+        // Remaps and lookups are no mappings of their own.
+        tally
+            .outcome(&outcome(vma(Hook::RemapPfnRange, "/", dev, PFNMAP), Some("mem")))
+            .unwrap();
+        assert_eq!(tally.mappings.values().sum::<u64>(), 2);
+        assert_eq!(tally.records, 5);
+    }
+
     #[test]
     fn sources_past_the_limit_count_as_other_and_keep_their_series() {
         let mut tally = Tally::default();
         for minor in 0..(MAX_SOURCES as u32 + 3) {
-            let r = remap("x", DevNum { major: 10, minor }, PFNMAP);
+            let r = vma(Hook::PerfEventMmap, "x", DevNum { major: 10, minor }, PFNMAP);
             tally.outcome(&outcome(r, Some("misc"))).unwrap();
         }
         // An early source seen again keeps its own series.
-        let r = remap(
-            "x",
-            DevNum {
-                major: 10,
-                minor: 0,
-            },
-            PFNMAP,
-        );
+        let r = vma(Hook::PerfEventMmap, "x", DevNum { major: 10, minor: 0 }, PFNMAP);
         tally.outcome(&outcome(r, Some("misc"))).unwrap();
         let own: u64 = tally
             .mappings
             .iter()
-            .filter(|((_, d, _), _)| d != OTHER)
+            .filter(|((_, (_, d, _)), _)| d != OTHER)
             .map(|(_, n)| n)
             .sum();
         assert_eq!(own, MAX_SOURCES as u64 + 1);
-        assert_eq!(
-            tally.mappings[&(Hook::RemapPfnRange, OTHER.to_owned(), OTHER.to_owned())],
-            3
-        );
-        assert_eq!(
-            tally.mappings[&(Hook::RemapPfnRange, "misc".to_owned(), "10:0".to_owned())],
-            2
-        );
+        assert_eq!(tally.mappings[&("mmap", source(OTHER, OTHER))], 3);
+        assert_eq!(tally.mappings[&("mmap", source("misc", "10:0"))], 2);
     }
 }
