@@ -86,13 +86,13 @@ mod tests {
         assert!(h.contains("#define PFNW_HOOK_VMF_INSERT_MIXED 6\n"));
         assert!(h.contains("#define PFNW_HOOK_PRINT_BAD_PAGE_MAP 8\n"));
         assert!(h.contains("#define PFNW_HOOK_VMF_INSERT_PFN_PUD 10\n"));
-        assert!(h.contains("#define PFNW_HOOK_COUNT 12\n"));
+        assert!(h.contains("#define PFNW_HOOK_COUNT 22\n"));
         assert!(h.contains("#define PFNW_CLASS_PFNMAP 0x100u"));
         assert!(h.contains("#define PFNW_CLASS_ERROR 0x80u"));
         assert!(h.contains("#define VM_PFNMAP 0x400ul"));
         assert!(h.contains("struct pfnwatch_event {"));
         assert!(
-            h.contains("\tcase PFNW_HOOK_REMAP_PFN_RANGE_COMPLETE:\n\t\treturn PFNW_FAMILY_REMAP;")
+            h.contains("\tcase PFNW_HOOK_REMAP_PFN_RANGE_PREPARE:\n\t\treturn PFNW_FAMILY_REMAP;")
         );
         assert!(h.contains("#define PFNW_MASK_WORD(hook, class)"));
         assert!(h.contains("#define PFNW_COUNTS_INDEX(hook, class)"));

@@ -256,7 +256,11 @@ mod tests {
         };
         assert_eq!(alert.driver.as_deref(), Some("mem"));
         assert_eq!(alert.cgroup.as_deref(), Some("/system.slice/x.service"));
-        assert_eq!(alert.stack, ["zap_pte_range+0x1f0"], "from the first caller");
+        assert_eq!(
+            alert.stack,
+            ["zap_pte_range+0x1f0"],
+            "from the first caller"
+        );
         assert_eq!(
             alert.time, "2023-11-14T22:13:21.000Z",
             "the capture's clock"

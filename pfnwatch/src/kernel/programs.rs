@@ -80,7 +80,12 @@ const fn renamed(
 }
 
 /// A second program of `hook`'s, on the function `beside`.
-const fn beside(name: &'static str, attach: Attach, hook: Hook, beside: &'static str) -> ProgramSpec {
+const fn beside(
+    name: &'static str,
+    attach: Attach,
+    hook: Hook,
+    beside: &'static str,
+) -> ProgramSpec {
     ProgramSpec {
         name,
         attach,
@@ -155,7 +160,12 @@ pub const PROGRAMS: [ProgramSpec; 27] = [
     program("perf_event_mmap_entry", Fentry, Hook::PerfEventMmap),
     program("copy_page_range_entry", Fentry, Hook::CopyPageRange),
     program("vm_area_free_entry", Fentry, Hook::VmAreaFree),
-    beside("__vm_area_free_entry", Fentry, Hook::VmAreaFree, "__vm_area_free"),
+    beside(
+        "__vm_area_free_entry",
+        Fentry,
+        Hook::VmAreaFree,
+        "__vm_area_free",
+    ),
 ];
 
 /// The program that classifies and counts a hook's calls: its fexit, or

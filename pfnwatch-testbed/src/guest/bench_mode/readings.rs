@@ -90,19 +90,21 @@ pub fn name_pfnwatch_programs(
     new: &BTreeMap<u32, String>,
     has: impl Fn(&str) -> bool,
 ) -> Vec<Prog> {
-    let expected: Vec<_> = PROGRAMS.iter().filter(|p| has(p.target())).collect();
+    let expected: Vec<_> = PROGRAMS
+        .iter()
+        .filter_map(|p| Some((p, p.target_on(&has)?)))
+        .collect();
     let fits = new.len() == expected.len()
-        && new
-            .values()
-            .zip(&expected)
-            .all(|(kernel, spec)| !kernel.is_empty() && spec.name.starts_with(kernel.as_str()));
+        && new.values().zip(&expected).all(|(kernel, (spec, _))| {
+            !kernel.is_empty() && spec.name.starts_with(kernel.as_str())
+        });
     new.iter()
         .enumerate()
         .map(|(i, (id, kernel))| match expected.get(i).filter(|_| fits) {
-            Some(spec) => Prog {
+            Some((spec, function)) => Prog {
                 id: *id,
                 name: spec.name.to_owned(),
-                function: spec.target().to_owned(),
+                function: (*function).to_owned(),
             },
             None => Prog {
                 id: *id,
@@ -250,13 +252,15 @@ mod tests {
         names.iter().map(|(id, n)| (*id, (*n).to_owned())).collect()
     }
 
-    /// A 6.12 kernel: no remap_pfn_range_complete, print_bad_page_map or
-    /// vm_normal_page_pud.
-    fn on_6_12(f: &str) -> bool {
-        ![
-            "remap_pfn_range_complete",
-            "print_bad_page_map",
-            "vm_normal_page_pud",
+    /// A 6.1 kernel, in the part that matters here: the huge pfn inserts
+    /// under their `_prot` names, follow_phys, no folio_walk_start.
+    fn on_6_1(f: &str) -> bool {
+        [
+            "vm_normal_page",
+            "remap_pfn_range",
+            "vmf_insert_pfn_pmd_prot",
+            "follow_phys",
+            "vm_area_free",
         ]
         .contains(&f)
     }
@@ -265,17 +269,14 @@ mod tests {
     fn pfnwatch_programs_are_named_in_load_order() {
         let kernel = new(&[
             (40, "vm_normal_page_"),
-            (41, "vm_normal_page_"),
-            (43, "folio_walk_star"),
-            (44, "remap_pfn_range"),
-            (45, "remap_pfn_range"),
-            (46, "vmf_insert_pfn_"),
-            (47, "vmf_insert_mixe"),
-            (48, "vmf_insert_pfn_"),
-            (49, "vmf_insert_pfn_"),
-            (50, "print_bad_pte_e"),
+            (41, "remap_pfn_range"),
+            (42, "remap_pfn_range"),
+            (44, "vmf_insert_pfn_"),
+            (45, "vmf_insert_pfn_"),
+            (46, "follow_phys_exi"),
+            (47, "vm_area_free_en"),
         ]);
-        let progs = name_pfnwatch_programs(&kernel, on_6_12);
+        let progs = name_pfnwatch_programs(&kernel, on_6_1);
         let names: Vec<(u32, &str, &str)> = progs
             .iter()
             .map(|p| (p.id, p.name.as_str(), p.function.as_str()))
@@ -284,33 +285,29 @@ mod tests {
             names,
             [
                 (40, "vm_normal_page_exit", "vm_normal_page"),
-                (41, "vm_normal_page_pmd_exit", "vm_normal_page_pmd"),
-                (43, "folio_walk_start_exit", "folio_walk_start"),
-                (44, "remap_pfn_range_entry", "remap_pfn_range"),
-                (45, "remap_pfn_range_exit", "remap_pfn_range"),
-                (46, "vmf_insert_pfn_prot_exit", "vmf_insert_pfn_prot"),
-                (47, "vmf_insert_mixed_exit", "vmf_insert_mixed"),
-                (48, "vmf_insert_pfn_pmd_exit", "vmf_insert_pfn_pmd"),
-                (49, "vmf_insert_pfn_pud_exit", "vmf_insert_pfn_pud"),
-                (50, "print_bad_pte_entry", "print_bad_pte"),
+                (41, "remap_pfn_range_entry", "remap_pfn_range"),
+                (42, "remap_pfn_range_exit", "remap_pfn_range"),
+                (44, "vmf_insert_pfn_pmd_entry", "vmf_insert_pfn_pmd_prot"),
+                (45, "vmf_insert_pfn_pmd_exit", "vmf_insert_pfn_pmd_prot"),
+                (46, "follow_phys_exit", "follow_phys"),
+                (47, "vm_area_free_entry", "vm_area_free"),
             ]
         );
     }
 
     #[test]
     fn a_mismatch_keeps_the_kernel_names() {
-        // One program refused: ten expected, seven loaded.
+        // One program refused: seven expected, six loaded.
         let kernel = new(&[
             (40, "vm_normal_page_"),
-            (41, "vm_normal_page_"),
-            (44, "remap_pfn_range"),
-            (45, "remap_pfn_range"),
-            (46, "vmf_insert_pfn_"),
-            (47, "vmf_insert_mixe"),
-            (50, "print_bad_pte_e"),
+            (41, "remap_pfn_range"),
+            (42, "remap_pfn_range"),
+            (44, "vmf_insert_pfn_"),
+            (46, "follow_phys_exi"),
+            (47, "vm_area_free_en"),
         ]);
-        let progs = name_pfnwatch_programs(&kernel, on_6_12);
-        assert_eq!(progs.len(), 7);
+        let progs = name_pfnwatch_programs(&kernel, on_6_1);
+        assert_eq!(progs.len(), 6);
         assert!(progs.iter().all(|p| p.function == "?"), "{progs:?}");
         assert_eq!(progs[2].name, "remap_pfn_range");
     }

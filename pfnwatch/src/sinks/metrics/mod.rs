@@ -146,8 +146,11 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     let bytes = f.gauge(&MAPPED_BYTES)?;
     for ((vma, driver, device), (n, size)) in &s.tally.live {
         let labels = [*vma, driver.as_str(), device.as_str()];
-        live.with_label_values(&labels).set(i64::try_from(*n).unwrap_or(i64::MAX));
-        bytes.with_label_values(&labels).set(i64::try_from(*size).unwrap_or(i64::MAX));
+        live.with_label_values(&labels)
+            .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        bytes
+            .with_label_values(&labels)
+            .set(i64::try_from(*size).unwrap_or(i64::MAX));
     }
     f.counter(&INVENTORY_FULL)?
         .with_label_values(none)
@@ -319,7 +322,10 @@ mod tests {
         tally.outcome(&outcome(gone, None)).unwrap();
         // A refused remap is no mapping.
         tally
-            .outcome(&outcome(vma(Hook::RemapPfnRange, "mem", mem, COW | ERROR), Some("mem")))
+            .outcome(&outcome(
+                vma(Hook::RemapPfnRange, "mem", mem, COW | ERROR),
+                Some("mem"),
+            ))
             .unwrap();
         // Three R1 hits: COW remaps, evaluated by the pipeline's rules.
         let rules = RuleSet::new(
@@ -430,7 +436,9 @@ mod tests {
             0.0
         );
         assert_eq!(
-            get(r#"pfnwatch_pfn_mappings_total{device="1:1",driver="mem",origin="mmap",vma="pfnmap"}"#),
+            get(
+                r#"pfnwatch_pfn_mappings_total{device="1:1",driver="mem",origin="mmap",vma="pfnmap"}"#
+            ),
             2.0,
             "the vmas created, not the remaps into them"
         );
@@ -438,7 +446,10 @@ mod tests {
             get(r#"pfnwatch_pfn_mappings_removed_total{device="1:1",driver="mem",vma="pfnmap"}"#),
             1.0
         );
-        assert_eq!(get(r#"pfnwatch_pfn_mappings{device="1:1",driver="mem",vma="pfnmap"}"#), 1.0);
+        assert_eq!(
+            get(r#"pfnwatch_pfn_mappings{device="1:1",driver="mem",vma="pfnmap"}"#),
+            1.0
+        );
         assert_eq!(
             get(r#"pfnwatch_pfn_mapped_bytes{device="1:1",driver="mem",vma="pfnmap"}"#),
             16384.0

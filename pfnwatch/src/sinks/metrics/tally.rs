@@ -103,13 +103,25 @@ impl Sink for Tally {
                 live.1 += r.size;
                 // The kernel tracks as many: more means records were lost.
                 if self.live_ids.len() < INVENTORY_SLOTS {
-                    self.live_ids.insert(r.vma_id, Live { source, bytes: r.size });
+                    self.live_ids.insert(
+                        r.vma_id,
+                        Live {
+                            source,
+                            bytes: r.size,
+                        },
+                    );
                 }
             }
             Family::VmaGone => {
                 let known = self.live_ids.remove(&r.vma_id);
                 let source = known.as_ref().map_or_else(
-                    || (vma_label(r.class), "unknown".to_owned(), "unknown".to_owned()),
+                    || {
+                        (
+                            vma_label(r.class),
+                            "unknown".to_owned(),
+                            "unknown".to_owned(),
+                        )
+                    },
                     |l| l.source.clone(),
                 );
                 *self.removed.entry(source.clone()).or_default() += 1;
@@ -184,7 +196,9 @@ pub(super) mod tests {
         let dev = DevNum { major: 1, minor: 1 };
         let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP | COW);
         created.vma_id = 7;
-        tally.outcome(&outcome(created.clone(), Some("mem"))).unwrap();
+        tally
+            .outcome(&outcome(created.clone(), Some("mem")))
+            .unwrap();
         let mut forked = created.clone();
         forked.hook = Hook::CopyPageRange;
         forked.vma_id = 8;
@@ -209,7 +223,10 @@ pub(super) mod tests {
         assert_eq!(tally.live[&mem], (1, 0x4000), "the known ones stay");
         // Remaps and lookups are no mappings of their own.
         tally
-            .outcome(&outcome(vma(Hook::RemapPfnRange, "/", dev, PFNMAP), Some("mem")))
+            .outcome(&outcome(
+                vma(Hook::RemapPfnRange, "/", dev, PFNMAP),
+                Some("mem"),
+            ))
             .unwrap();
         assert_eq!(tally.mappings.values().sum::<u64>(), 2);
         assert_eq!(tally.records, 5);
@@ -219,11 +236,24 @@ pub(super) mod tests {
     fn sources_past_the_limit_count_as_other_and_keep_their_series() {
         let mut tally = Tally::default();
         for minor in 0..(MAX_SOURCES as u32 + 3) {
-            let r = vma(Hook::PerfEventMmap, "x", DevNum { major: 10, minor }, PFNMAP);
+            let r = vma(
+                Hook::PerfEventMmap,
+                "x",
+                DevNum { major: 10, minor },
+                PFNMAP,
+            );
             tally.outcome(&outcome(r, Some("misc"))).unwrap();
         }
         // An early source seen again keeps its own series.
-        let r = vma(Hook::PerfEventMmap, "x", DevNum { major: 10, minor: 0 }, PFNMAP);
+        let r = vma(
+            Hook::PerfEventMmap,
+            "x",
+            DevNum {
+                major: 10,
+                minor: 0,
+            },
+            PFNMAP,
+        );
         tally.outcome(&outcome(r, Some("misc"))).unwrap();
         let own: u64 = tally
             .mappings
