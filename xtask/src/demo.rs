@@ -33,7 +33,7 @@ pub fn run(options: &Options) -> Result<()> {
         kernel.version
     );
     let module = badmod::build(&paths, &kernel)?;
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[module])?;
+    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[module], &[])?;
     let boot = Boot {
         kernel: kernel.vmlinuz,
         initrd,
