@@ -65,10 +65,7 @@ mod tests {
 
     #[test]
     fn names_come_from_file_names() {
-        assert_eq!(
-            name_of("kernel/fs/ext4/ext4.ko").as_deref(),
-            Some("ext4")
-        );
+        assert_eq!(name_of("kernel/fs/ext4/ext4.ko").as_deref(), Some("ext4"));
         assert_eq!(
             name_of("kernel/arch/x86/crypto/crc32c-intel.ko.xz").as_deref(),
             Some("crc32c_intel")

@@ -257,7 +257,12 @@ mod tests {
                 ko: scratch_file("b.ko", b"module for 7.2"),
             },
         ];
-        let kmods_dir = scratch_file("kmods/kernel/uio.ko", b"uio").parent().unwrap().parent().unwrap().to_owned();
+        let kmods_dir = scratch_file("kmods/kernel/uio.ko", b"uio")
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_owned();
         fs::write(kmods_dir.join("modules.dep"), "kernel/uio.ko:\n").unwrap();
         let kernel_modules = [KernelModules {
             release: "6.1.0-50-amd64".to_owned(),
@@ -299,7 +304,10 @@ mod tests {
             b"module for 7.2"
         );
         assert_eq!(by_name["lib/pfnwatch"].mode, 0o040_755);
-        assert_eq!(by_name["lib/modules/6.1.0-50-amd64/kernel/uio.ko"].data, b"uio");
+        assert_eq!(
+            by_name["lib/modules/6.1.0-50-amd64/kernel/uio.ko"].data,
+            b"uio"
+        );
         assert_eq!(
             by_name["lib/modules/6.1.0-50-amd64/modules.dep"].data,
             b"kernel/uio.ko:\n"

@@ -41,7 +41,10 @@ impl KernelModules {
         let mut out = Vec::new();
         walk(&self.dir, &mut |path| {
             let rel = path.strip_prefix(&self.dir)?.to_string_lossy().into_owned();
-            out.push((format!("{}/{rel}", kmods::dir(&self.release)), path.to_owned()));
+            out.push((
+                format!("{}/{rel}", kmods::dir(&self.release)),
+                path.to_owned(),
+            ));
             Ok(())
         })?;
         out.sort();
@@ -65,8 +68,7 @@ pub fn fetch(kernel: &Kernel, paths: &Paths) -> Result<KernelModules> {
             "kernel {}: taking modules {wanted} from {} {}",
             kernel.spec.label, kernel.package, kernel.version
         );
-        extract(kernel, &dir, paths)
-            .with_context(|| format!("kernel modules for {release}"))?;
+        extract(kernel, &dir, paths).with_context(|| format!("kernel modules for {release}"))?;
         fs::write(dir.join(WANTED_FILE), &wanted)
             .with_context(|| format!("writing {}", dir.display()))?;
     }
@@ -121,13 +123,8 @@ fn extract(kernel: &Kernel, dir: &Path, paths: &Paths) -> Result<()> {
         // Up to ~110 MB each; only the modules' closure is kept.
         fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))?;
     }
-    let builtin = fs::read_to_string(out.join(kmods::BUILTIN_FILE)).with_context(|| {
-        format!(
-            "no {} in {}",
-            kmods::BUILTIN_FILE,
-            carriers.join(", ")
-        )
-    })?;
+    let builtin = fs::read_to_string(out.join(kmods::BUILTIN_FILE))
+        .with_context(|| format!("no {} in {}", kmods::BUILTIN_FILE, carriers.join(", ")))?;
     let package = Package::index(&all, &builtin)?;
     let closure = package.closure(&kmods::MODULES)?;
     for module in closure.order() {
@@ -316,7 +313,8 @@ impl Package {
         }
         let word = alias_name.rsplit('_').next().unwrap_or_default();
         for name in self.files.keys().filter(|n| n.contains(word)) {
-            let info = ModInfo::parse(&self.read(name)?).with_context(|| format!("module {name}"))?;
+            let info =
+                ModInfo::parse(&self.read(name)?).with_context(|| format!("module {name}"))?;
             if info.aliases.iter().any(|a| a == alias) {
                 return Ok(Some(name.clone()));
             }
@@ -494,20 +492,33 @@ mod tests {
             Some(PathBuf::from("/o/modules.builtin"))
         );
         assert_eq!(
-            module_file("./lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko", r, all, out),
+            module_file(
+                "./lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko",
+                r,
+                all,
+                out
+            ),
             None
         );
         assert_eq!(
-            module_file("./usr/lib/modules/6.12.117+deb13-amd64/vmlinuz", r, all, out),
+            module_file(
+                "./usr/lib/modules/6.12.117+deb13-amd64/vmlinuz",
+                r,
+                all,
+                out
+            ),
             None
         );
     }
 
     #[test]
     fn orders_dependencies_first_and_writes_depmod_lines() {
-        let mut c = Closure::default();
-        c.roots = vec!["bochs".into(), "uio".into()];
-        c.needs.insert("bochs".into(), vec!["helper".into(), "drm".into()]);
+        let mut c = Closure {
+            roots: vec!["bochs".into(), "uio".into()],
+            ..Closure::default()
+        };
+        c.needs
+            .insert("bochs".into(), vec!["helper".into(), "drm".into()]);
         c.needs.insert("helper".into(), vec!["drm".into()]);
         c.needs.insert("drm".into(), vec![]);
         c.needs.insert("uio".into(), vec![]);

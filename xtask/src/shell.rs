@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::{
-    badmod, guest, kmods,
+    badmod, guest,
     kernels::{self, KernelSpec},
+    kmods,
     paths::Paths,
     preflight, qemu,
 };

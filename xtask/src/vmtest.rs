@@ -51,8 +51,8 @@ pub fn run(options: &Options) -> Result<bool> {
                 &modules,
                 &kernel_modules,
             )
-                .map(|initrd| (initrd, kernels))
-                .map_err(|err| failed("build", format!("{err:#}")))
+            .map(|initrd| (initrd, kernels))
+            .map_err(|err| failed("build", format!("{err:#}")))
         });
     let prepared = match prepared {
         Ok(prepared) => Some(prepared),
@@ -96,11 +96,7 @@ struct Fetched {
 fn fetch_and_build(
     specs: &[KernelSpec],
     paths: &Paths,
-) -> (
-    Vec<Fetched>,
-    Vec<badmod::Module>,
-    Vec<kmods::KernelModules>,
-) {
+) -> (Vec<Fetched>, Vec<badmod::Module>, Vec<kmods::KernelModules>) {
     let kernels: Vec<Result<Kernel>> = specs
         .iter()
         .map(|spec| kernels::fetch(*spec, paths))
