@@ -1083,6 +1083,61 @@ mod tests {
     }
 
     #[test]
+    fn new_hook_rows_name_coming_hooks_and_switch_on_together() {
+        const COMING: [&str; 8] = [
+            "follow_pfnmap_start",
+            "follow_phys",
+            "vm_insert_page",
+            "vm_insert_pages",
+            "vmf_insert_page_mkwrite",
+            "vmf_insert_folio_pmd",
+            "vmf_insert_pfn_pmd_prot",
+            "vmf_insert_pfn_pud_prot",
+        ];
+        for scenario in Scenario::ALL {
+            let e = scenario.expect();
+            for row in e.new_hook_rows {
+                assert!(
+                    COMING.contains(&row.function),
+                    "{scenario}: {}",
+                    row.function
+                );
+                assert!(!row.why.is_empty(), "{scenario}");
+                assert!(
+                    row.kernels.iter().all(|k| e.kernels.contains(k)),
+                    "{scenario}"
+                );
+                // Once on, every row must find its hook, or it would count nothing.
+                assert!(
+                    !NEW_HOOK_ROWS_ON || hook_named(row.function).is_some(),
+                    "{scenario}: pfnwatch has no hook {}",
+                    row.function
+                );
+            }
+        }
+        // Off, they change nothing: proc-mem on 7.2 is its remap and zap.
+        let proc_mem = Scenario::ProcMem.expected(v(7, 2));
+        assert_eq!(proc_mem.values().sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn correct_drivers_break_no_rule_but_the_cow_one() {
+        for scenario in Scenario::ALL.into_iter().filter(|s| s.correct_driver()) {
+            for k in SUPPORTED {
+                let rules: Vec<RuleId> = scenario.rules(k).iter().map(|(r, _)| *r).collect();
+                assert!(
+                    rules.iter().all(|r| *r == R1),
+                    "{scenario} on {k}: {rules:?}"
+                );
+                assert!(
+                    scenario.alerts(k).iter().all(|a| a.severity == Info),
+                    "{scenario} on {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_row_says_why_and_per_kernel_tables_cover_the_kernels() {
         for scenario in Scenario::ALL {
             let e = scenario.expect();
