@@ -19,6 +19,8 @@ pub struct Window {
     pub records: Vec<Record>,
     /// The rule ids pfnwatch marked each record with (same order).
     pub rules: Vec<Vec<RuleId>>,
+    /// The driver pfnwatch named for each record (same order).
+    pub drivers: Vec<Option<String>>,
     pub counts: Counts,
 }
 
@@ -112,6 +114,11 @@ pub fn judge(kernel: KernelVersion, report: &Report, window: &Window) -> Vec<Fin
     if scenario.expect().pfn_rule_holds {
         let (ok, detail) = pfn_rule(report, &window.records);
         out.push(Finding::new(name, "pfn-rule", ok, detail));
+    }
+
+    if let Some(driver) = scenario.expect().driver {
+        let (ok, detail) = driver_named(report, window, driver);
+        out.push(Finding::new(name, "driver", ok, detail));
     }
 
     let (ok, detail) = counters_agree(window);
@@ -237,6 +244,34 @@ fn rules_fired(kernel: KernelVersion, report: &Report, window: &Window) -> (bool
             show(&own),
             show(&want),
             show(&stray)
+        ),
+    )
+}
+
+/// Every record of the scenario's own mappings names the driver behind
+/// them (and there is at least one).
+fn driver_named(report: &Report, window: &Window, driver: &str) -> (bool, String) {
+    let mine: Vec<*const Record> = own_records(report, &window.records)
+        .map(|r| r as *const Record)
+        .collect();
+    let mut named = BTreeMap::<String, u64>::new();
+    for (r, d) in window.records.iter().zip(&window.drivers) {
+        if mine.contains(&(r as *const Record)) {
+            let d = d.clone().unwrap_or_else(|| "(none)".to_owned());
+            *named.entry(d).or_default() += 1;
+        }
+    }
+    let ok = !named.is_empty() && named.keys().all(|d| d == driver);
+    let show: Vec<String> = named.iter().map(|(d, n)| format!("{d} x{n}")).collect();
+    (
+        ok,
+        format!(
+            "drivers its records name: {} (want {driver})",
+            if show.is_empty() {
+                "no records".to_owned()
+            } else {
+                show.join(", ")
+            }
         ),
     )
 }

@@ -5,9 +5,14 @@
 //! pfnwatch and every scenario, and judges pfnwatch's records against
 //! expectations derived from each kernel's code (`expect.rs`).
 
+pub mod devices;
+pub mod drivers;
 pub mod expect;
+mod expect_correct;
 pub mod guest;
 pub mod judge;
+pub mod kmod;
 pub mod report;
 pub mod scenario;
 pub mod sys;
+pub mod uapi;

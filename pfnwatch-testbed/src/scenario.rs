@@ -1,6 +1,7 @@
 //! The scenarios: each makes the kernel map and walk pfns in one known way
 //! and reports the mappings, so the judge can pick out exactly their records.
 
+use crate::drivers;
 use crate::expect::KernelVersion;
 use crate::report::{Mapping, Report};
 use crate::sys::{self, Map};
@@ -29,6 +30,15 @@ pub enum Scenario {
     MovepagesMove,
     AnonControl,
     Vdso,
+    DrmDumbBuffer,
+    UioBar,
+    PerfRing,
+    IoUring,
+    BpfRingbuf,
+    DaxPrivate,
+    VvarMovePages,
+    DevmemProtnone,
+    ProcMem,
     Idle,
     ModInsertMixed,
     ModPartialRemap,
@@ -51,7 +61,7 @@ pub struct Spec {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 26] = [
         Scenario::DevmemShared,
         Scenario::DevmemPrivate,
         Scenario::PcibarShared,
@@ -60,6 +70,15 @@ impl Scenario {
         Scenario::MovepagesMove,
         Scenario::AnonControl,
         Scenario::Vdso,
+        Scenario::DrmDumbBuffer,
+        Scenario::UioBar,
+        Scenario::PerfRing,
+        Scenario::IoUring,
+        Scenario::BpfRingbuf,
+        Scenario::DaxPrivate,
+        Scenario::VvarMovePages,
+        Scenario::DevmemProtnone,
+        Scenario::ProcMem,
         Scenario::Idle,
         Scenario::ModInsertMixed,
         Scenario::ModPartialRemap,
@@ -112,6 +131,51 @@ impl Scenario {
                 "vdso",
                 "clock_gettime through the vDSO: the vvar data page is fault-populated (VM_PFNMAP in 6.x, VM_MIXEDMAP in 7.x)",
                 vdso,
+            ),
+            Scenario::DrmDumbBuffer => (
+                "drm-dumb-buffer",
+                "correct driver: a DRM dumb buffer of DRM's bochs (TTM on 6.x, GEM shmem on 7.x) mapped shared and read-only; read, fork, munmap",
+                drivers::drm_dumb_buffer,
+            ),
+            Scenario::UioBar => (
+                "uio-bar",
+                "correct driver: qemu's edu BAR through uio_pci_generic, /dev/uio0 map0 MAP_SHARED; read, fork, munmap",
+                drivers::uio_bar,
+            ),
+            Scenario::PerfRing => (
+                "perf-ring",
+                "correct driver: a perf event's ring buffer (1 + 8 pages; a pfn map since 6.15); read, write data_tail, fork, munmap",
+                drivers::perf_ring,
+            ),
+            Scenario::IoUring => (
+                "io-uring",
+                "correct driver: io_uring's SQ ring, CQ ring and SQEs mapped (VM_MIXEDMAP of kernel pages); read, fork, munmap",
+                drivers::io_uring,
+            ),
+            Scenario::BpfRingbuf => (
+                "bpf-ringbuf",
+                "correct driver: a BPF ring buffer map of this process (not pfnwatch's), consumer and producer pages (VM_MIXEDMAP); read, fork, munmap",
+                drivers::bpf_ringbuf,
+            ),
+            Scenario::DaxPrivate => (
+                "dax-private",
+                "correct driver: a file on ext2 -o dax over pmem, MAP_PRIVATE; read (fs/dax inserts pmem pfns), write page 1 (COW), fork, munmap",
+                drivers::dax_private,
+            ),
+            Scenario::VvarMovePages => (
+                "vvar-move-pages",
+                "correct driver: move_pages(2) status, then move, of every page of the vDSO's data mappings",
+                drivers::vvar_move_pages,
+            ),
+            Scenario::DevmemProtnone => (
+                "devmem-protnone",
+                "correct driver: a COW /dev/mem mapping with page 1 written, then mprotect(PROT_NONE) (the pfns of PROT_NONE ptes are stored inverted, L1TF), munmap",
+                drivers::devmem_protnone,
+            ),
+            Scenario::ProcMem => (
+                "proc-mem",
+                "correct driver: /dev/mem MAP_SHARED read through /proc/self/mem (vm_ops->access, generic_access_phys), munmap",
+                drivers::proc_mem,
             ),
             Scenario::Idle => (
                 "idle",
@@ -180,6 +244,12 @@ impl Scenario {
         self.name().starts_with("mod-")
     }
 
+    /// The correct-driver scenarios (drivers.rs): under `pfnwatch run`
+    /// they may raise no warning or critical alert.
+    pub fn correct_driver(self) -> bool {
+        self.spec().about.starts_with("correct driver:")
+    }
+
     pub fn run(self) -> Result<Report> {
         let mut report = Report::new(self, sys::monotonic_ns());
         (self.spec().run)(&mut report)?;
@@ -213,7 +283,7 @@ pub const HUGE_TOUCHED: usize = 5;
 /// page index in the low bits: proof the mapping shows the driver's pages.
 pub const NORMAL_PFNMAP_MARK: u64 = 0x7066_6e77_0000_0000;
 
-fn record_map(report: &mut Report, label: &str, map: &Map, written: &[usize]) {
+pub(crate) fn record_map(report: &mut Report, label: &str, map: &Map, written: &[usize]) {
     report.mappings.push(Mapping {
         label: label.to_owned(),
         start: map.start(),
@@ -247,7 +317,7 @@ fn private(
     map.unmap()
 }
 
-fn fork_reader(report: &mut Report, map: &Map) -> Result<()> {
+pub(crate) fn fork_reader(report: &mut Report, map: &Map) -> Result<()> {
     let child = sys::fork_and_wait(|| {
         map.touch_all();
     })?;

@@ -49,6 +49,19 @@ impl Map {
         Map::new(Some(fd.as_raw_fd()), offset, pages, flags)
     }
 
+    /// `len` bytes of `fd` at `offset` with these protections and flags,
+    /// for mappings that are not PAGES of read-write memory.
+    pub fn with(
+        fd: &OwnedFd,
+        offset: u64,
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+    ) -> Result<Map> {
+        Map::mmap(None, len, prot, flags, Some(fd.as_raw_fd()), offset)
+            .with_context(|| format!("mmap {len:#x} bytes at offset {offset:#x}"))
+    }
+
     pub fn anon(pages: usize) -> Result<Map> {
         Map::new(None, 0, pages, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
     }
@@ -169,6 +182,54 @@ impl Map {
         }
     }
 
+    /// Reads the u64 at `offset` bytes into the mapping.
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        assert!(
+            offset + 8 <= self.len,
+            "offset {offset:#x} outside the mapping"
+        );
+        // SAFETY: inside the mapping (checked above), readable; callers
+        // pass 8-byte aligned offsets.
+        unsafe { std::ptr::read_volatile(self.addr.add(offset).cast::<u64>()) }
+    }
+
+    /// Writes the u64 at `offset` bytes into the mapping.
+    pub fn write_u64(&self, offset: usize, value: u64) {
+        assert!(
+            offset + 8 <= self.len,
+            "offset {offset:#x} outside the mapping"
+        );
+        // SAFETY: inside the mapping (checked above), mapped writable.
+        unsafe { std::ptr::write_volatile(self.addr.add(offset).cast::<u64>(), value) }
+    }
+
+    /// Reads the u32 at `offset` bytes into the mapping (MMIO registers
+    /// that take only 4-byte accesses).
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        assert!(
+            offset + 4 <= self.len,
+            "offset {offset:#x} outside the mapping"
+        );
+        // SAFETY: inside the mapping (checked above), readable, aligned.
+        unsafe { std::ptr::read_volatile(self.addr.add(offset).cast::<u32>()) }
+    }
+
+    /// A copy of the whole mapping, read byte by byte.
+    pub fn bytes(&self) -> Vec<u8> {
+        (0..self.len)
+            // SAFETY: each address is inside the mapping and readable.
+            .map(|i| unsafe { std::ptr::read_volatile(self.addr.add(i)) })
+            .collect()
+    }
+
+    pub fn protect(&self, prot: libc::c_int) -> Result<()> {
+        // SAFETY: exactly our own mapping.
+        if unsafe { libc::mprotect(self.addr.cast(), self.len, prot) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("mprotect");
+        }
+        Ok(())
+    }
+
     pub fn unmap(mut self) -> Result<()> {
         let (addr, len) = (self.addr, self.len);
         self.len = 0;
@@ -187,6 +248,46 @@ impl Drop for Map {
             unsafe { libc::munmap(self.addr.cast(), self.len) };
         }
     }
+}
+
+/// pread(2) of `len` bytes at `offset`; what it returned.
+pub fn pread(fd: &OwnedFd, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    // SAFETY: buf has len writable bytes.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).context("pread");
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// statx(2)'s `stx_attributes` of `path`.
+pub fn statx_attributes(path: &str) -> Result<u64> {
+    let c = CString::new(path)?;
+    // SAFETY: statx is plain data; zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid path and a statx to fill.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            0,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statx {path}"));
+    }
+    Ok(stx.stx_attributes)
 }
 
 /// Forks a child that runs `child` and exits; waits for it. Returns its pid.

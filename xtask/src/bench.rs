@@ -53,7 +53,7 @@ pub fn run(options: &Options) -> Result<bool> {
     preflight::install_missing()?;
     let paths = Paths::discover()?;
     // The benchmark plays no bad driver: no modules.
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[])?;
+    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[], &[])?;
     let machine = host::Machine::read();
     let mut benches = Vec::new();
     for spec in &options.kernels {

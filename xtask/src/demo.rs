@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Result, bail};
 
 use crate::{
-    badmod, guest, kernels,
+    badmod, guest, kernels, kmods,
     paths::Paths,
     preflight,
     protocol::GuestRun,
@@ -33,7 +33,21 @@ pub fn run(options: &Options) -> Result<()> {
         kernel.version
     );
     let module = badmod::build(&paths, &kernel)?;
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[module])?;
+    // The correct drivers' Debian modules: without them those scenarios
+    // fail in the demo, and the rest still runs.
+    let kernel_modules = match kmods::fetch(&kernel, &paths) {
+        Ok(found) => vec![found],
+        Err(err) => {
+            println!("warning: no Debian modules in this guest: {err:#}");
+            Vec::new()
+        }
+    };
+    let initrd = guest::prepare(
+        &paths,
+        options.guest_dir.as_deref(),
+        &[module],
+        &kernel_modules,
+    )?;
     let boot = Boot {
         kernel: kernel.vmlinuz,
         initrd,

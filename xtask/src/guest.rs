@@ -6,17 +6,25 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use crate::{badmod::Module, build, initramfs, paths::Paths, preflight::BUSYBOX};
+use crate::{
+    badmod::Module, build, initramfs, kmods::KernelModules, paths::Paths, preflight::BUSYBOX,
+};
 
 /// Builds the guest programs and the initramfs, with the bad-driver module of
-/// each kernel in `modules`; returns the initramfs path.
-pub fn prepare(paths: &Paths, guest_dir: Option<&Path>, modules: &[Module]) -> Result<PathBuf> {
+/// each kernel in `modules` and the Debian modules in `kernel_modules`;
+/// returns the initramfs path.
+pub fn prepare(
+    paths: &Paths,
+    guest_dir: Option<&Path>,
+    modules: &[Module],
+    kernel_modules: &[KernelModules],
+) -> Result<PathBuf> {
     let binaries = match guest_dir {
         Some(dir) => build::prebuilt_guest(dir)?,
         None => build::build_guest(paths).context("building the guest binaries")?,
     };
     let path = paths.initramfs();
-    initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX), modules)?
+    initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX), modules, kernel_modules)?
         .write_to(&path)
         .context("writing the initramfs")?;
     println!("initramfs: {}", path.display());

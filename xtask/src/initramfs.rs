@@ -14,6 +14,7 @@ use cpio::newc::Builder;
 use crate::{
     badmod::{self, Module},
     build::GuestBinaries,
+    kmods::KernelModules,
 };
 
 /// Busybox applets linked into /bin: enough to look around in `vm-shell` (and
@@ -154,11 +155,13 @@ fn normalise(path: &str) -> String {
 /// The guest's layout: `/init` is the guest init, the two programs and busybox
 /// live in /bin, /dev/console exists so init has stdio from the first
 /// instruction, and each test kernel's bad-driver module waits in
-/// /lib/pfnwatch/badmod-<release>.ko for the init to pick its own.
+/// /lib/pfnwatch/badmod-<release>.ko for the init to pick its own, and the
+/// Debian modules it loads in /lib/modules/<release>/.
 pub fn guest_initramfs(
     guest: &GuestBinaries,
     busybox: &Path,
     modules: &[Module],
+    kernel_modules: &[KernelModules],
 ) -> Result<Initramfs> {
     let mut initramfs = Initramfs::default();
     for dir in DIRS {
@@ -176,6 +179,11 @@ pub fn guest_initramfs(
     }
     for module in modules {
         initramfs.file_from(&badmod::guest_path(&module.release), &module.ko, 0o644)?;
+    }
+    for kernel in kernel_modules {
+        for (path, file) in kernel.files()? {
+            initramfs.file_from(&path, &file, 0o644)?;
+        }
     }
     Ok(initramfs)
 }
@@ -226,6 +234,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xtask-initramfs-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, data).unwrap();
         path
     }
@@ -248,7 +257,18 @@ mod tests {
                 ko: scratch_file("b.ko", b"module for 7.2"),
             },
         ];
-        let bytes = guest_initramfs(&guest, &busybox, &modules)
+        let kmods_dir = scratch_file("kmods/kernel/uio.ko", b"uio")
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_owned();
+        fs::write(kmods_dir.join("modules.dep"), "kernel/uio.ko:\n").unwrap();
+        let kernel_modules = [KernelModules {
+            release: "6.1.0-50-amd64".to_owned(),
+            dir: kmods_dir,
+        }];
+        let bytes = guest_initramfs(&guest, &busybox, &modules, &kernel_modules)
             .unwrap()
             .write(Vec::new())
             .unwrap();
@@ -284,6 +304,14 @@ mod tests {
             b"module for 7.2"
         );
         assert_eq!(by_name["lib/pfnwatch"].mode, 0o040_755);
+        assert_eq!(
+            by_name["lib/modules/6.1.0-50-amd64/kernel/uio.ko"].data,
+            b"uio"
+        );
+        assert_eq!(
+            by_name["lib/modules/6.1.0-50-amd64/modules.dep"].data,
+            b"kernel/uio.ko:\n"
+        );
 
         for dir in ["proc", "sys", "sys/fs/bpf", "dev", "tmp", "run"] {
             assert_eq!(by_name[dir].mode, 0o040_755, "{dir}");

@@ -13,6 +13,7 @@ mod guest;
 mod headers;
 mod initramfs;
 mod kernels;
+mod kmods;
 mod paths;
 mod preflight;
 mod promtool;

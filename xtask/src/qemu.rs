@@ -53,8 +53,22 @@ pub struct BootResult {
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// The legacy pmem region (E820_TYPE_PRAM): nd_e820 makes it /dev/pmem0,
+/// DAX-capable with struct pages, no NVDIMM or ndctl needed.
+pub const PMEM: &str = "memmap=128M!896M";
+/// PCI slots of the devices the correct-driver scenarios use (the guest
+/// finds them by vendor and device id).
+const EDU_SLOT: u8 = 0x10;
+const BOCHS_SLOT: u8 = 0x11;
+
 /// The qemu command line. TCG only: this machine's /dev/kvm cannot run stock
 /// kernels. `-vga std` provides PCI 00:02.0, whose BAR the tests mmap.
+///
+/// 1152 MiB, of which the kernel takes 128 MiB at 896 MiB as a legacy
+/// persistent-memory region (`memmap=` below): the guest keeps the 1 GiB of
+/// RAM it always had, and the region stays clear of the top of RAM, where
+/// SeaBIOS puts the ACPI tables (a PRAM range over them would win the e820
+/// merge and hide them).
 ///
 /// One vCPU: with two, multi-threaded TCG let a vCPU run a stale translation
 /// of a BPF trampoline the other had just re-patched (text_poke_bp's int3),
@@ -63,7 +77,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 pub fn command(kernel: &Path, initrd: &Path, mode: Mode, params: &[String]) -> Command {
     let mut command = Command::new(QEMU);
     command
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1152", "-smp", "1"])
         .args(["-nographic", "-no-reboot", "-vga", "std"])
         // No NIC: the guest needs no network, and the NIC's iPXE ROM costs ~1.7 s a boot.
         .args(["-nic", "none"])
@@ -72,17 +86,29 @@ pub fn command(kernel: &Path, initrd: &Path, mode: Mode, params: &[String]) -> C
         // the pages the guest touches.
         .args(["-object", "memory-backend-ram,id=pudbar,size=1G,share=on"])
         .args(["-device", "ivshmem-plain,memdev=pudbar"])
+        // After the devices above, so their PCI addresses stay as they were.
+        // qemu's edu device: a 1 MiB 32-bit MMIO BAR for uio_pci_generic.
+        .args(["-device", &format!("edu,addr={EDU_SLOT:#x}")])
+        // A second bochs display (1234:1111, display class) for DRM's bochs
+        // driver: the guest keeps the driver off 00:02.0, whose BAR the
+        // pcibar scenarios and the test module map (a bound driver claims
+        // the BAR, and IO_STRICT_DEVMEM then refuses its resource0 mmap).
+        .args(["-device", &format!("bochs-display,addr={BOCHS_SLOT:#x}")])
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
         .arg(
-            ["console=ttyS0 panic=-1 quiet loglevel=4", &mode.param()]
-                .into_iter()
-                .chain(params.iter().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join(" "),
+            [
+                "console=ttyS0 panic=-1 quiet loglevel=4",
+                PMEM,
+                &mode.param(),
+            ]
+            .into_iter()
+            .chain(params.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
         );
     command
 }
@@ -303,6 +329,22 @@ mod tests {
         assert!(
             append.ends_with("pfnwatch.mode=bench pfnwatch.bench_runs=2"),
             "{append}"
+        );
+        assert!(append.contains(" memmap=128M!896M "), "{append}");
+        assert_eq!(after("-m").as_deref(), Some("1152"));
+        let devices: Vec<&String> = args
+            .iter()
+            .zip(args.iter().skip(1))
+            .filter(|(flag, _)| *flag == "-device")
+            .map(|(_, device)| device)
+            .collect();
+        assert_eq!(
+            devices,
+            [
+                "ivshmem-plain,memdev=pudbar",
+                "edu,addr=0x10",
+                "bochs-display,addr=0x11"
+            ]
         );
     }
 }

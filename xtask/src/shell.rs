@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::{
     badmod, guest,
     kernels::{self, KernelSpec},
+    kmods,
     paths::Paths,
     preflight, qemu,
 };
@@ -32,7 +33,20 @@ pub fn run(options: &Options) -> Result<()> {
             Vec::new()
         }
     };
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &modules)?;
+    // The Debian modules the correct-driver scenarios load, likewise.
+    let kernel_modules = match kmods::fetch(&kernel, &paths) {
+        Ok(kernel_modules) => vec![kernel_modules],
+        Err(err) => {
+            println!("warning: no Debian modules in this guest: {err:#}");
+            Vec::new()
+        }
+    };
+    let initrd = guest::prepare(
+        &paths,
+        options.guest_dir.as_deref(),
+        &modules,
+        &kernel_modules,
+    )?;
     println!("qemu: Ctrl-A x quits, Ctrl-A c toggles the monitor");
     qemu::interactive(&kernel.vmlinuz, &initrd, Mode::Shell)
 }

@@ -13,6 +13,7 @@ use anyhow::Result;
 use crate::{
     badmod, guest,
     kernels::{self, Kernel, KernelSpec},
+    kmods,
     paths::Paths,
     preflight, promtool,
     protocol::{CheckResult, GuestRun, Summary},
@@ -43,10 +44,15 @@ pub fn run(options: &Options) -> Result<bool> {
     let prepared = preflight::check()
         .map_err(|err| failed("preflight", format!("{err:#}")))
         .and_then(|()| {
-            let (kernels, modules) = fetch_and_build(&options.kernels, &paths);
-            guest::prepare(&paths, options.guest_dir.as_deref(), &modules)
-                .map(|initrd| (initrd, kernels))
-                .map_err(|err| failed("build", format!("{err:#}")))
+            let (kernels, modules, kernel_modules) = fetch_and_build(&options.kernels, &paths);
+            guest::prepare(
+                &paths,
+                options.guest_dir.as_deref(),
+                &modules,
+                &kernel_modules,
+            )
+            .map(|initrd| (initrd, kernels))
+            .map_err(|err| failed("build", format!("{err:#}")))
         });
     let prepared = match prepared {
         Ok(prepared) => Some(prepared),
@@ -85,8 +91,12 @@ struct Fetched {
     host: Vec<CheckResult>,
 }
 
-/// Fetches each kernel and builds its module; returns them with the modules that built.
-fn fetch_and_build(specs: &[KernelSpec], paths: &Paths) -> (Vec<Fetched>, Vec<badmod::Module>) {
+/// Fetches each kernel, builds its module and takes its Debian modules;
+/// returns them with the modules that built and the Debian modules found.
+fn fetch_and_build(
+    specs: &[KernelSpec],
+    paths: &Paths,
+) -> (Vec<Fetched>, Vec<badmod::Module>, Vec<kmods::KernelModules>) {
     let kernels: Vec<Result<Kernel>> = specs
         .iter()
         .map(|spec| kernels::fetch(*spec, paths))
@@ -94,10 +104,11 @@ fn fetch_and_build(specs: &[KernelSpec], paths: &Paths) -> (Vec<Fetched>, Vec<ba
     let fetched: Vec<Kernel> = kernels.iter().flatten().cloned().collect();
     let mut built = badmod::build_all(paths, &fetched).into_iter();
     let mut modules = Vec::new();
+    let mut kernel_modules = Vec::new();
     let kernels = kernels
         .into_iter()
         .map(|kernel| {
-            let host = match (&kernel, built.next()) {
+            let mut host = match (&kernel, built.next()) {
                 (Err(_), _) => Vec::new(),
                 (Ok(_), Some(Ok(module))) => {
                     modules.push(module);
@@ -106,10 +117,24 @@ fn fetch_and_build(specs: &[KernelSpec], paths: &Paths) -> (Vec<Fetched>, Vec<ba
                 (Ok(_), Some(Err(err))) => vec![failed("badmod", format!("{err:#}"))],
                 (Ok(_), None) => vec![failed("badmod", "no build result".to_owned())],
             };
+            // Without them the kernel still boots; the guest then fails the
+            // checks of the scenarios that need them.
+            if let Ok(kernel) = &kernel {
+                match kmods::fetch(kernel, paths) {
+                    Ok(found) => {
+                        host.push(CheckResult {
+                            name: "kmods".to_owned(),
+                            failure: None,
+                        });
+                        kernel_modules.push(found);
+                    }
+                    Err(err) => host.push(failed("kmods", format!("{err:#}"))),
+                }
+            }
             Fetched { kernel, host }
         })
         .collect();
-    (kernels, modules)
+    (kernels, modules, kernel_modules)
 }
 
 /// Boots one kernel; failures found on the host before the boot (its module

@@ -213,18 +213,21 @@ fn per_scenario(
     let mappings = delta.family(metrics::MAPPINGS.name);
     // (Plus zero: an empty sum of floats is -0.)
     let total: f64 = mappings.values().sum::<f64>() + 0.0;
-    let devmem = delta
-        .get(
-            metrics::MAPPINGS.name,
-            &[("driver", "mem"), ("device", "1:1")],
-        )
-        .unwrap_or(0.0);
-    let by_driver_ok = !name.starts_with("devmem") || devmem == created;
+    // Where pfnwatch can name the driver, every mapping names it.
+    let driver = report.scenario.expect().driver;
+    let by_driver = driver
+        .map(|d| {
+            delta
+                .get(metrics::MAPPINGS.name, &[("driver", d)])
+                .unwrap_or(0.0)
+        })
+        .unwrap_or(created);
+    let by_driver_ok = by_driver == created;
     rep.check(
         &format!("metrics/{name}/mappings"),
         total == created && by_driver_ok,
         &format!(
-            "{total} pfn mappings created (want {created}); by driver and device: {mappings:?}"
+            "{total} pfn mappings created (want {created}, by driver {driver:?}); by driver and device: {mappings:?}"
         ),
     );
 

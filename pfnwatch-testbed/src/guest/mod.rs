@@ -4,6 +4,8 @@
 
 // `cargo xtask bench`: pfnwatch's cost (bench_mode.rs).
 mod bench_mode;
+// The correct-driver scenarios' devices and alerts (correct.rs).
+mod correct;
 mod demo_mode;
 // pfnwatch run's /metrics, SIGHUP and SIGTERM (metrics_checks.rs).
 mod metrics_checks;

@@ -26,6 +26,8 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     rep.info(&format!("kernel {release} (expectations for {kernel})"));
     // badmod: the bad-driver test module, before pfnwatch starts watching.
     super::module::load(rep, kernel);
+    // The correct drivers' devices: Debian's modules, before pfnwatch too.
+    super::correct::bring_up(rep);
 
     check(rep, kernel)?;
 
@@ -108,6 +110,13 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     for scenario in Scenario::for_kernel(kernel).filter(|s| s.uses_module()) {
         bad_drivers.push(trigger(scenario)?);
     }
+    let mut correct_drivers = Vec::new();
+    for scenario in Scenario::for_kernel(kernel).filter(|s| s.correct_driver()) {
+        match trigger(scenario) {
+            Ok(report) => correct_drivers.push(report),
+            Err(e) => rep.fail(&format!("run/{scenario}"), &format!("{e:#}")),
+        }
+    }
     // Two interval ticks at least.
     std::thread::sleep(Duration::from_millis(2500));
     // SAFETY: signalling our own child.
@@ -123,8 +132,12 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     for bad in &bad_drivers {
         module_alerts(rep, kernel, bad, &alerts);
     }
+    for good in &correct_drivers {
+        super::correct::run_alerts(rep, kernel, good, &alerts);
+    }
     let others: usize = bad_drivers
         .iter()
+        .chain(&correct_drivers)
         .map(|b| {
             alerts
                 .iter()

@@ -71,9 +71,14 @@ impl Watch {
         let mut window = Window::default();
         loop {
             match self.next_line(deadline)? {
-                Line::Record { record, rules, .. } => {
+                Line::Record {
+                    record,
+                    rules,
+                    view,
+                } => {
                     window.records.push(*record);
                     window.rules.push(rules);
+                    window.drivers.push(view.host.driver);
                 }
                 Line::Counts { counts } => {
                     window.counts = counts.since(&self.last);
