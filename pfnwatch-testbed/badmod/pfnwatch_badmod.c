@@ -141,6 +141,39 @@ static int insert_mixed_mmap(struct file *file, struct vm_area_struct *vma)
 }
 
 /*
+ * /dev/pfnw-zero-cow-pfnmap (MAP_PRIVATE only): a fault-time driver that
+ * makes a COW vma VM_PFNMAP and fills it with vmf_insert_mixed(). Into a
+ * VM_PFNMAP, vm_mixed_ok() lets only the zero pfn through (and, before
+ * 6.17, special or devmap pfn_ts), so each fault maps the shared zero page.
+ * Nothing breaks on x86 (the pte is special), but vm_pgoff now says nothing
+ * about the vma's pfns, which is all an architecture without pte_special
+ * has to tell them from COW copies; vmf_insert_pfn() in its place would
+ * BUG(). Read-only use: a write would COW the zero page.
+ */
+static vm_fault_t zero_cow_pfnmap_fault(struct vm_fault *vmf)
+{
+	vm_fault_t ret;
+
+	ret = badmod_insert_mixed(vmf->vma, vmf->address,
+				  page_to_pfn(ZERO_PAGE(vmf->address)));
+	BADMOD_NO_TAIL_CALL();
+	return ret;
+}
+
+static const struct vm_operations_struct zero_cow_pfnmap_ops = {
+	.fault = zero_cow_pfnmap_fault,
+};
+
+static int zero_cow_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	if (!is_cow_mapping(vma->vm_flags))
+		return -EINVAL;
+	badmod_flags_mod(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP, 0);
+	vma->vm_ops = &zero_cow_pfnmap_ops;
+	return 0;
+}
+
+/*
  * /dev/pfnw-partial-remap: remaps all but the last page. On a COW mapping the
  * kernel refuses (-EINVAL, before touching flags or ptes) and so does mmap.
  * On a shared mapping it is legal; the last page then SIGBUSes.
@@ -387,6 +420,7 @@ static const struct file_operations badmod_fops[] = {
 	BADMOD_FOPS(normal_pfnmap_mmap),
 	BADMOD_FOPS(pgoff_mmap),
 	BADMOD_FOPS(bad_page_map_mmap),
+	BADMOD_FOPS(zero_cow_pfnmap_mmap),
 #ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
 	/* Pmd-aligned addresses, so the faults can map whole pmds. */
 	{ .owner = THIS_MODULE, .mmap = huge_pfnmap_mmap,
@@ -401,10 +435,11 @@ static struct miscdevice badmod_devs[] = {
 	{ .name = "pfnw-normal-pfnmap", .fops = &badmod_fops[2] },
 	{ .name = "pfnw-pgoff", .fops = &badmod_fops[3] },
 	{ .name = "pfnw-bad-page-map", .fops = &badmod_fops[4] },
+	{ .name = "pfnw-zero-cow-pfnmap", .fops = &badmod_fops[5] },
 #ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
-	{ .name = "pfnw-huge-pfnmap", .fops = &badmod_fops[5] },
+	{ .name = "pfnw-huge-pfnmap", .fops = &badmod_fops[6] },
 	/* Last: registered only when pud_bar_pfn is given. */
-	{ .name = "pfnw-huge-pud", .fops = &badmod_fops[6] },
+	{ .name = "pfnw-huge-pud", .fops = &badmod_fops[7] },
 #endif
 };
 

@@ -3,18 +3,16 @@
 //! sources like expect.rs. They break no rule: every expectation here is
 //! the correct behaviour, including where today's pfnwatch is known to
 //! be wrong; those rows and rules say `// needs: <change on main>`.
-//!
-//! Each scenario ends with a block of rows for hooks pfnwatch does not have
-//! yet (`*_NEW_HOOK_ROWS`), counted once `NEW_HOOK_ROWS_ON` is flipped.
 
 use crate::expect::{
     ALL, COPY, DEV, DEV_COW, EFAULT, ENOENT, Expect, FOLLOW_DEV, K6, K6_1, K6_12, K6_12_UP, K7_2,
-    NewRow, REMAP, alert, new_row, row,
+    REMAP, alert, lifetime, row,
 };
 use pfnwatch::rules::RuleId::R1;
 use pfnwatch::rules::Severity::Info;
 use pfnwatch_common::Hook::{
-    FolioWalkStart, RemapPfnRange, RemapPfnRangeComplete, VmNormalPage, VmfInsertPfnProt,
+    FolioWalkStart, FollowPfnmapStart, FollowPhys, RemapPfnRange, RemapPfnRangeComplete,
+    VmInsertPage, VmInsertPages, VmNormalPage, VmfInsertPfnProt,
 };
 use pfnwatch_common::class::{COW, MIXEDMAP, NO_PAGE, PARTIAL, PFNMAP, SPECIAL};
 
@@ -65,7 +63,7 @@ pub const DRM_DUMB_BUFFER: Expect = Expect {
     move_pages: &[],
     remap_caller: &[],
     driver: Some("drm"),
-    new_hook_rows: &[],
+    shared_rows: &[&lifetime(ALL, PFNMAP, 1, 1)],
 };
 
 pub const UIO_BAR: Expect = Expect {
@@ -98,6 +96,21 @@ pub const UIO_BAR: Expect = Expect {
             child's exit and at munmap look page 0 up (get_pat_info -> follow_phys -> \
             vm_normal_folio)",
         ),
+        row(
+            K6_1,
+            FollowPhys,
+            PFNMAP | SPECIAL,
+            3,
+            "PAT at fork, child exit and munmap: follow_phys of page 0",
+        ),
+        row(
+            K6_12,
+            FollowPfnmapStart,
+            PFNMAP | SPECIAL,
+            3,
+            "PAT at fork, child exit and munmap: get_pat_info -> follow_phys -> \
+            follow_pfnmap_start (7.2 has no PAT lookups)",
+        ),
     ],
     rules: &[],
     alerts: &[],
@@ -106,27 +119,8 @@ pub const UIO_BAR: Expect = Expect {
     move_pages: &[],
     remap_caller: &[],
     driver: Some("uio"),
-    new_hook_rows: UIO_BAR_NEW_HOOK_ROWS,
+    shared_rows: &[&lifetime(ALL, PFNMAP, 1, 1)],
 };
-
-// ---- uio-bar: new hooks (not yet counted) ----
-const UIO_BAR_NEW_HOOK_ROWS: &[NewRow] = &[
-    new_row(
-        K6_1,
-        "follow_phys",
-        PFNMAP | SPECIAL,
-        3,
-        "PAT at fork, child exit and munmap: follow_phys of page 0",
-    ),
-    new_row(
-        K6_12,
-        "follow_pfnmap_start",
-        PFNMAP | SPECIAL,
-        3,
-        "PAT at fork, child exit and munmap: get_pat_info -> follow_phys -> \
-        follow_pfnmap_start (7.2 has no PAT lookups)",
-    ),
-];
 
 pub const PERF_RING: Expect = Expect {
     kernels: ALL,
@@ -170,7 +164,7 @@ pub const PERF_RING: Expect = Expect {
     remap_caller: &[],
     // An anonymous inode: no device to name.
     driver: None,
-    new_hook_rows: &[],
+    shared_rows: &[&lifetime(K7_2, PFNMAP, 1, 0)],
 };
 
 pub const IO_URING: Expect = Expect {
@@ -189,6 +183,13 @@ pub const IO_URING: Expect = Expect {
             always copied), the child's exit and munmap zap them: vm_normal_page returns the \
             page, 3 each",
         ),
+        row(
+            ALL,
+            VmInsertPages,
+            MIX,
+            3,
+            "one vm_insert_pages call per region's mmap, one page each",
+        ),
     ],
     // needs: new hooks. With vm_insert_pages hooked, R4 (info) once per vma
     // at creation: (R4, 3), on every kernel.
@@ -199,17 +200,8 @@ pub const IO_URING: Expect = Expect {
     move_pages: &[],
     remap_caller: &[],
     driver: None,
-    new_hook_rows: IO_URING_NEW_HOOK_ROWS,
+    shared_rows: &[&lifetime(ALL, MIX, 3, 1)],
 };
-
-// ---- io-uring: new hooks (not yet counted) ----
-const IO_URING_NEW_HOOK_ROWS: &[NewRow] = &[new_row(
-    ALL,
-    "vm_insert_pages",
-    MIX,
-    3,
-    "one vm_insert_pages call per region's mmap, one page each",
-)];
 
 pub const BPF_RINGBUF: Expect = Expect {
     kernels: ALL,
@@ -226,6 +218,13 @@ pub const BPF_RINGBUF: Expect = Expect {
             per page: VM_MIXEDMAP vmas of refcounted vmalloc pages, 1 + 3 ptes (order-0, no \
             batching); fork, the child's exit and munmap look each up, 4 each",
         ),
+        row(
+            ALL,
+            VmInsertPage,
+            MIX,
+            4,
+            "remap_vmalloc_range_partial: one vm_insert_page per page, 1 consumer + 3 producer",
+        ),
     ],
     // needs: new hooks. With vm_insert_page hooked, R4 (info) once per vma
     // at creation: (R4, 2), on every kernel.
@@ -236,17 +235,8 @@ pub const BPF_RINGBUF: Expect = Expect {
     move_pages: &[],
     remap_caller: &[],
     driver: None,
-    new_hook_rows: BPF_RINGBUF_NEW_HOOK_ROWS,
+    shared_rows: &[&lifetime(ALL, MIX, 2, 1)],
 };
-
-// ---- bpf-ringbuf: new hooks (not yet counted) ----
-const BPF_RINGBUF_NEW_HOOK_ROWS: &[NewRow] = &[new_row(
-    ALL,
-    "vm_insert_page",
-    MIX,
-    4,
-    "remap_vmalloc_range_partial: one vm_insert_page per page, 1 consumer + 3 producer",
-)];
 
 pub const DAX_PRIVATE: Expect = Expect {
     kernels: ALL,
@@ -270,7 +260,7 @@ pub const DAX_PRIVATE: Expect = Expect {
     driver: None,
     // vmf_insert_page_mkwrite (7.2) inserts into a vma that is neither
     // PFNMAP nor MIXEDMAP: the coming filter counts none.
-    new_hook_rows: &[],
+    shared_rows: &[],
 };
 
 pub const VVAR_MOVE_PAGES: Expect = Expect {
@@ -371,7 +361,7 @@ pub const VVAR_MOVE_PAGES: Expect = Expect {
     ],
     remap_caller: &[],
     driver: None,
-    new_hook_rows: &[],
+    shared_rows: &[],
 };
 
 pub const DEVMEM_PROTNONE: Expect = Expect {
@@ -442,6 +432,20 @@ pub const DEVMEM_PROTNONE: Expect = Expect {
             1,
             "munmap: page 1, the COW copy (an anonymous page: off the rule either way)",
         ),
+        row(
+            K6_1,
+            FollowPhys,
+            COW | FOLLOW_DEV,
+            1,
+            "munmap: PAT's follow_phys of page 0 (PROT_NONE; the kernel's pte_pfn un-inverts)",
+        ),
+        row(
+            K6_12,
+            FollowPfnmapStart,
+            COW | FOLLOW_DEV,
+            1,
+            "munmap: PAT's get_pat_info -> follow_pfnmap_start of page 0",
+        ),
     ],
     // needs: PROT_NONE decode. Today the inverted pfns miss the rule: R8
     // (warning) x4 on 6.1 (PAT + zap), x3 on 6.12 and 7.2.
@@ -453,26 +457,8 @@ pub const DEVMEM_PROTNONE: Expect = Expect {
     move_pages: &[],
     remap_caller: &[(K7_2, "mmap_action_complete"), (K6, "mmap_mem")],
     driver: Some("mem"),
-    new_hook_rows: DEVMEM_PROTNONE_NEW_HOOK_ROWS,
+    shared_rows: &[&lifetime(ALL, PFNMAP | COW, 1, 0)],
 };
-
-// ---- devmem-protnone: new hooks (not yet counted) ----
-const DEVMEM_PROTNONE_NEW_HOOK_ROWS: &[NewRow] = &[
-    new_row(
-        K6_1,
-        "follow_phys",
-        COW | FOLLOW_DEV,
-        1,
-        "munmap: PAT's follow_phys of page 0 (PROT_NONE; the kernel's pte_pfn un-inverts)",
-    ),
-    new_row(
-        K6_12,
-        "follow_pfnmap_start",
-        COW | FOLLOW_DEV,
-        1,
-        "munmap: PAT's get_pat_info -> follow_pfnmap_start of page 0",
-    ),
-];
 
 pub const PROC_MEM: Expect = Expect {
     kernels: ALL,
@@ -504,6 +490,29 @@ pub const PROC_MEM: Expect = Expect {
             1,
             "munmap: PAT's follow_phys lookup",
         ),
+        row(
+            K6_1,
+            FollowPhys,
+            FOLLOW_DEV,
+            1,
+            "munmap: PAT's follow_phys of page 0 (6.1's generic_access_phys uses follow_pte, \
+            which has no vma and is not hooked)",
+        ),
+        row(
+            K6_12_UP,
+            FollowPfnmapStart,
+            FOLLOW_DEV,
+            8,
+            "generic_access_phys looks each page up twice (before and after ioremap_prot); \
+            mem_rw reads page by page: 4 x 2",
+        ),
+        row(
+            K6_12,
+            FollowPfnmapStart,
+            FOLLOW_DEV,
+            1,
+            "munmap: PAT's get_pat_info -> follow_pfnmap_start",
+        ),
     ],
     rules: &[],
     alerts: &[],
@@ -512,32 +521,5 @@ pub const PROC_MEM: Expect = Expect {
     move_pages: &[],
     remap_caller: &[(K7_2, "mmap_action_complete"), (K6, "mmap_mem")],
     driver: Some("mem"),
-    new_hook_rows: PROC_MEM_NEW_HOOK_ROWS,
+    shared_rows: &[&lifetime(ALL, PFNMAP, 1, 0)],
 };
-
-// ---- proc-mem: new hooks (not yet counted) ----
-const PROC_MEM_NEW_HOOK_ROWS: &[NewRow] = &[
-    new_row(
-        K6_1,
-        "follow_phys",
-        FOLLOW_DEV,
-        1,
-        "munmap: PAT's follow_phys of page 0 (6.1's generic_access_phys uses follow_pte, \
-        which has no vma and is not hooked)",
-    ),
-    new_row(
-        K6_12_UP,
-        "follow_pfnmap_start",
-        FOLLOW_DEV,
-        8,
-        "generic_access_phys looks each page up twice (before and after ioremap_prot); \
-        mem_rw reads page by page: 4 x 2",
-    ),
-    new_row(
-        K6_12,
-        "follow_pfnmap_start",
-        FOLLOW_DEV,
-        1,
-        "munmap: PAT's get_pat_info -> follow_pfnmap_start",
-    ),
-];

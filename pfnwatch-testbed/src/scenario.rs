@@ -46,6 +46,7 @@ pub enum Scenario {
     ModNormalPfnmapWalk,
     ModPgoff,
     ModBadPageMap,
+    ModZeroCowPfnmap,
     ModHugePfnmap,
     ModHugePud,
 }
@@ -61,7 +62,7 @@ pub struct Spec {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 26] = [
+    pub const ALL: [Scenario; 27] = [
         Scenario::DevmemShared,
         Scenario::DevmemPrivate,
         Scenario::PcibarShared,
@@ -86,6 +87,7 @@ impl Scenario {
         Scenario::ModNormalPfnmapWalk,
         Scenario::ModPgoff,
         Scenario::ModBadPageMap,
+        Scenario::ModZeroCowPfnmap,
         Scenario::ModHugePfnmap,
         Scenario::ModHugePud,
     ];
@@ -184,7 +186,7 @@ impl Scenario {
             ),
             Scenario::ModInsertMixed => (
                 "mod-insert-mixed",
-                "bad driver: fault-time vmf_insert_mixed into a MAP_PRIVATE (COW) VM_MIXEDMAP; read, munmap",
+                "odd driver: fault-time vmf_insert_mixed into a MAP_PRIVATE (COW) VM_MIXEDMAP (supported, like fuse DAX); read, munmap",
                 mod_insert_mixed,
             ),
             Scenario::ModPartialRemap => (
@@ -211,6 +213,11 @@ impl Scenario {
                 "mod-bad-page-map",
                 "bad driver: special ptes left in a vma that is neither PFNMAP nor MIXEDMAP; munmap",
                 mod_bad_page_map,
+            ),
+            Scenario::ModZeroCowPfnmap => (
+                "mod-zero-cow-pfnmap",
+                "bad driver: fault-time vmf_insert_mixed of the zero page into a COW VM_PFNMAP; read, munmap",
+                mod_zero_cow_pfnmap,
             ),
             Scenario::ModHugePfnmap => (
                 "mod-huge-pfnmap",
@@ -266,6 +273,7 @@ impl std::fmt::Display for Scenario {
 
 /// The bad-driver test module's devices (pfnwatch-testbed/badmod).
 pub const MOD_INSERT_MIXED: &str = "/dev/pfnw-insert-mixed";
+pub const MOD_ZERO_COW_PFNMAP: &str = "/dev/pfnw-zero-cow-pfnmap";
 pub const MOD_PARTIAL_REMAP: &str = "/dev/pfnw-partial-remap";
 pub const MOD_NORMAL_PFNMAP: &str = "/dev/pfnw-normal-pfnmap";
 pub const MOD_PGOFF: &str = "/dev/pfnw-pgoff";
@@ -394,6 +402,15 @@ fn mod_insert_mixed(r: &mut Report) -> Result<()> {
     let map = Map::file(&fd, 0, PAGES, true)?;
     record_map(r, MOD_INSERT_MIXED, &map, &[]);
     // Each first read faults: one vmf_insert_mixed per page.
+    map.touch_all();
+    map.unmap()
+}
+
+fn mod_zero_cow_pfnmap(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_ZERO_COW_PFNMAP, 0)?;
+    let map = Map::file(&fd, 0, PAGES, true)?;
+    record_map(r, MOD_ZERO_COW_PFNMAP, &map, &[]);
+    // Each first read faults: one vmf_insert_mixed of the zero pfn per page.
     map.touch_all();
     map.unmap()
 }

@@ -196,8 +196,8 @@ pub struct FilterArgs {
     /// Only tasks named exactly NAME (the kernel keeps 15 bytes); repeatable.
     #[arg(long, value_name = "NAME")]
     pub comm: Vec<String>,
-    /// Only these hooks; only their programs are attached. Repeatable or
-    /// comma-separated.
+    /// Only these hooks, every call of theirs (not only rule hits); only
+    /// their programs are attached. Repeatable or comma-separated.
     #[arg(long, value_name = "HOOK", value_delimiter = ',', value_parser = hook_parser())]
     pub hook: Vec<Hook>,
     /// Only records matching this rule (id or name, e.g. R8); repeatable.

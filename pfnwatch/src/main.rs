@@ -93,7 +93,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn live(args: LiveArgs, capture: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let rules = args.rules.rule_set();
     let filter = args.filter.filter(&rules.config)?;
-    let selection = if args.all {
+    // Naming hooks asks for their calls, not only their rule hits.
+    let selection = if args.all || filter.hooks.is_some() {
         rules::Selection::All
     } else {
         rules::Selection::Rules

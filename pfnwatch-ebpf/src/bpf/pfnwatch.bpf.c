@@ -141,8 +141,6 @@ struct call {
 	__u32 level;
 	__u16 hook;
 	__u16 class;
-	/* The vma's file may be gone (vm_area_free): do not read it. */
-	bool no_file;
 	/* The kernel is about to BUG(): wake the reader at once. */
 	bool urgent;
 };
@@ -341,8 +339,7 @@ static __always_inline void send(void *ctx, struct call *c)
 	e->fault_fn = (__u64)BPF_CORE_READ(ops, fault);
 	if (!e->fault_fn)
 		e->fault_fn = (__u64)BPF_CORE_READ(ops, huge_fault);
-	if (!c->no_file)
-		fill_file(e, BPF_CORE_READ(vma, vm_file));
+	fill_file(e, BPF_CORE_READ(vma, vm_file));
 	e->level = c->level;
 	e->stack_bytes = 0;
 	if (capture_stack) {
@@ -888,10 +885,14 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 	now.mm = (__u64)BPF_CORE_READ(vma, vm_mm);
 	now.start = BPF_CORE_READ(vma, vm_start);
 	now.end = BPF_CORE_READ(vma, vm_end);
-	/* mprotect announces the vma again. */
+	/* mprotect announces the vma again, with a new range if it split it:
+	 * the same vma, so the range follows and nothing is reported. */
 	known = bpf_map_lookup_elem(&inventory, &key);
-	if (known && known->mm == now.mm && known->start == now.start && known->end == now.end)
+	if (known && known->mm == now.mm) {
+		known->start = now.start;
+		known->end = now.end;
 		return 0;
+	}
 	now.id = __sync_fetch_and_add(&inventory_ids, 1) + 1;
 	if (bpf_map_update_elem(&inventory, &key, &now, BPF_ANY) != 0) {
 		bump(&drops, PFNW_LOSS_INVENTORY);
@@ -940,8 +941,10 @@ static __always_inline int vma_gone(void *ctx, struct vm_area_struct *vma)
 	c.hook = PFNW_HOOK_VM_AREA_FREE;
 	c.addr = BPF_CORE_READ(vma, vm_start);
 	c.size = BPF_CORE_READ(vma, vm_end) - c.addr;
-	/* remove_vma() has dropped the file already. */
-	c.no_file = true;
+	/* remove_vma() has fput() the file, but a task's last reference is
+	 * released by task work (____fput, on return to user space or at
+	 * exit_task_work, after exit_mm): the file is whole here, and names the
+	 * device the mapping goes away from. */
 	c.class = vma_class(&c);
 	finish(ctx, &c);
 	return 0;

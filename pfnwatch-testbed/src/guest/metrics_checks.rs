@@ -21,7 +21,7 @@ use pfnwatch::sinks::metrics;
 use pfnwatch_common::class::{
     ANON, COW, ERROR, MIXEDMAP, NO_PAGE, PARTIAL, PFN_MATCH, PFNMAP, SPECIAL,
 };
-use pfnwatch_common::{Class, Hook};
+use pfnwatch_common::{Class, Family, Hook};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -184,9 +184,16 @@ fn per_scenario(
         &compare(&want_calls, &got),
     );
 
-    // Remaps by outcome, and the pfn mappings they created by driver.
+    // Remaps by outcome; the pfn mappings the inventory saw made and gone.
     let mut want_remaps: BTreeMap<Labels, f64> = BTreeMap::new();
-    let mut created = 0.0;
+    let of_family = |family: Family| -> f64 {
+        want.iter()
+            .filter(|((hook, _), _)| hook.family() == family)
+            .map(|(_, n)| *n as f64)
+            .sum()
+    };
+    let created = of_family(Family::VmaCreated);
+    let removed = of_family(Family::VmaGone);
     for ((hook, class), n) in want {
         if matches!(hook, Hook::RemapPfnRange | Hook::RemapPfnRangeComplete) {
             let labels = vec![
@@ -195,9 +202,6 @@ fn per_scenario(
                 ("outcome".to_owned(), outcome(*class).to_owned()),
             ];
             *want_remaps.entry(labels).or_default() += *n as f64;
-            if !class.has(ERROR) {
-                created += *n as f64;
-            }
         }
     }
     let got_remaps: BTreeMap<Labels, f64> = delta
@@ -223,11 +227,17 @@ fn per_scenario(
         })
         .unwrap_or(created);
     let by_driver_ok = by_driver == created;
+    let gone: f64 = delta
+        .family(metrics::MAPPINGS_REMOVED.name)
+        .values()
+        .sum::<f64>()
+        + 0.0;
     rep.check(
         &format!("metrics/{name}/mappings"),
-        total == created && by_driver_ok,
+        total == created && by_driver_ok && gone == removed,
         &format!(
-            "{total} pfn mappings created (want {created}, by driver {driver:?}); by driver and device: {mappings:?}"
+            "{total} pfn mappings created (want {created}, by driver {driver:?}), {gone} gone \
+             (want {removed}); created by driver and device: {mappings:?}"
         ),
     );
 

@@ -22,12 +22,13 @@ const IVSHMEM_BAR: usize = 2;
 const DEVICES_PARAM: &str = "/sys/module/pfnwatch_badmod/parameters/devices";
 
 /// The module's devices, under /dev (see badmod/README.md for what each does).
-const DEVICES: [&str; 5] = [
+const DEVICES: [&str; 6] = [
     "pfnw-insert-mixed",
     "pfnw-partial-remap",
     "pfnw-normal-pfnmap",
     "pfnw-pgoff",
     "pfnw-bad-page-map",
+    "pfnw-zero-cow-pfnmap",
 ];
 /// Only where the kernel has pmd and pud pfn maps (6.12 on).
 const HUGE_DEVICES: [&str; 2] = ["pfnw-huge-pfnmap", "pfnw-huge-pud"];

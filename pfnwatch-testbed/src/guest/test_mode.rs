@@ -280,7 +280,8 @@ const PEER_RINGBUF_KIB: u64 = 16;
 /// reported by the first, which never reports itself. The peer's ring
 /// buffer is a VM_MIXEDMAP of vmalloc pages (kernel/bpf/ringbuf.c): one
 /// consumer page, one producer page and the data pages mapped twice, all
-/// inserted at mmap time, so its exit zaps 2 + 2 * data pages normal ptes.
+/// inserted at mmap time (vm_insert_page), so its exit zaps 2 + 2 * data
+/// pages normal ptes; the inventory sees both vmas made and freed.
 /// (Its own copy of the programs is still attached then: exit_mm runs
 /// before exit_files.)
 fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<()> {
@@ -300,9 +301,18 @@ fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<
     let seen = judge::tally(window.records.iter().filter(|r| r.tgid == peer_pid));
     // Like every process that reads the clock, it also has the vDSO's vvar.
     let mut want = Scenario::Vdso.expected(kernel);
-    *want
-        .entry((Hook::VmNormalPage, Class(class::MIXEDMAP)))
-        .or_default() += 2 + 2 * PEER_RINGBUF_KIB * 1024 / 4096;
+    let pages = 2 + 2 * PEER_RINGBUF_KIB * 1024 / 4096;
+    let mixed = Class(class::MIXEDMAP);
+    for (hook, n) in [
+        // remap_vmalloc_range -> vm_insert_page, page by page, at mmap.
+        (Hook::VmInsertPage, pages),
+        (Hook::VmNormalPage, pages),
+        // The inventory: the consumer and the producer vma, made and freed.
+        (Hook::PerfEventMmap, 2),
+        (Hook::VmAreaFree, 2),
+    ] {
+        *want.entry((hook, mixed)).or_default() += n;
+    }
     rep.check(
         "self/peer",
         status.success() && seen == want && own == 0,

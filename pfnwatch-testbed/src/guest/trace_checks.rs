@@ -21,7 +21,7 @@ use pfnwatch::kernel::loader::ProgramState;
 use pfnwatch::rules::{RuleId, Severity};
 use pfnwatch::views::line::{Line, RecordView, Source};
 use pfnwatch::views::summary::Summary;
-use pfnwatch_common::{Class, Hook, class};
+use pfnwatch_common::{Class, Family, Hook, class};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::Command;
@@ -86,6 +86,23 @@ fn field_by_field(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
                 .into_iter()
                 .map(|p| format!("{} {} at {:#x}: {p}", r.hook, r.class, r.addr)),
         );
+    }
+    // Each vma the inventory saw created (the parent's, the child's) goes
+    // away under the same id, in the same process.
+    let ids = |gone: bool| -> BTreeMap<u64, u32> {
+        out.records
+            .iter()
+            .filter(|(r, _, _)| (r.hook.family() == Family::VmaGone) == gone)
+            .filter(|(r, _, _)| gone || r.hook.family() == Family::VmaCreated)
+            .map(|(r, _, _)| (r.vma_id, r.tgid))
+            .collect()
+    };
+    if ids(false) != ids(true) {
+        wrong.push(format!(
+            "vma ids created {:?}, gone {:?}",
+            ids(false),
+            ids(true)
+        ));
     }
     let got = judge::tally(out.records.iter().map(|(r, _, _)| *r));
     let want = Scenario::DevmemPrivate.expected(kernel);
@@ -214,15 +231,45 @@ fn record_problems(
         v.device.as_deref() == Some(DEVMEM_DEV) && v.host.driver.as_deref() == Some("mem"),
         format!("device {:?} driver {:?}", v.device, v.host.driver),
     );
+    // The call path starts at the hook's caller: pfnwatch's own program
+    // and trampoline frames, and the hooked function's, are cut.
     want(
-        !v.host.stack.is_empty() && v.host.stack.len() == r.stack.len(),
+        !v.host.stack.is_empty()
+            && v.host.stack.len() <= r.stack.len()
+            && !v.host.stack[0].starts_with("bpf_")
+            && !v.host.stack[0].starts_with(&format!("{}+", r.hook.function())),
         format!(
-            "{} frames for {} addresses",
+            "{} frames for {} addresses, from {:?}",
             v.host.stack.len(),
-            r.stack.len()
+            r.stack.len(),
+            v.host.stack.first()
         ),
     );
-    if r.hook.family().maps_pfns() {
+    let family = r.hook.family();
+    if matches!(family, Family::VmaCreated | Family::VmaGone) {
+        // The inventory: the whole vma, once, no pfn and no rule.
+        want(
+            r.addr == map.start && r.size == PAGES as u64 * PAGE && r.pfn.is_none(),
+            format!("vma record of {:#x} bytes, pfn {:?}", r.size, r.pfn),
+        );
+        want(r.vma_id != 0, "no vma id".to_owned());
+        want(
+            r.fork == (r.hook == Hook::CopyPageRange),
+            format!("fork {} on {}", r.fork, r.hook),
+        );
+        want(
+            rules.is_empty() && v.hits.is_empty(),
+            format!("rules {rules:?} on the inventory"),
+        );
+    } else if family == Family::Follow {
+        // PAT's lookup of page 0 (6.1 follow_phys, 6.12 follow_pfnmap_start):
+        // the device pte, special, on the rule.
+        want(
+            page == 0 && r.pfn == Some(pgoff) && r.class.has(class::SPECIAL | class::PFN_MATCH),
+            format!("pfn lookup of page {page}: pfn {:?} class {}", r.pfn, r.class),
+        );
+        want(rules.is_empty(), format!("rules {rules:?} on a pfn lookup"));
+    } else if family.maps_pfns() {
         want(
             r.addr == map.start && r.pfn == Some(pgoff) && r.size == PAGES as u64 * PAGE,
             format!("remap of {:#x} bytes at pfn {:?}", r.size, r.pfn),

@@ -364,6 +364,13 @@ mod tests {
         let mut walked = record(Hook::FolioWalkStart, PFNMAP);
         walked.zero_page = true;
         assert!(ids(&set(), &walked).is_empty());
+        // The zero page off the pgoff rule in a COW PFNMAP (a driver's
+        // vmf_insert_mixed of the zero pfn): vm_normal_page tests
+        // is_zero_pfn right after the rule, so no R8.
+        let mut zero_cow = record(Hook::VmNormalPage, PFNMAP | COW | SPECIAL | NO_PAGE);
+        assert_eq!(ids(&set(), &zero_cow), ["R8:info"]);
+        zero_cow.zero_page = true;
+        assert!(ids(&set(), &zero_cow).is_empty());
         // Without pte_special: R7 cannot be told, R8 and the both-flags
         // case are real hazards.
         let no_special = RuleSet::new(

@@ -429,7 +429,9 @@ pub const RULES: &[Rule; 9] = &[
             without_pte_special: Some(Severity::Warning),
             ..when(LOOKUPS, PFNMAP | COW | SPECIAL, PFN_MATCH)
         }],
-        needs: &[Need::PteLevel],
+        // vm_normal_page tests is_zero_pfn after the pgoff rule: the zero
+        // page is never taken for a normal page.
+        needs: &[Need::PteLevel, Need::NotZeroPage],
         once_per_vma: true,
         explanation: "A special pte in a COW VM_PFNMAP vma whose pfn != vm_pgoff + offset. \
             Harmless on this architecture, whose ptes carry a special bit (info); a latent \
@@ -438,7 +440,7 @@ pub const RULES: &[Rule; 9] = &[
             thread's vfio-pci concern). i915's MAP_PRIVATE GEM mmaps do this with a fake \
             vm_pgoff. Reported once per vma.",
         sources: "6.1 mm/memory.c vm_normal_page (without pte_special: pfn == vm_pgoff + off \
-            -> NULL), 6.12 the same, 7.2 __vm_normal_page; i915: \
+            -> NULL, then is_zero_pfn -> NULL), 6.12 the same, 7.2 __vm_normal_page; i915: \
             drivers/gpu/drm/i915/gem/i915_gem_mman.c vm_fault_gtt/vm_fault_cpu (all three)",
     },
     Rule {
