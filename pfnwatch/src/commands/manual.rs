@@ -30,7 +30,7 @@ fn command(name: Option<&str>) -> Result<clap::Command> {
     // Gives subcommands their display names ("pfnwatch-trace").
     cmd.build();
     match name {
-        None => Ok(cmd),
+        None => Ok(cmd.after_long_help(rules_text())),
         Some(name) => match cmd.find_subcommand(name) {
             Some(sub) => Ok(sub.clone()),
             None => {
@@ -42,6 +42,19 @@ fn command(name: Option<&str>) -> Result<clap::Command> {
             }
         },
     }
+}
+
+/// The rule table as pfnwatch(1) closes with it: what each rule means and
+/// the kernel code it was derived from, per kernel.
+fn rules_text() -> String {
+    let mut text = String::from("RULES\n");
+    for rule in crate::rules::RULES {
+        text.push_str(&format!(
+            "\n{} {} ({})\n{}\nSources: {}\n",
+            rule.id, rule.name, rule.severity, rule.explanation, rule.sources
+        ));
+    }
+    text
 }
 
 /// pfnwatch.1, or `pfnwatch-<name>.1`, in roff.
@@ -107,6 +120,9 @@ mod tests {
             &main[..40]
         );
         assert!(main.contains(".TH pfnwatch 1"), "{main}");
+        // The rules close it, with the kernel code behind each.
+        assert!(main.contains("R9 kernel_bad_page_map (critical)"), "{main}");
+        assert!(main.contains("Sources: 6.1 mm/memory.c"), "{main}");
         for sub in [
             "check",
             "run",
