@@ -19,17 +19,29 @@ pub fn describe(err: &ProgramError) -> String {
             io_error,
             verifier_log,
         } => {
-            let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            if tail.is_empty() {
+            let reason = verifier_reason(&verifier_log.to_string());
+            if reason.is_empty() {
                 format!("BPF_PROG_LOAD: {io_error}")
             } else {
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("BPF_PROG_LOAD: {io_error}; verifier: {}", tail.join(" | "))
+                format!("BPF_PROG_LOAD: {io_error}; verifier: {reason}")
             }
         }
         other => other.to_string(),
     }
+}
+
+/// The last lines of a verifier log that say why, without the statistics
+/// it ends with.
+fn verifier_reason(log: &str) -> String {
+    let stats = |l: &&str| {
+        l.starts_with("verification time")
+            || l.starts_with("processed ")
+            || l.starts_with("stack depth")
+            || l.trim().is_empty()
+    };
+    let mut tail: Vec<&str> = log.lines().rev().filter(|l| !stats(l)).take(3).collect();
+    tail.reverse();
+    tail.join(" | ")
 }
 
 /// What usually causes an errno when loading or attaching fentry/fexit.
@@ -95,6 +107,23 @@ mod tests {
         assert!(hint(errno(&err), false).contains("run it as root"));
         assert!(hint(errno(&err), true).contains("the kernel itself refuses"));
         assert_eq!(errno(&ProgramError::NotLoaded), None);
+    }
+
+    #[test]
+    fn the_verifier_reason_is_not_its_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n\
+                   ; vma = BPF_CORE_READ(vmf, vma);\n\
+                   12: (79) r2 = *(u64 *)(r1 +0)\n\
+                   R1 invalid mem access 'scalar'\n\
+                   processed 11 insns (limit 1000000) max_states_per_insn 0\n\
+                   stack depth 16\n\
+                   verification time 120 usec\n";
+        assert_eq!(
+            verifier_reason(log),
+            "; vma = BPF_CORE_READ(vmf, vma); | 12: (79) r2 = *(u64 *)(r1 +0) | \
+             R1 invalid mem access 'scalar'"
+        );
+        assert_eq!(verifier_reason(""), "");
     }
 
     #[test]
