@@ -6,9 +6,9 @@
 
 use crate::expect::{
     ALL, COPY, DEV, DEV_COW, EFAULT, ENOENT, Expect, FOLLOW_DEV, K6, K6_1, K6_12, K6_12_UP, K7_2,
-    REMAP, alert, lifetime, row,
+    PREPARE_COW, PREPARE_SHARED, REMAP, alert, lifetime, row,
 };
-use pfnwatch::rules::RuleId::R1;
+use pfnwatch::rules::RuleId::{R1, R4};
 use pfnwatch::rules::Severity::Info;
 use pfnwatch_common::Hook::{
     FolioWalkStart, FollowPfnmapStart, FollowPhys, RemapPfnRange, RemapPfnRangeComplete,
@@ -62,7 +62,9 @@ pub const DRM_DUMB_BUFFER: Expect = Expect {
     pfn_rule_holds: false,
     move_pages: &[],
     remap_caller: &[],
-    driver: Some("drm"),
+    // The card's file_operations are bochs's (DEFINE_DRM_GEM_FOPS, .owner =
+    // THIS_MODULE): the module names the driver, not /proc/devices' "drm".
+    driver: Some("bochs"),
     shared_rows: &[&lifetime(ALL, PFNMAP, 1, 1)],
 };
 
@@ -191,10 +193,9 @@ pub const IO_URING: Expect = Expect {
             "one vm_insert_pages call per region's mmap, one page each",
         ),
     ],
-    // needs: new hooks. With vm_insert_pages hooked, R4 (info) once per vma
-    // at creation: (R4, 3), on every kernel.
-    rules: &[],
-    alerts: &[],
+    // R4 (info): a VM_MIXEDMAP populated, once per vma; no module to name.
+    rules: &[(ALL, &[(R4, 3)])],
+    alerts: &[(ALL, &[alert(R4, Info, 3, None)])],
     errors: &[],
     pfn_rule_holds: false,
     move_pages: &[],
@@ -226,10 +227,10 @@ pub const BPF_RINGBUF: Expect = Expect {
             "remap_vmalloc_range_partial: one vm_insert_page per page, 1 consumer + 3 producer",
         ),
     ],
-    // needs: new hooks. With vm_insert_page hooked, R4 (info) once per vma
-    // at creation: (R4, 2), on every kernel.
-    rules: &[],
-    alerts: &[],
+    // R4 (info) per vm_insert_page, alerted once per vma: the consumer's
+    // and the producer's.
+    rules: &[(ALL, &[(R4, 4)])],
+    alerts: &[(ALL, &[alert(R4, Info, 2, None)])],
     errors: &[],
     pfn_rule_holds: false,
     move_pages: &[],
@@ -457,7 +458,7 @@ pub const DEVMEM_PROTNONE: Expect = Expect {
     move_pages: &[],
     remap_caller: &[(K7_2, "mmap_action_complete"), (K6, "mmap_mem")],
     driver: Some("mem"),
-    shared_rows: &[&lifetime(ALL, PFNMAP | COW, 1, 0)],
+    shared_rows: &[&lifetime(ALL, PFNMAP | COW, 1, 0), PREPARE_COW],
 };
 
 pub const PROC_MEM: Expect = Expect {
@@ -521,5 +522,5 @@ pub const PROC_MEM: Expect = Expect {
     move_pages: &[],
     remap_caller: &[(K7_2, "mmap_action_complete"), (K6, "mmap_mem")],
     driver: Some("mem"),
-    shared_rows: &[&lifetime(ALL, PFNMAP, 1, 0)],
+    shared_rows: &[&lifetime(ALL, PFNMAP, 1, 0), PREPARE_SHARED],
 };

@@ -534,14 +534,15 @@ SEC("fexit/follow_phys")
 int BPF_PROG(follow_phys_exit, struct vm_area_struct *vma, unsigned long address,
 	     unsigned int flags, unsigned long *prot, __u64 *phys, int ret)
 {
-	__u64 pa = 0;
+	__u64 pa = 0, flags_of_pte = 0;
 
-	if (ret == 0)
+	if (ret == 0) {
 		bpf_probe_read_kernel(&pa, sizeof(pa), phys);
-	/* 6.1's follow_phys() does not say whether the pte was special: the
-	 * class leaves it out, and no rule asks it of this hook. */
-	return pfn_followed(ctx, PFNW_HOOK_FOLLOW_PHYS, vma, address, pa >> PFNW_PAGE_SHIFT, false,
-			    ret);
+		/* *prot is pte_pgprot(pte): x86's pte_flags(), special bit included. */
+		bpf_probe_read_kernel(&flags_of_pte, sizeof(flags_of_pte), prot);
+	}
+	return pfn_followed(ctx, PFNW_HOOK_FOLLOW_PHYS, vma, address, pa >> PFNW_PAGE_SHIFT,
+			    (flags_of_pte & PFNW_PTE_SPECIAL) != 0, ret);
 }
 
 /*

@@ -195,7 +195,14 @@ fn per_scenario(
     let created = of_family(Family::VmaCreated);
     let removed = of_family(Family::VmaGone);
     for ((hook, class), n) in want {
-        if matches!(hook, Hook::RemapPfnRange | Hook::RemapPfnRangeComplete) {
+        // 7.x: a remap passes remap_pfn_range_prepare and is counted at
+        // remap_pfn_range_complete; a prepare counts only where it refuses.
+        let counted = match hook {
+            Hook::RemapPfnRange | Hook::RemapPfnRangeComplete => true,
+            Hook::RemapPfnRangePrepare => class.has(ERROR),
+            _ => false,
+        };
+        if counted {
             let labels = vec![
                 ("cow".to_owned(), yes(*class, COW).to_owned()),
                 ("hook".to_owned(), hook.function().to_owned()),
@@ -482,16 +489,27 @@ fn call_labels(hook: Hook, class: Class) -> Labels {
     };
     let result = if matches!(hook, Hook::PrintBadPte | Hook::PrintBadPageMap) {
         "reported"
+    } else if matches!(hook, Hook::PerfEventMmap | Hook::CopyPageRange) {
+        "created"
+    } else if hook == Hook::VmAreaFree {
+        "gone"
     } else if class.has(ERROR) {
         "error"
     } else if matches!(
         hook,
         Hook::RemapPfnRange
             | Hook::RemapPfnRangeComplete
+            | Hook::RemapPfnRangePrepare
             | Hook::VmfInsertPfnProt
             | Hook::VmfInsertMixed
             | Hook::VmfInsertPfnPmd
             | Hook::VmfInsertPfnPud
+            | Hook::VmInsertPage
+            | Hook::VmInsertPages
+            | Hook::VmfInsertPageMkwrite
+            | Hook::VmfInsertFolioPmd
+            | Hook::FollowPfnmapStart
+            | Hook::FollowPhys
     ) {
         "ok"
     } else if class.has(NO_PAGE) {

@@ -104,7 +104,7 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
                     } else {
                         ProgramState::Missing
                     };
-                    ProgramReport::new(spec, state)
+                    ProgramReport::new(spec, |f| kernel::has_function(&btf, f), state)
                 })
                 .collect();
         }

@@ -40,16 +40,21 @@ pub struct ProgramReport {
     /// The hook's kernel function.
     #[serde(rename = "function")]
     pub hook: Hook,
+    /// The function the program attaches to on this kernel: the hook's, an
+    /// older name of it, or one beside it (6.12's `__vm_area_free`).
+    pub target: String,
     #[serde(flatten)]
     pub state: ProgramState,
 }
 
 impl ProgramReport {
-    pub fn new(spec: &ProgramSpec, state: ProgramState) -> ProgramReport {
+    /// `spec`'s report on a kernel whose functions `has` knows.
+    pub fn new(spec: &ProgramSpec, has: impl Fn(&str) -> bool, state: ProgramState) -> Self {
         ProgramReport {
             program: spec.name.to_owned(),
             attach: spec.attach,
             hook: spec.hook,
+            target: spec.target_on(has).unwrap_or(spec.target()).to_owned(),
             state,
         }
     }
@@ -165,7 +170,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
                 // Missing is a fact about the kernel, asked for or not.
                 ProgramState::Missing
             };
-            ProgramReport::new(spec, state)
+            ProgramReport::new(spec, |f| facts::has_function(opts.btf, f), state)
         })
         .collect();
     Ok(Watcher { ebpf, programs })
@@ -220,7 +225,7 @@ mod tests {
     use super::*;
 
     fn report(spec: &ProgramSpec, state: ProgramState) -> ProgramReport {
-        ProgramReport::new(spec, state)
+        ProgramReport::new(spec, |_| true, state)
     }
 
     /// A 6.12 kernel: no remap_pfn_range_complete, no print_bad_page_map.

@@ -403,10 +403,11 @@ pub const RULES: &[Rule; 9] = &[
                 PFNMAP,
                 SPECIAL | ANON | NO_PAGE | MIXEDMAP,
             ),
-            // follow_pfnmap_start() reports the pte's special bit; in a
-            // COW mapping a non-special pte is a copy.
+            // follow_pfnmap_start() reports the pte's special bit, 6.1's
+            // follow_phys() the pte's flags; in a COW mapping a
+            // non-special pte is a copy.
             when(
-                &[Hook::FollowPfnmapStart],
+                &[Hook::FollowPfnmapStart, Hook::FollowPhys],
                 PFNMAP,
                 SPECIAL | COW | ERROR | MIXEDMAP,
             ),
@@ -419,7 +420,8 @@ pub const RULES: &[Rule; 9] = &[
             not special: they do not count; nor does the shared zero page.)",
         sources: "6.1 mm/memory.c remap_pte_range (pte_mkspecial), insert_pfn (pte_mkspecial); \
             6.12 the same; 7.2 the same; follow_pfnmap_start's args->special = pte_special() \
-            (mm/memory.c, 6.12 and 7.2)",
+            (mm/memory.c, 6.12 and 7.2); 6.1 mm/memory.c follow_phys (*prot = \
+            pte_pgprot(pte), which keeps _PAGE_SPECIAL on x86)",
     },
     Rule {
         id: RuleId::R8,

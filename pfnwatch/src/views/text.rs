@@ -338,6 +338,7 @@ mod tests {
             program: name.into(),
             attach: crate::kernel::programs::Attach::Fexit,
             hook: Hook::VmNormalPage,
+            target: "vm_normal_page".into(),
             state,
         };
         let programs = vec![

@@ -58,8 +58,9 @@ pub const HOOK_ERRORS: Spec = counter(
 );
 pub const REMAP_CALLS: Spec = counter(
     "pfnwatch_remap_calls_total",
-    "remap_pfn_range() and remap_pfn_range_complete() calls by outcome: the whole vma \
-     mapped, part of it, or an error.",
+    "Remaps by outcome: the whole vma mapped, part of it, or an error \
+     (remap_pfn_range(); 7.x's remap_pfn_range_complete(), and \
+     remap_pfn_range_prepare() where it refuses).",
     &["hook", "outcome", "cow"],
 );
 pub const HOOK_AVAILABLE: Spec = gauge(

@@ -22,7 +22,7 @@ use crate::kernel::refusals::errno_name;
 use crate::rules::{RuleId, Severity};
 use anyhow::{Context, Result};
 use labels::bit;
-use pfnwatch_common::class::COW;
+use pfnwatch_common::class::{COW, ERROR};
 use pfnwatch_common::{Family, Hook, abi};
 use prometheus::core::Collector;
 use prometheus::{CounterVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -64,7 +64,11 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
             calls
                 .with_label_values(&hook_call_labels(*hook, *class))
                 .inc_by(*n);
-            if hook.family() == Family::Remap {
+            // A 7.x remap passes remap_pfn_range_prepare, then is done by
+            // remap_pfn_range_complete: one remap, counted there. A prepare
+            // that refuses is the only trace of its attempt.
+            let counted = *hook != Hook::RemapPfnRangePrepare || class.has(ERROR);
+            if hook.family() == Family::Remap && counted {
                 remaps
                     .with_label_values(&[hook.function(), remap_outcome(*class), bit(*class, COW)])
                     .inc_by(*n);
@@ -89,8 +93,14 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     let attached = f.gauge(&HOOK_ATTACHED)?;
     for hook in Hook::ALL {
         let mine: Vec<&ProgramReport> = s.programs.iter().filter(|p| p.hook == hook).collect();
-        let has = mine.iter().any(|p| p.state != ProgramState::Missing);
-        let all = !mine.is_empty() && mine.iter().all(|p| p.state == ProgramState::Attached);
+        // A program whose function this kernel lacks (one beside the hook's,
+        // like 6.12's __vm_area_free) leaves nothing to attach.
+        let present: Vec<_> = mine
+            .iter()
+            .filter(|p| p.state != ProgramState::Missing)
+            .collect();
+        let has = !present.is_empty();
+        let all = has && present.iter().all(|p| p.state == ProgramState::Attached);
         available
             .with_label_values(&[hook.function()])
             .set(i64::from(has));
@@ -261,7 +271,7 @@ mod tests {
                     },
                     _ => ProgramState::Attached,
                 };
-                ProgramReport::new(p, state)
+                ProgramReport::new(p, |_| true, state)
             })
             .collect()
     }
