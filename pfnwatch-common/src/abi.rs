@@ -305,11 +305,11 @@ mod tests {
     #[test]
     fn indexes_are_dense_and_decode_back() {
         assert_eq!(counts_index(Hook::VmNormalPage, Class(0)), 0);
-        let last = counts_index(Hook::VmAreaFree, Class(511));
+        let last = counts_index(Hook::ApplyToPageRange, Class(511));
         assert_eq!(last as usize, COUNTS_LEN - 1);
         assert_eq!(
             counts_slot(last as usize),
-            Some((Hook::VmAreaFree, Class(511)))
+            Some((Hook::ApplyToPageRange, Class(511)))
         );
         assert_eq!(counts_slot(COUNTS_LEN), None);
         let i = errors_index(Hook::RemapPfnRange, 22);

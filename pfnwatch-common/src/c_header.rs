@@ -86,7 +86,7 @@ mod tests {
         assert!(h.contains("#define PFNW_HOOK_VMF_INSERT_MIXED 6\n"));
         assert!(h.contains("#define PFNW_HOOK_PRINT_BAD_PAGE_MAP 8\n"));
         assert!(h.contains("#define PFNW_HOOK_VMF_INSERT_PFN_PUD 10\n"));
-        assert!(h.contains("#define PFNW_HOOK_COUNT 22\n"));
+        assert!(h.contains("#define PFNW_HOOK_COUNT 23\n"));
         assert!(h.contains("#define PFNW_CLASS_PFNMAP 0x100u"));
         assert!(h.contains("#define PFNW_CLASS_ERROR 0x80u"));
         assert!(h.contains("#define VM_PFNMAP 0x400ul"));

@@ -87,6 +87,9 @@ hooks! {
     CopyPageRange = 20, "copy_page_range", VmaCreated;
     /// `vm_area_free(vma)`: a vma goes away.
     VmAreaFree = 21, "vm_area_free", VmaGone;
+    /// `apply_to_page_range(mm, addr, size, fn, data)` on a user mm: ptes
+    /// written through a caller's callback (i915's GTT faults, Xen).
+    ApplyToPageRange = 22, "apply_to_page_range", Insert;
 }
 
 impl Hook {

@@ -174,6 +174,97 @@ static int zero_cow_pfnmap_mmap(struct file *file, struct vm_area_struct *vma)
 }
 
 /*
+ * /dev/pfnw-apply-range (MAP_SHARED): a correct driver that writes its ptes
+ * the way i915 maps GTT and lmem faults (i915_mm.c remap_io_mapping):
+ * VM_PFNMAP set at mmap, and at each fault apply_to_page_range() on the
+ * user mm with a callback that sets a special pte of the BAR's pfn. The
+ * page-table lock is held around the callback (apply_to_pte_range), and
+ * the ptes are special, so zap and fork see no page, as with
+ * remap_pfn_range().
+ */
+struct apply_pfn {
+	struct mm_struct *mm;
+	unsigned long pfn;
+	pgprot_t prot;
+};
+
+static int apply_special_pte(pte_t *pte, unsigned long addr, void *data)
+{
+	struct apply_pfn *a = data;
+
+	set_pte_at(a->mm, addr, pte, pte_mkspecial(pfn_pte(a->pfn, a->prot)));
+	return 0;
+}
+
+static vm_fault_t apply_range_fault(struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	struct apply_pfn a = {
+		.mm = vma->vm_mm,
+		.pfn = bar_pfn + vmf->pgoff,
+		.prot = vma->vm_page_prot,
+	};
+	int err;
+
+	if (vmf->pgoff >= bar_pages)
+		return VM_FAULT_SIGBUS;
+	err = apply_to_page_range(vma->vm_mm, vmf->address, PAGE_SIZE, apply_special_pte, &a);
+	BADMOD_NO_TAIL_CALL();
+	return err ? VM_FAULT_SIGBUS : VM_FAULT_NOPAGE;
+}
+
+static const struct vm_operations_struct apply_range_ops = {
+	.fault = apply_range_fault,
+};
+
+static int apply_range_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	unsigned long pfn;
+	int err = bar_range(vma, &pfn);
+
+	if (err)
+		return err;
+	if (is_cow_mapping(vma->vm_flags))
+		return -EINVAL;
+	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+	badmod_flags_mod(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP, 0);
+	vma->vm_ops = &apply_range_ops;
+	return 0;
+}
+
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
+/*
+ * /dev/pfnw-insert-page (7.x, MAP_PRIVATE only): a fault-time driver that
+ * fills a VM_MIXEDMAP with vmf_insert_page_mkwrite(), as fs/dax.c does for
+ * holes: the shared zero page, which insert_page() maps with a special pte
+ * and takes no reference on, and which vm_mixed_zeropage_allowed() lets
+ * into a COW mapping. Read-only use: a write would COW the zero page.
+ */
+static vm_fault_t insert_page_fault(struct vm_fault *vmf)
+{
+	vm_fault_t ret;
+
+	ret = vmf_insert_page_mkwrite(vmf, ZERO_PAGE(vmf->address), false);
+	BADMOD_NO_TAIL_CALL();
+	return ret;
+}
+
+static const struct vm_operations_struct insert_page_ops = {
+	.fault = insert_page_fault,
+};
+
+static int insert_page_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	if (!is_cow_mapping(vma->vm_flags))
+		return -EINVAL;
+	badmod_flags_mod(vma, VM_MIXEDMAP | VM_DONTEXPAND | VM_DONTDUMP, 0);
+	vma->vm_ops = &insert_page_ops;
+	return 0;
+}
+#define BADMOD_HAS_INSERT_PAGE_MKWRITE 1
+#endif
+
+/*
  * /dev/pfnw-partial-remap: remaps all but the last page. On a COW mapping the
  * kernel refuses (-EINVAL, before touching flags or ptes) and so does mmap.
  * On a shared mapping it is legal; the last page then SIGBUSes.
@@ -421,6 +512,10 @@ static const struct file_operations badmod_fops[] = {
 	BADMOD_FOPS(pgoff_mmap),
 	BADMOD_FOPS(bad_page_map_mmap),
 	BADMOD_FOPS(zero_cow_pfnmap_mmap),
+	BADMOD_FOPS(apply_range_mmap),
+#ifdef BADMOD_HAS_INSERT_PAGE_MKWRITE
+	BADMOD_FOPS(insert_page_mmap),
+#endif
 #ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
 	/* Pmd-aligned addresses, so the faults can map whole pmds. */
 	{ .owner = THIS_MODULE, .mmap = huge_pfnmap_mmap,
@@ -436,10 +531,17 @@ static struct miscdevice badmod_devs[] = {
 	{ .name = "pfnw-pgoff", .fops = &badmod_fops[3] },
 	{ .name = "pfnw-bad-page-map", .fops = &badmod_fops[4] },
 	{ .name = "pfnw-zero-cow-pfnmap", .fops = &badmod_fops[5] },
+	{ .name = "pfnw-apply-range", .fops = &badmod_fops[6] },
+#ifdef BADMOD_HAS_INSERT_PAGE_MKWRITE
+	{ .name = "pfnw-insert-page", .fops = &badmod_fops[7] },
+#define BADMOD_HUGE_FOPS 8
+#else
+#define BADMOD_HUGE_FOPS 7
+#endif
 #ifdef CONFIG_ARCH_SUPPORTS_PMD_PFNMAP
-	{ .name = "pfnw-huge-pfnmap", .fops = &badmod_fops[6] },
+	{ .name = "pfnw-huge-pfnmap", .fops = &badmod_fops[BADMOD_HUGE_FOPS] },
 	/* Last: registered only when pud_bar_pfn is given. */
-	{ .name = "pfnw-huge-pud", .fops = &badmod_fops[7] },
+	{ .name = "pfnw-huge-pud", .fops = &badmod_fops[BADMOD_HUGE_FOPS + 1] },
 #endif
 };
 

@@ -159,10 +159,10 @@ pub(crate) const COPY: u16 = PFNMAP | COW | ANON;
 pub(crate) const REMAP: u16 = PFNMAP | PFN_MATCH;
 
 use Hook::{
-    CopyPageRange, FolioWalkStart, FollowPfnmapStart, FollowPhys, PerfEventMmap, PrintBadPageMap,
-    PrintBadPte, RemapPfnRange, RemapPfnRangeComplete, RemapPfnRangePrepare, VmAreaFree,
-    VmInsertPage, VmNormalPage, VmNormalPagePmd, VmNormalPagePud, VmfInsertMixed, VmfInsertPfnPmd,
-    VmfInsertPfnProt, VmfInsertPfnPud,
+    ApplyToPageRange, CopyPageRange, FolioWalkStart, FollowPfnmapStart, FollowPhys, PerfEventMmap,
+    PrintBadPageMap, PrintBadPte, RemapPfnRange, RemapPfnRangeComplete, RemapPfnRangePrepare,
+    VmAreaFree, VmInsertPage, VmNormalPage, VmNormalPagePmd, VmNormalPagePud, VmfInsertMixed,
+    VmfInsertPageMkwrite, VmfInsertPfnPmd, VmfInsertPfnProt, VmfInsertPfnPud,
 };
 
 /// 7.2's /dev/mem checks its remap before the vma exists: mem_fops'
@@ -253,6 +253,8 @@ impl Scenario {
             Scenario::ModPgoff => &MOD_PGOFF,
             Scenario::ModBadPageMap => &MOD_BAD_PAGE_MAP,
             Scenario::ModZeroCowPfnmap => &MOD_ZERO_COW_PFNMAP,
+            Scenario::ModApplyRange => &MOD_APPLY_RANGE,
+            Scenario::ModInsertPage => &MOD_INSERT_PAGE,
             Scenario::ModHugePfnmap => &MOD_HUGE_PFNMAP,
             Scenario::ModHugePud => &MOD_HUGE_PUD,
         }
@@ -1001,6 +1003,69 @@ const MOD_ZERO_COW_PFNMAP: Expect = Expect {
     shared_rows: &[&lifetime(ALL, PFNMAP | COW, 1, 0)],
 };
 
+const MOD_APPLY_RANGE: Expect = Expect {
+    kernels: ALL,
+    rows: &[
+        row(
+            ALL,
+            ApplyToPageRange,
+            PFNMAP,
+            4,
+            "each first read faults: apply_range_fault -> apply_to_page_range on the user mm, \
+            the vma found by bpf_find_vma (the fault holds the mmap or per-vma lock, not the \
+            write lock); the pfn is the callback's and not seen",
+        ),
+        row(
+            ALL,
+            VmNormalPage,
+            PFNMAP | SPECIAL | NO_PAGE,
+            12,
+            "fork copies the ptes (copy_present_pte(s): a VM_PFNMAP is always copied), the \
+            child's exit and munmap zap them, 4 each: special, so no page; vm_pgoff 0 is no \
+            pfn; no VM_PAT (no remap_pfn_range), so no PAT lookup on 6.1",
+        ),
+    ],
+    rules: &[],
+    alerts: &[],
+    errors: &[],
+    pfn_rule_holds: false,
+    move_pages: &[],
+    remap_caller: &[],
+    driver: Some("pfnwatch_badmod"),
+    shared_rows: &[&lifetime(ALL, PFNMAP, 1, 1)],
+};
+
+const MOD_INSERT_PAGE: Expect = Expect {
+    kernels: K7_2,
+    rows: &[
+        row(
+            K7_2,
+            VmfInsertPageMkwrite,
+            MIXEDMAP | COW,
+            4,
+            "each first read faults: insert_page_fault -> vmf_insert_page_mkwrite of the zero \
+            page (mm/memory.c insert_page: vm_mixed_zeropage_allowed, COW)",
+        ),
+        row(
+            K7_2,
+            VmNormalPage,
+            MIXEDMAP | COW | SPECIAL | NO_PAGE,
+            4,
+            "munmap: insert_page_into_pte_locked made the zero page's ptes special; \
+            __vm_normal_page returns NULL for them",
+        ),
+    ],
+    // A VM_MIXEDMAP populated: R4 per insert, alerted once for the vma.
+    rules: &[(K7_2, &[(R4, 4)])],
+    alerts: &[(K7_2, &[alert(R4, Info, 1, Some("insert_page_fault"))])],
+    errors: &[],
+    pfn_rule_holds: false,
+    move_pages: &[],
+    remap_caller: &[],
+    driver: Some("pfnwatch_badmod"),
+    shared_rows: &[&lifetime(K7_2, MIXEDMAP | COW, 1, 0)],
+};
+
 const MOD_HUGE_PFNMAP: Expect = Expect {
     kernels: K6_12_UP,
     rows: &[
@@ -1140,7 +1205,8 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
         | Hook::VmInsertPages
         | Hook::PerfEventMmap
         | Hook::CopyPageRange
-        | Hook::VmAreaFree => true,
+        | Hook::VmAreaFree
+        | Hook::ApplyToPageRange => true,
     }
 }
 

@@ -47,6 +47,8 @@ pub enum Scenario {
     ModPgoff,
     ModBadPageMap,
     ModZeroCowPfnmap,
+    ModApplyRange,
+    ModInsertPage,
     ModHugePfnmap,
     ModHugePud,
 }
@@ -62,7 +64,7 @@ pub struct Spec {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 27] = [
+    pub const ALL: [Scenario; 29] = [
         Scenario::DevmemShared,
         Scenario::DevmemPrivate,
         Scenario::PcibarShared,
@@ -88,6 +90,8 @@ impl Scenario {
         Scenario::ModPgoff,
         Scenario::ModBadPageMap,
         Scenario::ModZeroCowPfnmap,
+        Scenario::ModApplyRange,
+        Scenario::ModInsertPage,
         Scenario::ModHugePfnmap,
         Scenario::ModHugePud,
     ];
@@ -219,6 +223,16 @@ impl Scenario {
                 "bad driver: fault-time vmf_insert_mixed of the zero page into a COW VM_PFNMAP; read, munmap",
                 mod_zero_cow_pfnmap,
             ),
+            Scenario::ModApplyRange => (
+                "mod-apply-range",
+                "good driver: special ptes written at fault time through apply_to_page_range, as i915 maps its GTT; read, fork, munmap",
+                mod_apply_range,
+            ),
+            Scenario::ModInsertPage => (
+                "mod-insert-page",
+                "good driver (7.x): fault-time vmf_insert_page_mkwrite of the zero page into a MAP_PRIVATE VM_MIXEDMAP, as fs/dax.c maps holes; read, munmap",
+                mod_insert_page,
+            ),
             Scenario::ModHugePfnmap => (
                 "mod-huge-pfnmap",
                 "good driver (6.12+): a VM_PFNMAP of 2 MiB special pmds and one pte; read, move_pages(2), munmap",
@@ -274,6 +288,8 @@ impl std::fmt::Display for Scenario {
 /// The bad-driver test module's devices (pfnwatch-testbed/badmod).
 pub const MOD_INSERT_MIXED: &str = "/dev/pfnw-insert-mixed";
 pub const MOD_ZERO_COW_PFNMAP: &str = "/dev/pfnw-zero-cow-pfnmap";
+pub const MOD_APPLY_RANGE: &str = "/dev/pfnw-apply-range";
+pub const MOD_INSERT_PAGE: &str = "/dev/pfnw-insert-page";
 pub const MOD_PARTIAL_REMAP: &str = "/dev/pfnw-partial-remap";
 pub const MOD_NORMAL_PFNMAP: &str = "/dev/pfnw-normal-pfnmap";
 pub const MOD_PGOFF: &str = "/dev/pfnw-pgoff";
@@ -411,6 +427,27 @@ fn mod_zero_cow_pfnmap(r: &mut Report) -> Result<()> {
     let map = Map::file(&fd, 0, PAGES, true)?;
     record_map(r, MOD_ZERO_COW_PFNMAP, &map, &[]);
     // Each first read faults: one vmf_insert_mixed of the zero pfn per page.
+    map.touch_all();
+    map.unmap()
+}
+
+fn mod_apply_range(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_APPLY_RANGE, 0)?;
+    let map = Map::file(&fd, 0, PAGES, false)?;
+    record_map(r, MOD_APPLY_RANGE, &map, &[]);
+    // Each first read faults: one apply_to_page_range per page.
+    map.touch_all();
+    // fork copies the ptes (a VM_PFNMAP is always copied): the child's
+    // reads fault nothing.
+    fork_reader(r, &map)?;
+    map.unmap()
+}
+
+fn mod_insert_page(r: &mut Report) -> Result<()> {
+    let fd = sys::open_rw(MOD_INSERT_PAGE, 0)?;
+    let map = Map::file(&fd, 0, PAGES, true)?;
+    record_map(r, MOD_INSERT_PAGE, &map, &[]);
+    // Each first read faults: one vmf_insert_page_mkwrite per page.
     map.touch_all();
     map.unmap()
 }

@@ -62,6 +62,10 @@ struct module {
 struct file;
 struct mm_struct;
 struct vm_area_struct;
+
+struct task_struct {
+	struct mm_struct *mm;
+} __kc;
 struct vm_area_desc;
 
 struct file_operations {

@@ -805,6 +805,50 @@ int BPF_PROG(vmf_insert_pfn_pud_exit, struct vm_fault *vmf, __u64 pfn)
  * 7.x's vvar and DAX). Counted on pfn mappings; the pfn is not read (a
  * struct page to pfn needs the kernel's vmemmap base).
  */
+/*
+ * apply_to_page_range(mm, addr, size, fn, data) writes ptes through a
+ * callback of the caller's: i915 maps its GTT and lmem faults this way
+ * (i915_mm.c remap_io_mapping/remap_io_sg: special ptes written with
+ * set_pte_at), and so do Xen's foreign-memory maps. It takes an mm, not a
+ * vma: the vma is looked up with bpf_find_vma, which takes the mmap lock
+ * with a trylock, so it is found in fault paths and not under the mmap write
+ * lock (Xen's gntdev mmap), where the call is not counted.
+ */
+struct apply_call {
+	void *ctx;
+	__u64 addr;
+	__u64 size;
+	__s64 ret;
+};
+
+static long apply_vma_found(struct task_struct *task, struct vm_area_struct *vma,
+			    struct apply_call *a)
+{
+	mapped(a->ctx, PFNW_HOOK_APPLY_TO_PAGE_RANGE, vma, a->addr, 0, false, a->size,
+	       PFNW_LEVEL_PTE, a->ret, a->ret < 0, false);
+	return 0;
+}
+
+SEC("fexit/apply_to_page_range")
+int BPF_PROG(apply_to_page_range_exit, struct mm_struct *mm, unsigned long addr,
+	     unsigned long size, void *fn, void *data, int ret)
+{
+	struct apply_call a = { .ctx = ctx, .addr = addr, .size = size, .ret = ret };
+	struct task_struct *task;
+
+	/* Kernel page tables (vmap_pfn, Xen grant tables, BPF arenas) live
+	 * above the user half: no user mapping. */
+	if ((long)addr < 0)
+		return 0;
+	/* Another task's mm (SGX's ksgxd ageing enclave pages) is none of the
+	 * caller's vmas. */
+	task = bpf_get_current_task_btf();
+	if (task->mm != mm)
+		return 0;
+	bpf_find_vma(task, addr, apply_vma_found, &a, 0);
+	return 0;
+}
+
 SEC("fexit/vm_insert_page")
 int BPF_PROG(vm_insert_page_exit, struct vm_area_struct *vma, unsigned long addr,
 	     struct page *page, int ret)

@@ -510,6 +510,7 @@ fn call_labels(hook: Hook, class: Class) -> Labels {
             | Hook::VmfInsertFolioPmd
             | Hook::FollowPfnmapStart
             | Hook::FollowPhys
+            | Hook::ApplyToPageRange
     ) {
         "ok"
     } else if class.has(NO_PAGE) {

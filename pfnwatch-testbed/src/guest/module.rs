@@ -22,13 +22,14 @@ const IVSHMEM_BAR: usize = 2;
 const DEVICES_PARAM: &str = "/sys/module/pfnwatch_badmod/parameters/devices";
 
 /// The module's devices, under /dev (see badmod/README.md for what each does).
-const DEVICES: [&str; 6] = [
+const DEVICES: [&str; 7] = [
     "pfnw-insert-mixed",
     "pfnw-partial-remap",
     "pfnw-normal-pfnmap",
     "pfnw-pgoff",
     "pfnw-bad-page-map",
     "pfnw-zero-cow-pfnmap",
+    "pfnw-apply-range",
 ];
 /// Only where the kernel has pmd and pud pfn maps (6.12 on).
 const HUGE_DEVICES: [&str; 2] = ["pfnw-huge-pfnmap", "pfnw-huge-pud"];
@@ -36,6 +37,10 @@ const HUGE_DEVICES: [&str; 2] = ["pfnw-huge-pfnmap", "pfnw-huge-pud"];
 /// The devices the module must register on this kernel.
 fn devices(kernel: KernelVersion) -> Vec<&'static str> {
     let mut devices = DEVICES.to_vec();
+    // vmf_insert_page_mkwrite came with 6.15.
+    if Scenario::ModInsertPage.runs_on(kernel) {
+        devices.push("pfnw-insert-page");
+    }
     if Scenario::ModHugePfnmap.runs_on(kernel) {
         devices.extend(HUGE_DEVICES);
     }

@@ -97,7 +97,7 @@ const fn beside(
 
 use Attach::{Fentry, Fexit};
 
-pub const PROGRAMS: [ProgramSpec; 27] = [
+pub const PROGRAMS: [ProgramSpec; 28] = [
     program("vm_normal_page_exit", Fexit, Hook::VmNormalPage),
     program("vm_normal_page_pmd_exit", Fexit, Hook::VmNormalPagePmd),
     program("vm_normal_page_pud_exit", Fexit, Hook::VmNormalPagePud),
@@ -151,6 +151,7 @@ pub const PROGRAMS: [ProgramSpec; 27] = [
         Hook::VmfInsertPageMkwrite,
     ),
     program("vmf_insert_folio_pmd_exit", Fexit, Hook::VmfInsertFolioPmd),
+    program("apply_to_page_range_exit", Fexit, Hook::ApplyToPageRange),
     program("follow_pfnmap_start_exit", Fexit, Hook::FollowPfnmapStart),
     program("follow_phys_exit", Fexit, Hook::FollowPhys),
     // Void functions that only report: nothing to learn at exit.
@@ -197,7 +198,9 @@ pub const fn availability(hook: Hook) -> &'static str {
         Hook::VmInsertPage | Hook::VmInsertPages => "every supported kernel",
         Hook::VmfInsertPageMkwrite | Hook::VmfInsertFolioPmd => "7.x (DAX, the vvar)",
         Hook::RemapPfnRangePrepare => "the mmap_prepare path, 7.x",
-        Hook::PerfEventMmap | Hook::CopyPageRange | Hook::VmAreaFree => "every supported kernel",
+        Hook::PerfEventMmap | Hook::CopyPageRange | Hook::VmAreaFree | Hook::ApplyToPageRange => {
+            "every supported kernel"
+        }
     }
 }
 

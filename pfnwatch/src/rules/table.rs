@@ -240,6 +240,7 @@ const MAPPERS: &[Hook] = &[
     Hook::VmInsertPages,
     Hook::VmfInsertPageMkwrite,
     Hook::VmfInsertFolioPmd,
+    Hook::ApplyToPageRange,
 ];
 const BAD_MAP: &[Hook] = &[Hook::PrintBadPte, Hook::PrintBadPageMap];
 
