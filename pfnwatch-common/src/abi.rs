@@ -165,7 +165,10 @@ pub const EVENT_FLAGS: [(&str, u32); 6] = [
 pub const LOSS_RINGBUF: u32 = 0;
 /// The inventory map was full: a vma went untracked.
 pub const LOSS_INVENTORY: u32 = 1;
-pub const LOSS_SLOTS: usize = 2;
+/// A record that may be a warning or critical hit found both ring
+/// buffers full.
+pub const LOSS_URGENT: u32 = 2;
+pub const LOSS_SLOTS: usize = 3;
 /// Live pfn-mapping vmas the inventory tracks at most.
 pub const INVENTORY_SLOTS: usize = 65536;
 
@@ -181,6 +184,9 @@ pub const ERRORS_LEN: usize = Hook::COUNT * ERRNO_SLOTS;
 pub const PID_FILTER_SLOTS: usize = 8;
 /// Default size of the `events` ring buffer in bytes.
 pub const RINGBUF_BYTES: u32 = 256 * 1024;
+/// Size of the `urgent_events` ring buffer: records that may be a warning
+/// or critical hit, which a flood of others cannot crowd out.
+pub const URGENT_RINGBUF_BYTES: u32 = 64 * 1024;
 
 /// Names of the kernel objects user space looks up.
 pub mod names {
@@ -189,6 +195,10 @@ pub mod names {
     /// Per-CPU `u64[LOSS_SLOTS]`: what the kernel could not keep.
     pub const DROPS: &str = "drops";
     pub const EVENTS: &str = "events";
+    pub const URGENT_EVENTS: &str = "urgent_events";
+    /// `const volatile __u64[Hook::COUNT * CLASS_WORDS]`: the (hook, class)
+    /// pairs whose records go to `URGENT_EVENTS`.
+    pub const URGENT_MASK: &str = "urgent_mask";
     /// `const volatile __u32`: the tgid whose calls are never reported.
     pub const SELF_TGID: &str = "self_tgid";
     /// `const volatile __u64[Hook::COUNT * CLASS_WORDS]`: which

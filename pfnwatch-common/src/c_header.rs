@@ -56,6 +56,12 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     writeln!(h, "#define PFNW_RINGBUF_BYTES {}", abi::RINGBUF_BYTES)?;
     writeln!(h, "#define PFNW_LOSS_RINGBUF {}", abi::LOSS_RINGBUF)?;
     writeln!(h, "#define PFNW_LOSS_INVENTORY {}", abi::LOSS_INVENTORY)?;
+    writeln!(h, "#define PFNW_LOSS_URGENT {}", abi::LOSS_URGENT)?;
+    writeln!(
+        h,
+        "#define PFNW_URGENT_RINGBUF_BYTES {}",
+        abi::URGENT_RINGBUF_BYTES
+    )?;
     writeln!(h, "#define PFNW_LOSS_SLOTS {}", abi::LOSS_SLOTS)?;
     writeln!(h, "#define PFNW_INVENTORY_SLOTS {}\n", abi::INVENTORY_SLOTS)?;
     write!(h, "{}", pgtable::c_defines())?;

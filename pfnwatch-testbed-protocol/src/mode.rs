@@ -8,6 +8,10 @@ use std::fmt;
 pub const PARAM: &str = "pfnwatch.mode";
 /// Rounds of `cargo xtask bench` (bench mode only).
 pub const BENCH_RUNS: &str = "pfnwatch.bench_runs";
+/// Seconds of the soak check (test mode; `vm-test --soak-secs`).
+pub const SOAK_SECS: &str = "pfnwatch.soak_secs";
+/// The soak's length when the host does not say.
+pub const SOAK_SECS_DEFAULT: u64 = 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

@@ -47,6 +47,10 @@ enum Task {
         /// Go on with the next kernel after one fails.
         #[arg(long)]
         keep_going: bool,
+        /// Seconds of the soak check (mixed scenarios under `pfnwatch run`);
+        /// added to each boot's timeout.
+        #[arg(long, value_name = "SECS", default_value_t = pfnwatch_testbed_protocol::mode::SOAK_SECS_DEFAULT)]
+        soak_secs: u64,
         #[command(flatten)]
         guest: GuestArgs,
     },
@@ -138,13 +142,15 @@ fn main() -> ExitCode {
         Task::VmTest {
             kernel,
             keep_going,
+            soak_secs,
             guest,
         } => vmtest::run(&vmtest::Options {
             kernels: select(&kernel),
             keep_going,
-            timeout: Duration::from_secs(guest.timeout),
+            timeout: Duration::from_secs(guest.timeout + soak_secs),
             guest_dir: guest.guest_dir,
             prior: Vec::new(),
+            soak_secs,
         }),
         Task::Test { timeout } => test::run(Duration::from_secs(timeout)),
         Task::CheckDeploy => paths::Paths::discover().map(|paths| {
@@ -224,6 +230,7 @@ mod tests {
             kernel,
             keep_going,
             guest,
+            ..
         } = cli.task
         else {
             panic!("not vm-test");

@@ -59,5 +59,6 @@ pub fn run(timeout: Duration) -> Result<bool> {
         timeout,
         guest_dir: None,
         prior: host,
+        soak_secs: pfnwatch_testbed_protocol::mode::SOAK_SECS_DEFAULT,
     })
 }

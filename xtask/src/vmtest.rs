@@ -29,6 +29,8 @@ pub struct Options {
     pub guest_dir: Option<PathBuf>,
     /// Checks already run on the host (by `cargo xtask test`), counted in the summary.
     pub prior: Vec<CheckResult>,
+    /// Seconds of the guest's soak check.
+    pub soak_secs: u64,
 }
 
 /// Runs the tests; prints `N passed, M failed` as the very last line and returns
@@ -65,7 +67,20 @@ pub fn run(options: &Options) -> Result<bool> {
     if let Some((initrd, kernels)) = prepared {
         for (index, (spec, fetched)) in options.kernels.iter().zip(kernels).enumerate() {
             let pfnwatch = replay_check::host_pfnwatch(&paths, options.guest_dir.as_deref());
-            let checks = test_kernel(*spec, fetched, &paths, &initrd, options.timeout, &pfnwatch);
+            let params = [format!(
+                "{}={}",
+                pfnwatch_testbed_protocol::mode::SOAK_SECS,
+                options.soak_secs
+            )];
+            let checks = test_kernel(
+                *spec,
+                fetched,
+                &paths,
+                &initrd,
+                options.timeout,
+                &params,
+                &pfnwatch,
+            );
             let kernel_failed = checks.iter().any(|check| check.failure.is_some());
             summary.add(&checks);
             let rest = &options.kernels[index + 1..];
@@ -146,6 +161,7 @@ fn test_kernel(
     paths: &Paths,
     initrd: &Path,
     timeout: Duration,
+    params: &[String],
     pfnwatch: &Path,
 ) -> Vec<CheckResult> {
     let label = spec.label;
@@ -162,7 +178,7 @@ fn test_kernel(
         kernel: kernel.vmlinuz.clone(),
         initrd: initrd.to_owned(),
         mode: Mode::Test,
-        params: Vec::new(),
+        params: params.to_vec(),
         timeout,
         log: paths.console_log(label, Mode::Test),
     };

@@ -46,6 +46,9 @@ const struct pfnwatch_event *const pfnw_event_type = 0;
 const volatile __u32 self_tgid = 0;
 const volatile __u32 capture_stack = 0;
 const volatile __u64 record_mask[PFNW_MASK_WORDS] = {};
+/* The (hook, class) pairs that may be a warning or critical hit: their
+ * records go to urgent_events. */
+const volatile __u64 urgent_mask[PFNW_MASK_WORDS] = {};
 /* trace --pid: records only for these pids or tgids (0 of them: everyone). */
 const volatile __u32 only_pid_count = 0;
 const volatile __u32 only_pids[PFNW_PID_FILTER_SLOTS] = {};
@@ -89,6 +92,13 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, PFNW_RINGBUF_BYTES);
 } events SEC(".maps");
+
+/* Records that may be a warning or critical hit, apart: a flood of info
+ * hits and inventory records fills events, never this. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PFNW_URGENT_RINGBUF_BYTES);
+} urgent_events SEC(".maps");
 
 /* The vma as remap_pfn_range found it, keyed by pid_tgid until its fexit. */
 struct remap_before {
@@ -254,16 +264,38 @@ static __always_inline __u16 vma_class(struct call *c)
 	return class;
 }
 
+/* Whether (hook, class) is in a record mask. clang proves the bound and
+ * drops the check, but older verifiers (6.1) lose it when class is spilled
+ * as a u16: keep the check. */
+#define IN_MASK(mask, hook, class)                                      \
+	({                                                              \
+		__u32 word_ = PFNW_MASK_WORD(hook, class);              \
+		barrier_var(word_);                                     \
+		word_ < PFNW_MASK_WORDS && ((mask)[word_] & PFNW_MASK_BIT(class)); \
+	})
+
 static __always_inline bool wants_record(__u16 hook, __u16 class)
 {
-	__u32 word = PFNW_MASK_WORD(hook, class);
+	return IN_MASK(record_mask, hook, class);
+}
 
-	/* clang proves the bound and drops the check, but older verifiers
-	 * (6.1) lose it when class is spilled as a u16: keep the check. */
-	barrier_var(word);
-	if (word >= PFNW_MASK_WORDS)
-		return false;
-	return record_mask[word] & PFNW_MASK_BIT(class);
+/* A record's slot: urgent ones (a possible warning or critical hit, or the
+ * kernel about to BUG) in their own ring first, then in the shared one.
+ * A record that finds no room is counted lost in its kind's slot. */
+static __always_inline struct pfnwatch_event *reserve(__u16 hook, __u16 class, bool bug)
+{
+	struct pfnwatch_event *e;
+	bool urgent = bug || IN_MASK(urgent_mask, hook, class);
+
+	if (urgent) {
+		e = bpf_ringbuf_reserve(&urgent_events, sizeof(*e), 0);
+		if (e)
+			return e;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		bump(&drops, urgent ? PFNW_LOSS_URGENT : PFNW_LOSS_RINGBUF);
+	return e;
 }
 
 static __always_inline void fill_file(struct pfnwatch_event *e, struct file *file)
@@ -302,11 +334,9 @@ static __always_inline void send(void *ctx, struct call *c)
 	struct pfnwatch_event *e;
 	__u64 pid_tgid;
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		bump(&drops, PFNW_LOSS_RINGBUF);
+	e = reserve(c->hook, c->class, c->urgent);
+	if (!e)
 		return;
-	}
 	pid_tgid = bpf_get_current_pid_tgid();
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
@@ -323,6 +353,15 @@ static __always_inline void send(void *ctx, struct call *c)
 	e->ino = 0;
 	e->mmap_fn = 0;
 	e->vma_id = c->vma_id;
+	/* Any record of a vma the inventory knows names it: a vma mapped anew
+	 * at a freed one's address is told apart (once-per-vma alerts). */
+	if (!e->vma_id && vma) {
+		__u64 key = (__u64)vma;
+		struct tracked *known = bpf_map_lookup_elem(&inventory, &key);
+
+		if (known)
+			e->vma_id = known->id;
+	}
 	e->rdev = 0;
 	e->sdev = 0;
 	e->pid = (__u32)pid_tgid;
@@ -660,11 +699,9 @@ int BPF_PROG(remap_pfn_range_prepare_exit, struct vm_area_desc *desc, int ret)
 		bump(&errors, PFNW_ERRORS_INDEX(c.hook, (__u64)-ret));
 	if (!wants_record(c.hook, c.class) || !pid_wanted())
 		return 0;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		bump(&drops, PFNW_LOSS_RINGBUF);
+	e = reserve(c.hook, c.class, false);
+	if (!e)
 		return 0;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();

@@ -16,15 +16,14 @@
 //! line; xtask/src/bench.rs turns them into BENCHMARKS.md.
 
 mod attach;
-mod readings;
 mod worker;
 mod workload;
 
 use super::Reporter;
+use super::readings::{self, Prog};
 use anyhow::{Context, Result};
 use attach::{Attached, Config};
 use pfnwatch_testbed_protocol::bench::{self, Line};
-use readings::Prog;
 use std::io::Write;
 use std::time::Instant;
 use worker::Worker;

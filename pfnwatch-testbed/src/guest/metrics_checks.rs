@@ -9,13 +9,13 @@
 //! where `promtool check metrics` checks its format.
 
 use super::Reporter;
+use super::daemon::{Daemon, Labels, Scrape, scrape};
 use super::trigger::run as trigger;
-use super::watch::lines_of;
 use crate::expect::{self, KernelVersion};
 use crate::judge::Tally;
 use crate::report::Report;
 use crate::scenario::Scenario;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pfnwatch::rules::{self, RuleConfig, RuleId, RuleSet, Selection};
 use pfnwatch::sinks::metrics;
 use pfnwatch_common::class::{
@@ -25,16 +25,13 @@ use pfnwatch_common::{Class, Family, Hook};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CONFIG: &str = "/tmp/pfnwatch-metrics.toml";
 const ALERTS: &str = "/tmp/pfnwatch-metrics-alerts.jsonl";
 const PORT: u16 = 19463;
 /// Where the reload moves the listener.
 const RELOAD_PORT: u16 = 19464;
-const READY: Duration = Duration::from_secs(90);
 const LOG_WAIT: Duration = Duration::from_secs(30);
 
 pub fn run(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
@@ -54,12 +51,12 @@ pub fn run(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     write_config(&format!(
         "interval = 1\nalerts_file = \"{ALERTS}\"\n\n[web]\nlisten_address = \"127.0.0.1:{PORT}\"\n"
     ))?;
-    let mut daemon = Daemon::start()?;
+    let mut daemon = Daemon::start(&["--config", CONFIG])?;
     let outcome = scrape_scenarios(rep, kernel, &mut daemon, stats)
         .and_then(|last| reload(rep, kernel, &mut daemon, &last));
     if let Err(e) = &outcome {
         rep.fail("metrics/run", &format!("{e:#}"));
-        rep.info(&daemon.log.join("\n"));
+        rep.info(&daemon.log().join("\n"));
     }
     stop(rep, kernel, daemon)
 }
@@ -281,7 +278,7 @@ fn per_scenario(
 
 /// The records the kernel sends for `want` under the default rules: its
 /// record mask is pfnwatch's policy (rules.rs), applied to the kernel's calls.
-fn recorded(want: &Tally) -> f64 {
+pub(super) fn recorded(want: &Tally) -> f64 {
     let rules = RuleSet::new(
         RuleConfig::default(),
         rules::Context {
@@ -411,20 +408,11 @@ fn reload(
 
 /// SIGTERM: a clean exit, the programs detached, every alert in the file,
 /// the listener gone.
-fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result<()> {
-    daemon.signal(libc::SIGTERM)?;
-    let deadline = Instant::now() + LOG_WAIT;
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = daemon.child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn stop(rep: &mut Reporter, kernel: KernelVersion, daemon: Daemon) -> Result<()> {
+    let (status, log) = match daemon.stop(libc::SIGTERM, LOG_WAIT) {
+        Ok((status, log)) => (Some(status), log),
+        Err(e) => (None, vec![format!("{e:#}")]),
     };
-    let log = daemon.drain_log();
     let stopped = log
         .iter()
         .any(|l| l.contains("pfnwatch stopped") && l.contains("detached="));
@@ -453,15 +441,13 @@ fn stop(rep: &mut Reporter, kernel: KernelVersion, mut daemon: Daemon) -> Result
 /// The vDSO's data page: every process that reads the clock maps it, and
 /// exits unmap it, so its label sets grow with whatever runs (the trigger
 /// itself, its children). expect.rs's `vdso` rows say which they are here.
-fn vdso_noise(kernel: KernelVersion) -> BTreeSet<Labels> {
+pub(super) fn vdso_noise(kernel: KernelVersion) -> BTreeSet<Labels> {
     Scenario::Vdso
         .expected(kernel)
         .keys()
         .map(|(hook, class)| call_labels(*hook, *class))
         .collect()
 }
-
-type Labels = Vec<(String, String)>;
 
 fn yes(class: Class, bit: u16) -> &'static str {
     if class.has(bit) { "true" } else { "false" }
@@ -532,7 +518,7 @@ fn call_labels(hook: Hook, class: Class) -> Labels {
 }
 
 /// Expected calls by label set, the vDSO's label sets left out.
-fn labelled(want: &Tally, noise: &BTreeSet<Labels>) -> BTreeMap<Labels, f64> {
+pub(super) fn labelled(want: &Tally, noise: &BTreeSet<Labels>) -> BTreeMap<Labels, f64> {
     let mut out = BTreeMap::new();
     for ((hook, class), n) in want {
         let labels = call_labels(*hook, *class);
@@ -544,7 +530,7 @@ fn labelled(want: &Tally, noise: &BTreeSet<Labels>) -> BTreeMap<Labels, f64> {
 }
 
 /// The scrape's hook calls that grew, the vDSO's label sets left out.
-fn hook_calls(delta: &Scrape, noise: &BTreeSet<Labels>) -> BTreeMap<Labels, f64> {
+pub(super) fn hook_calls(delta: &Scrape, noise: &BTreeSet<Labels>) -> BTreeMap<Labels, f64> {
     delta
         .family(metrics::HOOK_CALLS.name)
         .into_iter()
@@ -577,138 +563,6 @@ fn label<'a>(labels: &'a Labels, name: &str) -> &'a str {
         .iter()
         .find(|(k, _)| k == name)
         .map_or("", |(_, v)| v.as_str())
-}
-
-/// One `/metrics` body, parsed: (family, sorted labels) -> value.
-#[derive(Clone, Debug, Default)]
-struct Scrape {
-    text: String,
-    samples: BTreeMap<(String, Labels), f64>,
-}
-
-impl Scrape {
-    fn parse(text: String) -> Result<Scrape> {
-        let mut samples = BTreeMap::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let (series, value) = line.rsplit_once(' ').context("a sample without a value")?;
-            let value: f64 = value
-                .parse()
-                .with_context(|| format!("value of {line:?}"))?;
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (
-                    name,
-                    parse_labels(rest.strip_suffix('}').context("unclosed labels")?)?,
-                ),
-                None => (series, Vec::new()),
-            };
-            samples.insert((name.to_owned(), labels), value);
-        }
-        Ok(Scrape { text, samples })
-    }
-
-    /// `later - self` for every series of `later` (a new series counts from 0).
-    fn delta(&self, later: &Scrape) -> Scrape {
-        let samples = later
-            .samples
-            .iter()
-            .map(|(key, v)| {
-                (
-                    key.clone(),
-                    v - self.samples.get(key).copied().unwrap_or(0.0),
-                )
-            })
-            .collect();
-        Scrape {
-            text: String::new(),
-            samples,
-        }
-    }
-
-    fn family(&self, name: &str) -> BTreeMap<Labels, f64> {
-        self.samples
-            .iter()
-            .filter(|((n, _), _)| n == name)
-            .map(|((_, labels), v)| (labels.clone(), *v))
-            .collect()
-    }
-
-    /// The sum over the series of `name` that carry all of `labels`
-    /// (None when there is no such series).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let matching: Vec<f64> = self
-            .samples
-            .iter()
-            .filter(|((n, l), _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
-            .map(|(_, v)| *v)
-            .collect();
-        (!matching.is_empty()).then(|| matching.iter().sum())
-    }
-}
-
-/// `a="x",b="y\"z"` -> sorted pairs (the text format's escapes undone).
-fn parse_labels(text: &str) -> Result<Labels> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (name, after) = rest
-            .split_once("=\"")
-            .with_context(|| format!("labels {text:?}"))?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => bail!("labels {text:?} end in an escape"),
-                },
-                Some((i, '"')) => break i,
-                Some((_, c)) => value.push(c),
-                None => bail!("labels {text:?}: an unclosed value"),
-            }
-        };
-        out.push((name.to_owned(), value));
-        rest = after[end + 1..].trim_start_matches(',');
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// GET /metrics with a blocking socket; HTTP/1.0, so the server closes.
-fn scrape(port: u16) -> Result<Scrape> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .with_context(|| format!("reading the reply from {addr}"))?;
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .context("a reply without headers")?;
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "GET http://{addr}/metrics: {}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    if !head
-        .to_ascii_lowercase()
-        .contains("content-type: text/plain; version=0.0.4")
-    {
-        bail!("GET http://{addr}/metrics: not the text format: {head}");
-    }
-    Scrape::parse(body.to_owned())
 }
 
 /// `ip link set lo up`, by ioctl: the kernel then gives lo 127.0.0.1.
@@ -745,7 +599,6 @@ pub(super) fn loopback_up() -> Result<()> {
 /// A byte through a TCP connection on 127.0.0.1 and back: what a scrape
 /// needs of lo.
 fn loopback_echo() -> Result<SocketAddr> {
-    use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut client = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -764,95 +617,9 @@ fn write_config(text: &str) -> Result<()> {
     std::fs::write(CONFIG, text).with_context(|| format!("writing {CONFIG}"))
 }
 
-/// `pfnwatch run --config CONFIG`, its log read on a thread.
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Daemon {
-    fn start() -> Result<Daemon> {
-        let mut child = Command::new("/bin/pfnwatch")
-            .args(["run", "--config", CONFIG])
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting pfnwatch run")?;
-        let stderr = child.stderr.take().context("pfnwatch run's stderr")?;
-        let mut daemon = Daemon {
-            child,
-            lines: lines_of(stderr),
-            log: Vec::new(),
-        };
-        if let Err(e) = daemon.wait_log_for("pfnwatch running", READY) {
-            let _ = daemon.child.kill();
-            return Err(e);
-        }
-        Ok(daemon)
-    }
-
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
-        // SAFETY: signalling our own child.
-        if unsafe { libc::kill(self.child.id() as libc::pid_t, sig) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("signalling pfnwatch run");
-        }
-        Ok(())
-    }
-
-    /// The log lines so far, up to and including one that contains `text`.
-    fn wait_log(&mut self, text: &str) -> Result<Vec<String>> {
-        self.wait_log_for(text, LOG_WAIT)
-    }
-
-    fn wait_log_for(&mut self, text: &str, limit: Duration) -> Result<Vec<String>> {
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let done = line.contains(text);
-                    seen.push(line.clone());
-                    self.log.push(line);
-                    if done {
-                        return Ok(seen);
-                    }
-                }
-                Err(_) => bail!("pfnwatch run logged no {text:?}: {}", seen.join(" | ")),
-            }
-        }
-    }
-
-    /// What the log said since the last look, without waiting.
-    fn drain_log(&mut self) -> Vec<String> {
-        let new: Vec<String> = self.lines.try_iter().collect();
-        self.log.extend(new.iter().cloned());
-        new
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_text_format() {
-        let s = Scrape::parse(
-            "# HELP a_total x\n# TYPE a_total counter\na_total{b=\"1\",a=\"q\\\"x\\\\\"} 3\nc 4.5\n".to_owned(),
-        )
-        .unwrap();
-        assert_eq!(s.get("a_total", &[("a", "q\"x\\")]), Some(3.0));
-        assert_eq!(s.get("a_total", &[("b", "1")]), Some(3.0));
-        assert_eq!(s.get("c", &[]), Some(4.5));
-        assert_eq!(s.get("a_total", &[("b", "2")]), None);
-        let later =
-            Scrape::parse("a_total{a=\"q\\\"x\\\\\",b=\"1\"} 5\nc 4.5\nd 1\n".to_owned()).unwrap();
-        let d = s.delta(&later);
-        assert_eq!(d.get("a_total", &[]), Some(2.0));
-        assert_eq!(d.get("c", &[]), Some(0.0));
-        assert_eq!(d.get("d", &[]), Some(1.0));
-        assert!(Scrape::parse("x{a=\"1} 2\n".to_owned()).is_err());
-    }
 
     #[test]
     fn labels_follow_the_documented_meaning_of_the_class_bits() {

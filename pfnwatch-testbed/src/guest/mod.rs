@@ -6,11 +6,17 @@
 mod bench_mode;
 // The correct-driver scenarios' devices and alerts (correct.rs).
 mod correct;
+// pfnwatch run as a child, its log and /metrics (daemon.rs).
+mod daemon;
 mod demo_mode;
 // pfnwatch run's /metrics, SIGHUP and SIGTERM (metrics_checks.rs).
 mod metrics_checks;
 // badmod: loads the bad-driver test module (module.rs).
 mod module;
+// What the kernel and /proc say of a process's BPF objects and memory.
+mod readings;
+// Signals, a refused program, a flood and a soak (reliability.rs).
+mod reliability;
 mod report;
 mod test_mode;
 mod trace_checks;

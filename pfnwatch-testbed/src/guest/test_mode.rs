@@ -14,6 +14,7 @@ use pfnwatch::pipeline::alert::Alert;
 use pfnwatch::rules::{RuleId, Severity};
 use pfnwatch::views::line::Line;
 use pfnwatch_common::{Class, Hook, class};
+use pfnwatch_testbed_protocol::mode;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -77,7 +78,11 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     );
     super::trace_checks::run(rep, kernel)?;
     super::metrics_checks::run(rep, kernel)?;
-    daemon(rep, kernel)
+    daemon(rep, kernel)?;
+    let soak_secs = super::cmdline_param(mode::SOAK_SECS)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(mode::SOAK_SECS_DEFAULT);
+    super::reliability::run(rep, kernel, soak_secs)
 }
 
 /// `pfnwatch run`: only rule hits become alerts. In devmem-private that is

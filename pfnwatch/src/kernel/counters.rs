@@ -14,8 +14,12 @@ pub struct Counts {
     /// Failed calls per hook and errno (the last slot collects larger errnos).
     #[serde(deserialize_with = "errno_keys")]
     pub errors: BTreeMap<Hook, BTreeMap<u32, u64>>,
-    /// Records lost because the ring buffer was full.
+    /// Records lost because the ring buffers were full, of every kind.
     pub drops: u64,
+    /// Of those, the records that may have been a warning or critical hit
+    /// (both their own ring and the shared one were full).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub urgent_drops: u64,
     /// Pfn-mapping vmas the kernel's inventory had no room for.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub inventory_full: u64,
@@ -36,7 +40,11 @@ impl Counts {
         }
         for (slot, total) in sums(ebpf, abi::names::DROPS)? {
             match slot as u32 {
-                abi::LOSS_RINGBUF => counts.drops = total,
+                abi::LOSS_RINGBUF => counts.drops += total,
+                abi::LOSS_URGENT => {
+                    counts.drops += total;
+                    counts.urgent_drops = total;
+                }
                 abi::LOSS_INVENTORY => counts.inventory_full = total,
                 _ => {}
             }
@@ -44,12 +52,13 @@ impl Counts {
         Ok(counts)
     }
 
-    /// Only the records lost because the ring buffer was full: one map
+    /// Only the records lost because the ring buffers were full: one map
     /// lookup, cheap enough to do after every batch of records.
     pub fn read_drops(ebpf: &Ebpf) -> Result<u64> {
         Ok(sums(ebpf, abi::names::DROPS)?
-            .find(|(slot, _)| *slot as u32 == abi::LOSS_RINGBUF)
-            .map_or(0, |(_, v)| v))
+            .filter(|(slot, _)| matches!(*slot as u32, abi::LOSS_RINGBUF | abi::LOSS_URGENT))
+            .map(|(_, v)| v)
+            .sum())
     }
 
     /// Calls of one hook, all classes.
@@ -87,6 +96,7 @@ impl Counts {
             calls: diff(&self.calls, &earlier.calls),
             errors: diff(&self.errors, &earlier.errors),
             drops: self.drops.saturating_sub(earlier.drops),
+            urgent_drops: self.urgent_drops.saturating_sub(earlier.urgent_drops),
             inventory_full: self.inventory_full.saturating_sub(earlier.inventory_full),
         }
     }

@@ -135,6 +135,9 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     for hook in Hook::ALL.into_iter().filter(|h| !wanted(*h)) {
         mask.clear_hook(hook);
     }
+    // Of the records sent, those that may be a warning or critical hit.
+    let mut urgent = rules::urgent_mask(opts.rules);
+    urgent.intersect(&mask);
     let self_tgid = std::process::id();
     let (only_pids, only_pid_count) = pid_slots(opts.only_pids)?;
     let addrs = facts::KernelAddresses::read();
@@ -149,6 +152,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
             true,
         )
         .override_global(names::RECORD_MASK, mask.words(), true)
+        .override_global(names::URGENT_MASK, urgent.words(), true)
         .override_global(names::CAPTURE_STACK, &u32::from(opts.capture_stack), true)
         .override_global(names::ONLY_PIDS, &only_pids, true)
         .override_global(names::ONLY_PID_COUNT, &only_pid_count, true)

@@ -70,7 +70,12 @@ pub fn hint(errno: Option<i32>, can_trace: bool) -> &'static str {
         }
         Some(libc::EBUSY) => "another tracer or a livepatch holds this function",
         Some(libc::EINVAL) => "the kernel rejected the program or its attach target",
-        Some(libc::E2BIG) => "the kernel rejected the program's size or arguments",
+        // At attach, E2BIG is bpf_trampoline_link_prog's: the function
+        // already has BPF_MAX_TRAMP_LINKS (38 on x86-64) programs on it.
+        Some(libc::E2BIG) => {
+            "the function already carries as many fentry/fexit programs as the kernel allows \
+             (38 on x86-64): other tracers hold them (`bpftool link` lists them)"
+        }
         _ => "unexpected; run with RUST_LOG=debug for details",
     }
 }

@@ -63,6 +63,8 @@ pub struct SessionOptions {
 pub struct Session {
     pub watcher: Watcher,
     pub release: String,
+    /// Records that may be a warning or critical hit, read first.
+    urgent: AsyncFd<RingBuf<MapData>>,
     ring: AsyncFd<RingBuf<MapData>>,
     usr1: Signal,
     term: Signal,
@@ -130,19 +132,12 @@ impl Session {
         if !gaps.is_empty() {
             bail!("pfnwatch would be blind here: {}", gaps.join("; "));
         }
-        let map = watcher
-            .ebpf
-            .take_map(abi::names::EVENTS)
-            .context("the object has no events ring buffer")?;
-        let ring = RingBuf::try_from(map).context("opening the events ring buffer")?;
-        // SAFETY: the RingBuf owns the map's fd and the AsyncFd owns the
-        // RingBuf, so the fd stays open and unchanged while registered.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)
-            .context("registering the ring buffer with tokio")?;
+        let urgent = ring(&mut watcher, abi::names::URGENT_EVENTS)?;
+        let ring = ring(&mut watcher, abi::names::EVENTS)?;
         Ok(Session {
             watcher,
             release: facts::release(),
+            urgent,
             ring,
             usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
             term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
@@ -176,6 +171,10 @@ impl Session {
             }
         };
         tokio::select! {
+            guard = self.urgent.readable_mut() => {
+                guard.context("waiting on the urgent ring buffer")?.clear_ready();
+                Ok(Wake::Records)
+            }
             guard = self.ring.readable_mut() => {
                 // Clear before draining: a record committed after the
                 // drain sets readiness again instead of being missed.
@@ -190,13 +189,15 @@ impl Session {
         }
     }
 
-    /// Hands every record in the ring buffer to `f`, without blocking.
+    /// Hands every record in the ring buffers to `f`, without blocking:
+    /// the urgent ones first.
     pub fn drain(&mut self, mut f: impl FnMut(Record)) {
-        let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
-            match Event::from_bytes(&item).and_then(|e| Record::from_event(&e)) {
-                Some(record) => f(record),
-                None => self.undecodable += 1,
+        for ring in [self.urgent.get_mut(), self.ring.get_mut()] {
+            while let Some(item) = ring.next() {
+                match Event::from_bytes(&item).and_then(|e| Record::from_event(&e)) {
+                    Some(record) => f(record),
+                    None => self.undecodable += 1,
+                }
             }
         }
     }
@@ -204,4 +205,18 @@ impl Session {
     pub fn counts(&self) -> Result<Counts> {
         Counts::read(&self.watcher.ebpf)
     }
+}
+
+/// A ring buffer of the object's, taken out of it and registered with tokio.
+fn ring(watcher: &mut Watcher, name: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
+    let map = watcher
+        .ebpf
+        .take_map(name)
+        .with_context(|| format!("the object has no {name} ring buffer"))?;
+    let ring = RingBuf::try_from(map).with_context(|| format!("opening the {name} ring buffer"))?;
+    // SAFETY: the RingBuf owns the map's fd and the AsyncFd owns the
+    // RingBuf, so the fd stays open and unchanged while registered.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .with_context(|| format!("registering the {name} ring buffer with tokio"))
 }

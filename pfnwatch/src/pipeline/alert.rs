@@ -47,6 +47,9 @@ pub struct Alert {
     pub handlers: Option<String>,
     pub vm_start: u64,
     pub vm_end: u64,
+    /// The inventory's id of the vma (0: a vma it did not see created).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vma_id: u64,
     pub vm_flags: u64,
     pub vm_flags_names: Vec<String>,
     pub addr: u64,
@@ -89,6 +92,7 @@ impl Alert {
             handlers: host.handlers,
             vm_start: r.vm_start,
             vm_end: r.vm_end,
+            vma_id: r.vma_id,
             vm_flags: r.vm_flags,
             vm_flags_names: vm_flags::names(r.vm_flags).map(str::to_owned).collect(),
             addr: r.addr,
@@ -189,6 +193,10 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 /// Wall-clock now, for sinks that stamp their own lines.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[cfg(test)]

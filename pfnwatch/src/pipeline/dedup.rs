@@ -40,8 +40,9 @@ struct Open {
     window_end: u64,
 }
 
-/// A vma a once-per-vma rule alerted about: rule, process, start, end.
-type VmaKey = (RuleId, u32, u64, u64);
+/// A vma a once-per-vma rule alerted about: rule, process, the inventory's
+/// id (0 when unknown: then the range alone tells vmas apart), start, end.
+type VmaKey = (RuleId, u32, u64, u64, u64);
 
 /// Vmas remembered for once-per-vma rules before the oldest is forgotten
 /// (and may alert again): a bound on memory, not a window.
@@ -106,7 +107,13 @@ impl Dedup {
     /// Whether `alert` is the first of its once-per-vma rule for its vma;
     /// remembers the vma.
     fn first_for_vma(&mut self, alert: &Alert) -> bool {
-        let key = (alert.rule, alert.tgid, alert.vm_start, alert.vm_end);
+        let key = (
+            alert.rule,
+            alert.tgid,
+            alert.vma_id,
+            alert.vm_start,
+            alert.vm_end,
+        );
         if !self.vmas.insert(key) {
             return false;
         }
@@ -169,6 +176,7 @@ mod tests {
             handlers: None,
             vm_start: 0,
             vm_end: 0,
+            vma_id: 0,
             vm_flags: 0,
             vm_flags_names: vec![],
             addr: 0,
@@ -219,6 +227,15 @@ mod tests {
         // The forked child's copy, another vma: once each.
         assert_eq!(d.push(at(2, 0x1000, 61 * S)).len(), 1);
         assert_eq!(d.push(at(1, 0x9000, 62 * S)).len(), 1);
+        // A vma mapped anew at a freed one's address: the inventory's id
+        // tells it apart.
+        let again = |id| Alert {
+            vma_id: id,
+            ..at(1, 0x1000, 63 * S)
+        };
+        assert_eq!(d.push(again(7)).len(), 1);
+        assert!(d.push(again(7)).is_empty());
+        assert_eq!(d.push(again(8)).len(), 1);
         assert!(d.flush().is_empty(), "no follow-ups for once-per-vma rules");
         // The memory is bounded: the oldest vma is forgotten first.
         for i in 0..VMAS_REMEMBERED as u64 {

@@ -9,7 +9,7 @@ mod selection;
 mod table;
 
 pub use config::{RuleConfig, parse_rule_severity};
-pub use selection::{Selection, record_mask};
+pub use selection::{Selection, record_mask, urgent_mask};
 pub use table::{Match, Need, RULES, Rule, RuleId, Severity};
 
 use crate::kernel::decode::Record;
@@ -78,6 +78,21 @@ impl RuleSet {
     pub fn kernel_part_matches(&self, hook: Hook, class: Class) -> bool {
         self.enabled()
             .any(|r| r.matches.iter().any(|m| m.matches(hook, class)))
+    }
+
+    /// Whether a call of (hook, class) may be a hit of `severity` or worse
+    /// (the user-space conditions taken as met, an operator's severity
+    /// winning).
+    pub fn may_be_at_least(&self, hook: Hook, class: Class, severity: Severity) -> bool {
+        self.enabled().any(|rule| {
+            rule.matches
+                .iter()
+                .filter(|m| m.matches(hook, class))
+                .any(|m| match self.config.severity.get(&rule.id) {
+                    Some(s) => *s >= severity,
+                    None => rule.severity_of(m, self.context.arch_pte_special) >= severity,
+                })
+        })
     }
 }
 
@@ -443,5 +458,42 @@ mod tests {
         let config = RuleConfig::default().with([RuleId::R9], []);
         let mask = record_mask(Selection::Rules, &RuleSet::new(config, set().context));
         assert!(!has(&mask, Hook::PrintBadPageMap, 0));
+    }
+
+    #[test]
+    fn urgent_records_are_the_possible_warnings_and_criticals() {
+        let has = |m: &pfnwatch_common::RecordMask, h, c| m.contains(h, Class(c));
+        let urgent = urgent_mask(&set());
+        // R6, R7: a page returned in a shared pfn map.
+        assert!(has(&urgent, Hook::VmNormalPage, PFNMAP | PFN_MATCH));
+        // R2 at the pfn insert's entry, R3, R9.
+        assert!(has(&urgent, Hook::VmfInsertPfnProt, PFNMAP | COW));
+        assert!(has(&urgent, Hook::RemapPfnRange, COW | PARTIAL | ERROR));
+        assert!(has(&urgent, Hook::PrintBadPte, 0));
+        // Info: R1, R4, R8 with pte_special, and the inventory.
+        assert!(!has(&urgent, Hook::RemapPfnRange, PFNMAP | COW));
+        assert!(!has(&urgent, Hook::VmInsertPage, MIXEDMAP));
+        assert!(!has(
+            &urgent,
+            Hook::VmNormalPage,
+            PFNMAP | COW | SPECIAL | NO_PAGE
+        ));
+        assert!(!has(&urgent, Hook::PerfEventMmap, PFNMAP));
+        // Without pte_special R8 is a warning; an operator's severity wins.
+        let no_special = RuleSet::new(
+            RuleConfig::default(),
+            Context {
+                arch_pte_special: false,
+            },
+        );
+        let urgent = urgent_mask(&no_special);
+        assert!(has(
+            &urgent,
+            Hook::VmNormalPage,
+            PFNMAP | COW | SPECIAL | NO_PAGE
+        ));
+        let config = RuleConfig::default().with([], [(RuleId::R1, Severity::Critical)]);
+        let urgent = urgent_mask(&RuleSet::new(config, set().context));
+        assert!(has(&urgent, Hook::RemapPfnRange, PFNMAP | COW));
     }
 }

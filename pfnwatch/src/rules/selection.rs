@@ -1,7 +1,7 @@
 //! Which (hook, class) pairs the kernel sends detail records for, derived
 //! from the enabled rules: the record mask user space sets before load.
 
-use super::RuleSet;
+use super::{RuleSet, Severity};
 use pfnwatch_common::{Family, RecordMask};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,13 @@ pub enum Selection {
     Rules,
     /// Every classified call (tests, debugging; can be a lot on busy hosts).
     All,
+}
+
+/// The (hook, class) pairs some enabled rule may make a warning or a
+/// critical: the kernel gives their records a ring buffer of their own, so
+/// a flood of info hits and inventory records cannot crowd them out.
+pub fn urgent_mask(rules: &RuleSet) -> RecordMask {
+    RecordMask::from_fn(|hook, class| rules.may_be_at_least(hook, class, Severity::Warning))
 }
 
 pub fn record_mask(selection: Selection, rules: &RuleSet) -> RecordMask {

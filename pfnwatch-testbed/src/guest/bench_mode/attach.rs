@@ -1,7 +1,7 @@
 //! What is attached while a workload runs: nothing, the empty fexit
 //! program, `pfnwatch run` (default rules), or `pfnwatch trace --all`.
 
-use super::readings::{self, Prog};
+use super::super::readings::{self, Prog};
 use crate::guest::watch::lines_of;
 use anyhow::{Context, Result, bail};
 use aya::programs::FExit;

@@ -80,8 +80,14 @@ pub const RECORDS: Spec = counter(
 );
 pub const DROPPED: Spec = counter(
     "pfnwatch_ringbuf_records_dropped_total",
-    "Detail records the kernel programs could not send because the ring buffer was full \
+    "Detail records the kernel programs could not send because the ring buffers were full \
      (counted in the kernel).",
+    &[],
+);
+pub const URGENT_DROPPED: Spec = counter(
+    "pfnwatch_urgent_records_dropped_total",
+    "Of the records dropped, those that may have been a warning or critical rule hit: \
+     their own ring buffer and the shared one were both full.",
     &[],
 );
 pub const UNDECODABLE: Spec = counter(
@@ -174,6 +180,7 @@ pub const ALL: &[&Spec] = &[
     &HOOK_ATTACHED,
     &RECORDS,
     &DROPPED,
+    &URGENT_DROPPED,
     &UNDECODABLE,
     &RINGBUF_SIZE,
     &ALERTS,

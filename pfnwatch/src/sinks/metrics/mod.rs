@@ -116,6 +116,9 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     f.counter(&DROPPED)?
         .with_label_values(none)
         .inc_by(s.counts.drops);
+    f.counter(&URGENT_DROPPED)?
+        .with_label_values(none)
+        .inc_by(s.counts.urgent_drops);
     f.counter(&UNDECODABLE)?
         .with_label_values(none)
         .inc_by(s.undecodable);

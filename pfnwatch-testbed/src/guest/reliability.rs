@@ -1,0 +1,463 @@
+//! What a daemon on a production host must survive, in the VM: signals
+//! leave no BPF object behind and a restart picks up; a program the kernel
+//! refuses leaves the others working and the gap visible; a flood loses
+//! detail records, counted, but never a call count or a critical alert; a
+//! soak stays flat.
+
+use super::Reporter;
+use super::daemon::{Daemon, Scrape, scrape};
+use super::metrics_checks::{hook_calls, labelled, recorded, vdso_noise};
+use super::readings;
+use super::trigger::run as trigger;
+use crate::expect::KernelVersion;
+use crate::judge::Tally;
+use crate::report::Report;
+use crate::scenario::Scenario;
+use anyhow::{Context, Result, ensure};
+use aya::programs::FExit;
+use aya::{Btf, Ebpf, EbpfLoader};
+use pfnwatch::pipeline::alert::Alert;
+use pfnwatch::rules::{RuleId, Severity};
+use pfnwatch::sinks::metrics;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Ports of their own, apart from the metrics checks' 19463 and 19464.
+const SIGNAL_PORT: u16 = 19470;
+const REFUSED_PORT: u16 = 19471;
+const FLOOD_PORT: u16 = 19472;
+const SOAK_PORT: u16 = 19473;
+const STOP: Duration = Duration::from_secs(30);
+/// The kernel frees a closed program's trampoline through RCU and a
+/// workqueue: give it time.
+const FREED: Duration = Duration::from_secs(15);
+
+pub fn run(rep: &mut Reporter, kernel: KernelVersion, soak_secs: u64) -> Result<()> {
+    signals(rep, kernel)?;
+    attach_failure(rep, kernel)?;
+    flood(rep, kernel)?;
+    soak(rep, soak_secs)
+}
+
+/// The BPF objects the kernel holds, by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Objects {
+    progs: BTreeSet<u32>,
+    links: BTreeSet<u32>,
+    maps: BTreeSet<u32>,
+}
+
+fn objects() -> Result<Objects> {
+    let links = aya::programs::loaded_links()
+        .map(|l| l.map(|l| l.id()).context("listing the kernel's BPF links"))
+        .collect::<Result<_>>()?;
+    let maps = aya::maps::loaded_maps()
+        .map(|m| m.map(|m| m.id()).context("listing the kernel's BPF maps"))
+        .collect::<Result<_>>()?;
+    Ok(Objects {
+        progs: readings::loaded_ids()?,
+        links,
+        maps,
+    })
+}
+
+/// Waits until the kernel holds exactly `before` again.
+fn freed(before: &Objects) -> Result<Objects> {
+    let deadline = Instant::now() + FREED;
+    loop {
+        let now = objects()?;
+        if now == *before || Instant::now() > deadline {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn listen(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// SIGTERM and SIGINT stop cleanly, SIGKILL abruptly; after each the
+/// kernel holds no program, link or map of pfnwatch's. After the SIGKILL a
+/// new daemon counts and alerts as if nothing had happened.
+fn signals(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    let addr = listen(SIGNAL_PORT);
+    for (name, sig) in [
+        ("sigterm", libc::SIGTERM),
+        ("sigint", libc::SIGINT),
+        ("sigkill", libc::SIGKILL),
+    ] {
+        let before = objects()?;
+        let daemon = Daemon::start(&["--web.listen-address", &addr])?;
+        let during = objects()?;
+        let held = (
+            during.progs.difference(&before.progs).count(),
+            during.links.difference(&before.links).count(),
+            during.maps.difference(&before.maps).count(),
+        );
+        let (status, log) = daemon.stop(sig, STOP)?;
+        let after = freed(&before)?;
+        let exited = if sig == libc::SIGKILL {
+            status.signal() == Some(libc::SIGKILL)
+        } else {
+            status.success() && log.iter().any(|l| l.contains("pfnwatch stopped"))
+        };
+        let left = (
+            after.progs.difference(&before.progs).count(),
+            after.links.difference(&before.links).count(),
+            after.maps.difference(&before.maps).count(),
+        );
+        rep.check(
+            name,
+            exited && held.0 > 0 && held.1 > 0 && left == (0, 0, 0),
+            &format!(
+                "pfnwatch run held {} programs, {} links, {} maps; {status} after the signal; \
+                 left behind {} programs, {} links, {} maps",
+                held.0, held.1, held.2, left.0, left.1, left.2
+            ),
+        );
+    }
+
+    // A restart after the SIGKILL: counts and alerts from a clean start.
+    let daemon = Daemon::start(&["--web.listen-address", &addr])?;
+    let outcome = counted_as_expected(kernel, SIGNAL_PORT, Scenario::DevmemPrivate);
+    let (status, _) = daemon.stop(libc::SIGTERM, STOP)?;
+    let (ok, detail) = outcome?;
+    rep.check(
+        "restart",
+        ok && status.success(),
+        &format!("after the SIGKILL, a new pfnwatch run: {detail}; stopped {status}"),
+    );
+    Ok(())
+}
+
+/// Runs `scenario` between two scrapes of the daemon on `port`: whether
+/// its calls were counted exactly, and what was counted.
+fn counted_as_expected(
+    kernel: KernelVersion,
+    port: u16,
+    scenario: Scenario,
+) -> Result<(bool, String)> {
+    let before = scrape(port)?;
+    let report = trigger(scenario)?;
+    let after = scrape(port)?;
+    let noise = vdso_noise(kernel);
+    let got = hook_calls(&before.delta(&after), &noise);
+    let want = labelled(&scenario.expected(kernel), &noise);
+    Ok((
+        got == want,
+        format!(
+            "{scenario} (tgid {}): {} label sets counted as expected: {}",
+            report.tgid,
+            want.len(),
+            got == want
+        ),
+    ))
+}
+
+/// The most fentry/fexit programs one function can carry on x86-64
+/// (BPF_MAX_TRAMP_LINKS in include/linux/bpf.h, 6.1, 6.12 and 7.2).
+const TRAMP_LINKS: usize = 38;
+/// A function every supported kernel has, whose loss pfnwatch survives
+/// (no coverage gap: it is not a lookup or a remap).
+const OCCUPIED: &str = "vmf_insert_mixed";
+
+/// Fills `function`'s trampoline with empty fexit programs, so the kernel
+/// refuses the next one (E2BIG), as when other tracers hold it.
+fn occupy(function: &str) -> Result<Vec<Ebpf>> {
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+    let name = pfnwatch_ebpf::BENCH_EMPTY_PROGRAM;
+    (0..TRAMP_LINKS)
+        .map(|i| {
+            let mut ebpf = EbpfLoader::new()
+                .btf(Some(&btf))
+                .load(pfnwatch_ebpf::BENCH_OBJECT)
+                .context("loading the bench object")?;
+            let program: &mut FExit = ebpf
+                .program_mut(name)
+                .with_context(|| format!("the bench object has no {name}"))?
+                .try_into()?;
+            program
+                .load(function, &btf)
+                .with_context(|| format!("loading empty program {i} on {function}"))?;
+            program
+                .attach()
+                .with_context(|| format!("attaching empty program {i} to {function}"))?;
+            Ok(ebpf)
+        })
+        .collect()
+}
+
+/// One program refused by the kernel: `check` says which and why and exits
+/// non-zero; `run` starts, logs it, exports the gap, and counts the rest.
+fn attach_failure(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    let held = occupy(OCCUPIED)?;
+    let program = format!("{OCCUPIED}_exit");
+
+    let out = Command::new("/bin/pfnwatch")
+        .args(["check", "--format", "json"])
+        .output()
+        .context("running pfnwatch check")?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("pfnwatch check --format json")?;
+    let refused: Vec<(String, Option<i64>, String)> = json["programs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| p["state"] == "refused")
+        .map(|p| {
+            (
+                p["program"].as_str().unwrap_or_default().to_owned(),
+                p["errno"].as_i64(),
+                p["hint"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let check_ok = !out.status.success()
+        && refused.len() == 1
+        && refused[0].0 == program
+        && refused[0].1 == Some(i64::from(libc::E2BIG))
+        && refused[0].2.contains("38");
+
+    let addr = listen(REFUSED_PORT);
+    let daemon = Daemon::start(&["--web.listen-address", &addr])?;
+    let logged = daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("not attached") && l.contains(&program));
+    let scraped = scrape(REFUSED_PORT);
+    let counted = counted_as_expected(kernel, REFUSED_PORT, Scenario::DevmemPrivate);
+    let (status, _) = daemon.stop(libc::SIGTERM, STOP)?;
+    drop(held);
+    let s = scraped?;
+    let (counted, detail) = counted?;
+    let attached = |hook: &str| s.get(metrics::HOOK_ATTACHED.name, &[("hook", hook)]);
+    let gap_ok =
+        attached(OCCUPIED) == Some(0.0) && attached("vm_normal_page") == Some(1.0) && logged;
+    rep.check(
+        "attach-failure",
+        check_ok && gap_ok && counted && status.success(),
+        &format!(
+            "{OCCUPIED} carrying {TRAMP_LINKS} other programs: check exited {} refusing {refused:?}; \
+             run logged it: {logged}, pfnwatch_hook_attached {OCCUPIED} {:?}, vm_normal_page {:?}; \
+             {detail}",
+            out.status,
+            attached(OCCUPIED),
+            attached("vm_normal_page"),
+        ),
+    );
+    Ok(())
+}
+
+/// Flood iterations of mod-insert-mixed: 6 records each (4 R4 inserts, the
+/// vma made and gone), far more than the flood's ring buffer holds.
+const FLOOD_RUNS: u64 = 1500;
+/// The flood's shared ring buffer, small so that it overflows for certain.
+const FLOOD_RING_KIB: &str = "16";
+
+/// A bad driver faulting in a loop while another breaks critical rules:
+/// /metrics keeps answering, every call is counted, every record is either
+/// received or counted dropped, and the critical alerts all arrive (their
+/// records have a ring buffer of their own).
+fn flood(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    let alerts_file = "/tmp/flood-alerts.jsonl";
+    let addr = listen(FLOOD_PORT);
+    let daemon = Daemon::start(&[
+        "--web.listen-address",
+        &addr,
+        "--ringbuf-kib",
+        FLOOD_RING_KIB,
+        "--alerts-file",
+        alerts_file,
+    ])?;
+    let outcome = flood_with();
+    let (status, _) = daemon.stop(libc::SIGTERM, STOP)?;
+    let (flooder, critical, before, during, after) = outcome?;
+    let alerts: Vec<Alert> = std::fs::read_to_string(alerts_file)
+        .unwrap_or_default()
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("reading the flood's alerts file")?;
+
+    let mut want = Tally::new();
+    for (key, n) in Scenario::ModInsertMixed.expected(kernel) {
+        *want.entry(key).or_default() += n * FLOOD_RUNS;
+    }
+    for (key, n) in Scenario::ModNormalPfnmap.expected(kernel) {
+        *want.entry(key).or_default() += n;
+    }
+    let noise = vdso_noise(kernel);
+    let delta = before.delta(&after);
+    let counted = hook_calls(&delta, &noise) == labelled(&want, &noise);
+    let get = |name: &str| delta.get(name, &[]).unwrap_or(-1.0);
+    let (records, dropped, urgent) = (
+        get(metrics::RECORDS.name),
+        get(metrics::DROPPED.name),
+        get(metrics::URGENT_DROPPED.name),
+    );
+    let sent = recorded(&want);
+    // Every critical hit of the critical scenario reached the alerts file.
+    let mut criticals = BTreeMap::<RuleId, u64>::new();
+    for a in alerts
+        .iter()
+        .filter(|a| a.tgid == critical.tgid && a.severity == Severity::Critical)
+    {
+        *criticals.entry(a.rule).or_default() += a.count;
+    }
+    let want_criticals: BTreeMap<RuleId, u64> = Scenario::ModNormalPfnmap
+        .alerts(kernel)
+        .iter()
+        .filter(|a| a.severity == Severity::Critical)
+        .map(|a| (a.rule, a.count))
+        .collect();
+    let ok = status.success()
+        && during.is_some()
+        && counted
+        && dropped > 0.0
+        && records + dropped == sent
+        && urgent == 0.0
+        && criticals == want_criticals;
+    rep.check(
+        "flood",
+        ok,
+        &format!(
+            "{FLOOD_RUNS} runs of mod-insert-mixed (tgid {}) with a {FLOOD_RING_KIB} KiB ring \
+             buffer, mod-normal-pfnmap (tgid {}) in the middle: /metrics answered during it in \
+             {during:?}; calls counted exactly: {counted}; records received {records} + dropped \
+             {dropped} = {} (sent {sent}); urgent dropped {urgent}; critical alerts {criticals:?} \
+             (want {want_criticals:?}); pfnwatch stopped {status}",
+            flooder.tgid,
+            critical.tgid,
+            records + dropped,
+        ),
+    );
+    Ok(())
+}
+
+/// The flood itself, between scrapes: the flooder's and the critical
+/// scenario's reports, the scrapes, and how long the scrape during the
+/// flood took (None: it failed).
+fn flood_with() -> Result<(Report, Report, Scrape, Option<Duration>, Scrape)> {
+    let before = scrape(FLOOD_PORT)?;
+    let flooder = Command::new("/bin/pfnwatch-scenario")
+        .args([
+            "--repeat",
+            &FLOOD_RUNS.to_string(),
+            Scenario::ModInsertMixed.name(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the flood")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let during = scrape(FLOOD_PORT).ok().map(|_| started.elapsed());
+    let critical = trigger(Scenario::ModNormalPfnmap)?;
+    let out = flooder
+        .wait_with_output()
+        .context("waiting for the flood")?;
+    ensure!(
+        out.status.success(),
+        "the flood failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let flooded: Report =
+        serde_json::from_slice(&out.stdout).context("the flood printed no report")?;
+    // The last records and the counters' next read.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = scrape(FLOOD_PORT)?;
+    Ok((flooded, critical, before, during, after))
+}
+
+/// What the soak samples of the daemon.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rss_kib: u64,
+    fds: usize,
+    map_bytes: u64,
+}
+
+fn sample(pid: u32) -> Result<Sample> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("listing /proc/{pid}/fd"))?
+        .count();
+    let (maps, _) = readings::bpf_objects(pid)?;
+    Ok(Sample {
+        rss_kib: readings::rss(pid)?.vm_rss_kib,
+        fds,
+        map_bytes: maps.iter().map(|m| m.memlock).sum(),
+    })
+}
+
+/// Scenarios the soak cycles through: remaps, lookups, inserts, forks,
+/// every kind of alert and of inventory record.
+const SOAK_MIX: [Scenario; 6] = [
+    Scenario::DevmemPrivate,
+    Scenario::PcibarShared,
+    Scenario::ModInsertMixed,
+    Scenario::ModPgoff,
+    Scenario::ModNormalPfnmap,
+    Scenario::BpfRingbuf,
+];
+/// RSS may grow this much after the warm-up (allocator noise), no more.
+const SOAK_RSS_SLACK_KIB: u64 = 1024;
+
+/// `soak_secs` of mixed scenarios under `pfnwatch run`: after a warm-up
+/// third, the daemon's RSS stays within a slack, its fds and map memory
+/// do not change.
+fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
+    let addr = listen(SOAK_PORT);
+    let daemon = Daemon::start(&["--web.listen-address", &addr])?;
+    let pid = daemon.pid();
+    let deadline = Instant::now() + Duration::from_secs(soak_secs);
+    let every = Duration::from_secs((soak_secs / 12).max(1));
+    let mut samples = vec![sample(pid)?];
+    let mut next = Instant::now() + every;
+    let mut runs = 0u64;
+    let outcome: Result<()> = (|| {
+        while Instant::now() < deadline {
+            trigger(SOAK_MIX[runs as usize % SOAK_MIX.len()])?;
+            runs += 1;
+            if Instant::now() >= next {
+                scrape(SOAK_PORT)?;
+                samples.push(sample(pid)?);
+                next += every;
+            }
+        }
+        samples.push(sample(pid)?);
+        Ok(())
+    })();
+    let (status, _) = daemon.stop(libc::SIGTERM, STOP)?;
+    outcome?;
+    let warm = samples.len() / 3;
+    let base = samples[warm];
+    let later = &samples[warm..];
+    let grew = later
+        .iter()
+        .map(|s| s.rss_kib.saturating_sub(base.rss_kib))
+        .max()
+        .unwrap_or(0);
+    let flat = grew <= SOAK_RSS_SLACK_KIB
+        && later
+            .iter()
+            .all(|s| s.fds == base.fds && s.map_bytes == base.map_bytes);
+    let shown: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{}k/{}fd/{}B", s.rss_kib, s.fds, s.map_bytes))
+        .collect();
+    rep.check(
+        "soak",
+        flat && samples.len() >= 4 && status.success(),
+        &format!(
+            "{soak_secs} s, {runs} scenario runs: RSS grew {grew} KiB after the warm-up (at most \
+             {SOAK_RSS_SLACK_KIB}); samples (RSS/fds/map memory) {}",
+            shown.join(" ")
+        ),
+    );
+    Ok(())
+}
