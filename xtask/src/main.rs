@@ -57,7 +57,7 @@ enum Task {
     /// Install what is missing, then fmt, clippy, unit tests and vm-test on every kernel.
     Test {
         /// Seconds one boot may take before qemu is killed.
-        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        #[arg(long, value_name = "SECS", default_value_t = 480)]
         timeout: u64,
     },
     /// The deploy/ checks of `test` alone: the Debian package, the systemd
@@ -91,7 +91,7 @@ enum Task {
 #[derive(Debug, clap::Args)]
 struct GuestArgs {
     /// Seconds one boot may take before qemu is killed.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 480)]
     timeout: u64,
     /// Take pfnwatch-guest-init, pfnwatch and pfnwatch-scenario from DIR instead of
     /// building them (static executables, or scripts for /bin/sh).
@@ -237,7 +237,7 @@ mod tests {
         };
         assert_eq!(kernel, [KernelChoice::V6_12, KernelChoice::Newest]);
         assert!(keep_going);
-        assert_eq!(guest.timeout, 300);
+        assert_eq!(guest.timeout, 480);
         assert!(Cli::try_parse_from(["xtask", "vm-test", "--kernel", "5.10"]).is_err());
     }
 

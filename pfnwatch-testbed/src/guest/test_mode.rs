@@ -310,15 +310,19 @@ fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<
     let seen = judge::tally(window.records.iter().filter(|r| r.tgid == peer_pid));
     // Like every process that reads the clock, it also has the vDSO's vvar.
     let mut want = Scenario::Vdso.expected(kernel);
-    let pages = 2 + 2 * PEER_RINGBUF_KIB * 1024 / 4096;
+    // Its two ring buffers: the shared one, sized by the flag, and the
+    // urgent records' (pfnwatch-common's URGENT_RINGBUF_BYTES).
+    let ring_pages = |bytes: u64| 2 + 2 * bytes / 4096;
+    let urgent = u64::from(pfnwatch_common::abi::URGENT_RINGBUF_BYTES);
+    let pages = ring_pages(PEER_RINGBUF_KIB * 1024) + ring_pages(urgent);
     let mixed = Class(class::MIXEDMAP);
     for (hook, n) in [
         // remap_vmalloc_range -> vm_insert_page, page by page, at mmap.
         (Hook::VmInsertPage, pages),
         (Hook::VmNormalPage, pages),
-        // The inventory: the consumer and the producer vma, made and freed.
-        (Hook::PerfEventMmap, 2),
-        (Hook::VmAreaFree, 2),
+        // The inventory: each ring's consumer and producer vma, made and freed.
+        (Hook::PerfEventMmap, 4),
+        (Hook::VmAreaFree, 4),
     ] {
         *want.entry((hook, mixed)).or_default() += n;
     }

@@ -231,14 +231,17 @@ fn record_problems(
         format!("device {:?} driver {:?}", v.device, v.host.driver),
     );
     // The call path starts at the hook's caller: pfnwatch's own program
-    // and trampoline frames, and the hooked function's, are cut.
+    // and trampoline frames, and the hooked function's, are cut. It is
+    // given by symbol; no kernel address (a KASLR secret) leaves pfnwatch.
     want(
         !v.host.stack.is_empty()
-            && v.host.stack.len() <= r.stack.len()
+            && r.stack.is_empty()
+            && r.fault_fn == 0
+            && r.file.as_ref().is_none_or(|f| f.mmap_fn == 0)
             && !v.host.stack[0].starts_with("bpf_")
             && !v.host.stack[0].starts_with(&format!("{}+", r.hook.function())),
         format!(
-            "{} frames for {} addresses, from {:?}",
+            "{} frames, {} raw addresses, from {:?}",
             v.host.stack.len(),
             r.stack.len(),
             v.host.stack.first()

@@ -334,7 +334,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(v["type"], "record");
         assert_eq!(v["call_path"], serde_json::json!(["zap_pte_range+0x1f0"]));
-        assert_eq!(v["stack"][0], 0xffff_ffff_8100_0010u64);
+        assert!(v.get("stack").is_none(), "no kernel addresses: {v}");
         let written = std::fs::read_to_string(&alerts).unwrap();
         let rules: Vec<RuleId> = written
             .lines()

@@ -69,6 +69,21 @@ pub struct Record {
     pub stack: Vec<u64>,
 }
 
+impl Record {
+    /// The record without kernel addresses (the call path, the fault and
+    /// mmap handlers): KASLR secrets, which what pfnwatch writes out
+    /// carries as symbols instead (the host context).
+    pub fn without_kernel_addresses(&self) -> Record {
+        let mut r = self.clone();
+        r.stack.clear();
+        r.fault_fn = 0;
+        if let Some(f) = r.file.as_mut() {
+            f.mmap_fn = 0;
+        }
+        r
+    }
+}
+
 fn is_pte(level: &Level) -> bool {
     *level == Level::Pte
 }

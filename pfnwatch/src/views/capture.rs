@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The header's `format`: what makes a file a pfnwatch capture.
@@ -87,6 +88,9 @@ pub struct Capture {
     pub entries: Vec<Entry>,
 }
 
+/// The mode a new capture file gets.
+pub const MODE: u32 = 0o600;
+
 /// Writes a capture: [`Writer::header`] first, [`Writer::finish`] adds the
 /// end line.
 pub struct Writer {
@@ -99,7 +103,13 @@ impl Writer {
     /// Creates (or truncates) `path`, before anything is attached: a path
     /// that cannot be written fails at once.
     pub fn create(path: &Path) -> Result<Writer> {
-        let file = File::create(path)
+        // Owner only: a capture holds every process's mappings and call paths.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(MODE)
+            .open(path)
             .with_context(|| format!("creating the capture file {}", path.display()))?;
         Ok(Writer {
             path: path.to_owned(),
@@ -125,7 +135,7 @@ impl Writer {
     pub fn record(&mut self, record: &Record, host: &Enrichment) -> Result<()> {
         self.records += 1;
         self.line(&Entry::Record {
-            record: Box::new(record.clone()),
+            record: Box::new(record.without_kernel_addresses()),
             host: host.clone(),
         })
     }
@@ -362,6 +372,9 @@ pub(crate) mod tests {
         })
         .unwrap();
         w.finish().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, MODE, "a capture is the owner's alone");
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         bytes
@@ -384,7 +397,9 @@ pub(crate) mod tests {
         let Entry::Record { record: r, host } = &cap.entries[0] else {
             panic!("{:?}", cap.entries[0]);
         };
-        assert_eq!(**r, record(1));
+        // The call path by symbol only: no kernel address is written.
+        assert_eq!(**r, record(1).without_kernel_addresses());
+        assert!(r.stack.is_empty() && !text.contains("18446744"));
         assert_eq!(host.driver.as_deref(), Some("mem"));
         assert_eq!(host.stack, ["mmap_mem+0x9"]);
         assert_eq!(cap.entries[1], Entry::Lost { lost: 2, total: 2 });

@@ -6,6 +6,7 @@
 //! answered, and the programs detached.
 
 pub mod config;
+mod privileges;
 pub mod settings;
 
 use crate::cli::RunArgs;
@@ -73,6 +74,19 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     for p in &session.watcher.programs {
         tracing::info!(program = %p.program, function = %p.hook.function(), state = ?p.state, "hook");
+    }
+    // Attached: from here on the daemon needs far less than it started with.
+    match privileges::drop_all_but(&privileges::kept(server.addr)) {
+        Ok((kept, dropped)) => {
+            let kept: Vec<String> = kept.iter().map(|(c, why)| format!("{c} ({why})")).collect();
+            let dropped: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                kept = %kept.join(", "),
+                dropped = %dropped.join(","),
+                "capabilities narrowed after attaching"
+            );
+        }
+        Err(e) => tracing::warn!("capabilities not narrowed: {e:#}"),
     }
     tracing::info!(kernel = %session.release, metrics = %format!("http://{}/metrics", server.addr), "pfnwatch running");
     tracing::info!("settings: {}", settings.summary());
