@@ -20,6 +20,7 @@ pub mod commands;
 pub mod enrich;
 pub mod kernel;
 pub mod pipeline;
+pub mod printable;
 pub mod rules;
 pub mod sinks;
 pub mod views;

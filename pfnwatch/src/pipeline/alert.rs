@@ -4,6 +4,7 @@
 
 use crate::enrich::Enrichment;
 use crate::kernel::decode::Record;
+use crate::printable::{prefix, printable};
 use crate::rules::{Hit, RuleId, Severity};
 use pfnwatch_common::{Class, Hook, vm_flags};
 use serde::{Deserialize, Serialize};
@@ -114,7 +115,7 @@ impl Alert {
             self.name,
             self.hook,
             self.class,
-            self.comm,
+            printable(&self.comm),
             self.tgid,
             self.vm_start,
             self.vm_end,
@@ -122,22 +123,22 @@ impl Alert {
             self.expected_pfn,
         );
         if let Some(f) = &self.file {
-            s.push_str(&format!(" file {f}"));
+            s.push_str(&format!(" file {}", printable(f)));
         }
         if let Some(d) = &self.device {
             s.push_str(&format!(" dev {d}"));
         }
         if let Some(d) = &self.driver {
-            s.push_str(&format!(" driver {d}"));
+            s.push_str(&format!(" driver {}", printable(d)));
         }
         if let Some(c) = &self.container {
-            s.push_str(&format!(" container {}", &c[..c.len().min(12)]));
+            s.push_str(&format!(" container {}", printable(prefix(c, 12))));
         }
         if let Some(h) = &self.handlers {
-            s.push_str(&format!(" {h}"));
+            s.push_str(&format!(" {}", printable(h)));
         }
         if let Some(top) = self.stack.first() {
-            s.push_str(&format!(" via {top}"));
+            s.push_str(&format!(" via {}", printable(top)));
         }
         if self.count > 1 || self.repeat {
             s.push_str(&format!(" (x{})", self.count));
@@ -275,5 +276,34 @@ mod tests {
         );
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), a);
+    }
+
+    #[test]
+    fn hostile_names_stay_on_one_line() {
+        let rules = RuleSet::new(
+            RuleConfig::default(),
+            Context {
+                arch_pte_special: true,
+            },
+        );
+        // A process can name itself anything, a cgroup too.
+        let r = Record {
+            comm: "x\ncritical R6 \u{1b}[2J".into(),
+            ..record()
+        };
+        let hit = rules.evaluate(&r)[0];
+        let host = Enrichment {
+            container: Some("é".repeat(20)),
+            ..Enrichment::default()
+        };
+        let a = Alert::new(hit, &r, host, &Clock::with_offset(0));
+        let line = a.summary();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\u{1b}'), "{line}");
+        assert!(line.contains("x\\ncritical R6 \\u{1b}[2J[42]"), "{line}");
+        assert!(line.contains(&format!("container {}", "é".repeat(12))), "{line}");
+        // JSON keeps the name as it is, escaped by JSON's rules.
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap().comm, r.comm);
     }
 }

@@ -6,6 +6,7 @@ use crate::kernel::counters::Counts;
 use crate::kernel::decode::Record;
 use crate::kernel::loader::{ProgramReport, ProgramState};
 use crate::kernel::refusals::errno_name;
+use crate::printable::printable;
 use crate::rules::Severity;
 use anstyle::{AnsiColor, Style};
 use pfnwatch_common::{Family, Hook, Level};
@@ -103,7 +104,7 @@ fn record_text(r: &Record, v: &RecordView) -> String {
         }
         None => format!("{:<RULES_W$}", "-"),
     };
-    let who = format!("{}[{}/{}]", r.comm, r.tgid, r.pid);
+    let who = format!("{}[{}/{}]", printable(&r.comm), r.tgid, r.pid);
     let mut s = format!(
         "{time:<TIME_W$} {rules} {who:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$}",
         r.hook.function(),
@@ -148,22 +149,22 @@ fn record_text(r: &Record, v: &RecordView) -> String {
         // The parent dentry names the PCI device of a BAR file; the root of
         // a filesystem (devtmpfs for /dev/mem) says nothing.
         if f.parent != "/" && !f.parent.is_empty() {
-            let _ = write!(s, "{}/", f.parent);
+            let _ = write!(s, "{}/", printable(&f.parent));
         }
-        s.push_str(&f.name);
+        s.push_str(&printable(&f.name));
     }
     if let Some(dev) = &v.device {
         let _ = write!(s, " dev {dev}");
     }
     if let Some(driver) = &v.host.driver {
-        let _ = write!(s, " driver {driver}");
+        let _ = write!(s, " driver {}", printable(driver));
     }
     if let Some(handlers) = &v.host.handlers {
-        let _ = write!(s, " {handlers}");
+        let _ = write!(s, " {}", printable(handlers));
     }
     let _ = write!(s, " ret {}", result(r));
     for frame in &v.host.stack {
-        let _ = write!(s, "\n    at {frame}");
+        let _ = write!(s, "\n    at {}", printable(frame));
     }
     s
 }
