@@ -168,7 +168,7 @@ fn privileges(rep: &mut Reporter, daemon: &Daemon) -> Result<()> {
         "privileges",
         ok,
         &format!(
-            "pfnwatch run as root, attached: CapEff {} CapPrm {} CapInh {} CapAmb {}              NoNewPrivs {} (want CAP_SYSLOG alone, no_new_privs); logged: {logged}",
+            "pfnwatch run as root, attached: CapEff {} CapPrm {} CapInh {} CapAmb {} NoNewPrivs {} (want CAP_SYSLOG alone, no_new_privs); logged: {logged}",
             field("CapEff:"),
             field("CapPrm:"),
             field("CapInh:"),
@@ -348,11 +348,12 @@ fn flood(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         get(metrics::URGENT_DROPPED.name),
     );
     let sent = recorded(&want);
-    // Every critical hit of the critical scenario reached the alerts file.
+    // Every critical hit of the critical scenario (its fork's child too)
+    // reached the alerts file.
     let mut criticals = BTreeMap::<RuleId, u64>::new();
     for a in alerts
         .iter()
-        .filter(|a| a.tgid == critical.tgid && a.severity == Severity::Critical)
+        .filter(|a| critical.pids().any(|p| p == a.tgid) && a.severity == Severity::Critical)
     {
         *criticals.entry(a.rule).or_default() += a.count;
     }
@@ -455,10 +456,13 @@ const SOAK_MIX: [Scenario; 6] = [
 ];
 /// RSS may grow this much after the warm-up (allocator noise), no more.
 const SOAK_RSS_SLACK_KIB: u64 = 1024;
+/// Fds open for a moment when a sample is taken (a scrape being served, a
+/// file being read): more would be a leak.
+const SOAK_FD_SLACK: usize = 2;
 
 /// `soak_secs` of mixed scenarios under `pfnwatch run`: after a warm-up
-/// third, the daemon's RSS stays within a slack, its fds and map memory
-/// do not change.
+/// third, the daemon's RSS and fds stay within a slack and its map memory
+/// does not change.
 fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
     let addr = listen(SOAK_PORT);
     let daemon = Daemon::start(&["--web.listen-address", &addr])?;
@@ -494,7 +498,7 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
     let flat = grew <= SOAK_RSS_SLACK_KIB
         && later
             .iter()
-            .all(|s| s.fds == base.fds && s.map_bytes == base.map_bytes);
+            .all(|s| s.fds <= base.fds + SOAK_FD_SLACK && s.map_bytes == base.map_bytes);
     let shown: Vec<String> = samples
         .iter()
         .map(|s| format!("{}k/{}fd/{}B", s.rss_kib, s.fds, s.map_bytes))
@@ -504,7 +508,8 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
         flat && samples.len() >= 4 && status.success(),
         &format!(
             "{soak_secs} s, {runs} scenario runs: RSS grew {grew} KiB after the warm-up (at most \
-             {SOAK_RSS_SLACK_KIB}); samples (RSS/fds/map memory) {}",
+             {SOAK_RSS_SLACK_KIB}), fds at most {SOAK_FD_SLACK} above it; samples \
+             (RSS/fds/map memory) {}",
             shown.join(" ")
         ),
     );

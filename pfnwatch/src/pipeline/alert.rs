@@ -301,7 +301,10 @@ mod tests {
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(!line.contains('\u{1b}'), "{line}");
         assert!(line.contains("x\\ncritical R6 \\u{1b}[2J[42]"), "{line}");
-        assert!(line.contains(&format!("container {}", "é".repeat(12))), "{line}");
+        assert!(
+            line.contains(&format!("container {}", "é".repeat(12))),
+            "{line}"
+        );
         // JSON keeps the name as it is, escaped by JSON's rules.
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<Alert>(&json).unwrap().comm, r.comm);
