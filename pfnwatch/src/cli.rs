@@ -312,6 +312,16 @@ pub struct RunArgs {
     /// Serve /metrics here [default: 127.0.0.1:19463].
     #[arg(long = "web.listen-address", value_name = "ADDR:PORT", value_parser = config::parse_listen_address)]
     pub listen_address: Option<SocketAddr>,
+    /// TLS and basic auth for /metrics: a web configuration file in the
+    /// Prometheus exporter toolkit's format (tls_server_config,
+    /// basic_auth_users, http_server_config.headers) [default: none, plain
+    /// HTTP].
+    #[arg(
+        long = "web.config.file",
+        visible_alias = "web-config-file",
+        value_name = "FILE"
+    )]
+    pub web_config_file: Option<PathBuf>,
     /// Seconds between count reports in the log [default: 60].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=config::MAX_SECONDS))]
     pub interval: Option<u64>,

@@ -110,6 +110,32 @@ fn the_unit_runs_the_daemon_with_three_capabilities() {
     assert!(read("deploy/pfnwatch.toml").contains("# alerts_file = \"/var/lib/pfnwatch/"));
 }
 
+/// The web configuration the toml documents is where the example and the
+/// unit expect it: under /etc/pfnwatch, which the unit leaves readable.
+#[test]
+fn the_unit_can_read_the_documented_web_config() {
+    let toml = read("deploy/pfnwatch.toml");
+    let documented = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("# config_file = "))
+        .expect("deploy/pfnwatch.toml documents web.config_file");
+    let path: String = serde_json::from_str(documented).unwrap();
+    assert!(path.starts_with("/etc/pfnwatch/"), "{path}");
+    let example = read("deploy/web-config.yml.example");
+    assert!(example.contains(&format!("config_file = \"{path}\"")));
+    let unit = read("deploy/pfnwatch.service");
+    // strict: /etc read-only, not hidden; nothing else may hide it.
+    assert_eq!(unit_values(&unit, "ProtectSystem"), ["strict"]);
+    for hiding in ["InaccessiblePaths", "TemporaryFileSystem"] {
+        assert!(
+            unit_values(&unit, hiding)
+                .iter()
+                .all(|p| !"/etc/pfnwatch".starts_with(p.trim_start_matches('-'))),
+            "{hiding}= hides /etc/pfnwatch"
+        );
+    }
+}
+
 #[test]
 fn prometheus_scrapes_the_default_port() {
     let scrape = read("deploy/prometheus/prometheus.yml");

@@ -42,6 +42,9 @@ pub struct ConfigFile {
 pub struct Web {
     /// Where `/metrics` is served.
     pub listen_address: Option<ListenAddress>,
+    /// TLS and basic auth for `/metrics`: a file in the Prometheus exporter
+    /// toolkit's web configuration format (`sinks/http/web_config.rs`).
+    pub config_file: Option<NonEmptyPath>,
 }
 
 /// What is fixed when the programs are loaded: a change needs a restart.
@@ -232,6 +235,7 @@ log_severity = "warning"
 
 [web]
 listen_address = "[::1]:19463"
+config_file = "/etc/pfnwatch/web-config.yml"
 
 [kernel]
 btf = "/boot/vmlinux.btf"
@@ -248,6 +252,10 @@ severity = { R1 = "critical", fault_insert_into_cow = "info" }
         assert_eq!(
             file.web.listen_address.unwrap().0,
             "[::1]:19463".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            file.web.config_file.unwrap().0,
+            Path::new("/etc/pfnwatch/web-config.yml")
         );
         assert_eq!(file.kernel.ringbuf_kib, Some(RingbufKib(1024)));
         assert_eq!(file.rules.disable, [RuleId::R4, RuleId::R8]);
@@ -299,6 +307,10 @@ severity = { R1 = "critical", fault_insert_into_cow = "info" }
             (
                 "[kernel]\nringbuf_kib = -4",
                 "pfnwatch.toml:2: kernel.ringbuf_kib: -4 KiB",
+            ),
+            (
+                "[web]\nconfig_file = \"\"",
+                "pfnwatch.toml:2: web.config_file: an empty path",
             ),
             (
                 "[kernel]\nbtf = \"\"",

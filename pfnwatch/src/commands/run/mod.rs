@@ -21,11 +21,12 @@ use crate::pipeline::{Hosts, Pipeline, Sink};
 use crate::rules::{Context, RuleConfig, RuleSet, Selection};
 use crate::sinks::alert_log::AlertLog;
 use crate::sinks::alerts_file::AlertsFile;
-use crate::sinks::http::{Scrape, Server};
+use crate::sinks::http::{Scrape, Server, WebConfig};
 use crate::sinks::metrics::{self, Snapshot, Tally};
 use anyhow::Result;
 use pfnwatch_common::Hook;
 use settings::Settings;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
@@ -33,13 +34,29 @@ use tokio::time::{Interval, MissedTickBehavior};
 /// `--check-config`: the settings the daemon would run with, or why not.
 pub fn check_config(args: &RunArgs) -> Result<String> {
     let settings = args.settings()?;
+    let web = WebConfig::load(settings.web_config_file.as_deref())?;
     let (path, optional) = args.config_path();
     let source = if optional && !path.exists() {
         format!("{} (absent: defaults)", path.display())
     } else {
         path.display().to_string()
     };
-    Ok(format!("config ok: {source}: {}", settings.summary()))
+    Ok(format!(
+        "config ok: {source}: {}; /metrics over {}",
+        settings.summary(),
+        web.summary()
+    ))
+}
+
+/// The web configuration file's TLS, users and headers, certificates read.
+fn load_web(settings: &Settings) -> Result<Arc<WebConfig>> {
+    let web = WebConfig::load(settings.web_config_file.as_deref())?;
+    if web.auth.is_some() && web.tls.is_none() {
+        tracing::warn!(
+            "basic_auth_users without tls_server_config: passwords cross the network in clear text"
+        );
+    }
+    Ok(Arc::new(web))
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -50,8 +67,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // The outside world first: a bad alerts file or a taken port fails
     // before anything is attached.
     let alerts_file = AlertsFile::open(settings.alerts_file.as_deref())?;
+    let web = load_web(&settings)?;
     let (scrape_tx, scrapes) = mpsc::channel::<Scrape>(16);
-    let server = Server::bind(settings.listen_address, scrape_tx.clone()).await?;
+    let server = Server::bind(settings.listen_address, scrape_tx.clone(), web).await?;
     let rules = RuleSet::new(settings.rules.clone(), context);
     let mut session = Session::start(&SessionOptions {
         btf: settings.btf.clone(),
@@ -88,7 +106,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         Err(e) => tracing::warn!("capabilities not narrowed: {e:#}"),
     }
-    tracing::info!(kernel = %session.release, metrics = %format!("http://{}/metrics", server.addr), "pfnwatch running");
+    tracing::info!(kernel = %session.release, metrics = %server.url(), web = %server.web().summary(), "pfnwatch running");
     tracing::info!("settings: {}", settings.summary());
     let daemon = Daemon {
         tick: ticker(settings.interval),
@@ -212,8 +230,9 @@ impl Daemon {
     }
 
     /// SIGHUP: everything or nothing. The new file is read and checked,
-    /// the new sinks opened and a new listener bound before anything
-    /// changes; a failure leaves the running configuration as it was.
+    /// the web configuration and its certificates read again, the new
+    /// sinks opened and a new listener bound before anything changes; a
+    /// failure leaves the running configuration as it was.
     async fn reload(&mut self) {
         match self.try_reload().await {
             Ok(restart) => {
@@ -240,8 +259,11 @@ impl Daemon {
         let (next, restart) = self.settings.reload(&new, &self.loaded_rules);
         // Reopened even when unchanged: SIGHUP after logrotate moved it.
         let alerts_file = AlertsFile::open(next.alerts_file.as_deref())?;
+        // Read again even when the path is the same: renewed certificates
+        // and changed users are what a reload is for.
+        let web = load_web(&next)?;
         let server = if next.listen_address != self.settings.listen_address {
-            Some(Server::bind(next.listen_address, self.scrape_tx.clone()).await?)
+            Some(Server::bind(next.listen_address, self.scrape_tx.clone(), web.clone()).await?)
         } else {
             None
         };
@@ -257,10 +279,13 @@ impl Daemon {
             self.tick = ticker(next.interval);
         }
         if let Some(server) = server {
-            tracing::info!(metrics = %format!("http://{}/metrics", server.addr), "listening");
+            tracing::info!(metrics = %server.url(), web = %web.summary(), "listening");
             if let Some(old) = self.server.replace(server) {
                 old.stop().await?;
             }
+        } else if let Some(server) = &self.server {
+            server.set_web(web);
+            tracing::info!(metrics = %server.url(), web = %server.web().summary(), "web configuration applied");
         }
         self.settings = next;
         Ok(restart)

@@ -28,6 +28,8 @@ impl RunArgs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub listen_address: SocketAddr,
+    /// TLS and basic auth for `/metrics`; read again on every reload.
+    pub web_config_file: Option<PathBuf>,
     pub interval: Duration,
     pub alerts_file: Option<PathBuf>,
     pub dedup_window: Duration,
@@ -55,6 +57,11 @@ impl Settings {
                 .listen_address
                 .or(file.web.listen_address.map(|a| a.0))
                 .unwrap_or(DEFAULT_LISTEN),
+            web_config_file: flags.web_config_file.clone().or(file
+                .web
+                .config_file
+                .as_ref()
+                .map(|p| p.0.clone())),
             interval: secs(flags.interval, file.interval, 60),
             alerts_file: flags
                 .alerts_file
@@ -119,8 +126,9 @@ impl Settings {
             .map(|(id, s)| format!("{id}={s}"))
             .collect();
         format!(
-            "listen {} interval {}s alerts_file {} dedup_window {}s log_severity {} btf {} ringbuf {} KiB rules off [{}] severity [{}]",
+            "listen {} web_config {} interval {}s alerts_file {} dedup_window {}s log_severity {} btf {} ringbuf {} KiB rules off [{}] severity [{}]",
             self.listen_address,
+            show_path(&self.web_config_file),
             self.interval.as_secs(),
             show_path(&self.alerts_file),
             self.dedup_window.as_secs(),
@@ -167,14 +175,19 @@ mod tests {
         assert_eq!(none.ringbuf_kib, 256);
         assert_eq!(none.log_severity, Severity::Info);
         assert!(none.alerts_file.is_none() && none.btf.is_none());
+        assert!(none.web_config_file.is_none(), "plain HTTP by default");
 
         let f = file(
-            "interval = 30\nlog_severity = \"warning\"\n[web]\nlisten_address = \"0.0.0.0:9999\"\n\
+            "interval = 30\nlog_severity = \"warning\"\n[web]\nlisten_address = \"0.0.0.0:9999\"\nconfig_file = \"/etc/w.yml\"\n\
              [kernel]\nringbuf_kib = 64\n[rules]\ndisable = [\"R4\"]\nseverity = { R1 = \"warning\" }",
         );
         let from_file = Settings::resolve(&f, &flags(&[]));
         assert_eq!(from_file.interval, Duration::from_secs(30));
         assert_eq!(from_file.listen_address.to_string(), "0.0.0.0:9999");
+        assert_eq!(
+            from_file.web_config_file.as_deref(),
+            Some(Path::new("/etc/w.yml"))
+        );
         assert_eq!(from_file.ringbuf_kib, 64);
         assert!(from_file.rules.disabled.contains(&RuleId::R4));
         assert_eq!(from_file.rules.severity[&RuleId::R1], Severity::Warning);
@@ -186,6 +199,8 @@ mod tests {
                 "5",
                 "--web.listen-address",
                 "127.0.0.1:1",
+                "--web.config.file",
+                "/tmp/w.yml",
                 "--ringbuf-kib",
                 "16",
                 "--disable-rule",
@@ -196,6 +211,10 @@ mod tests {
         );
         assert_eq!(both.interval, Duration::from_secs(5));
         assert_eq!(both.listen_address.to_string(), "127.0.0.1:1");
+        assert_eq!(
+            both.web_config_file.as_deref(),
+            Some(Path::new("/tmp/w.yml"))
+        );
         assert_eq!(both.ringbuf_kib, 16);
         assert_eq!(both.log_severity, Severity::Warning, "from the file");
         let off: Vec<RuleId> = both.rules.disabled.iter().copied().collect();
@@ -223,15 +242,19 @@ mod tests {
         let loaded = running.rules.clone();
         let new = Settings::resolve(
             &file(
-                "interval = 5\nlog_severity = \"critical\"\n[web]\nlisten_address = \"127.0.0.1:2\"\n\
+                "interval = 5\nlog_severity = \"critical\"\n[web]\nlisten_address = \"127.0.0.1:2\"\nconfig_file = \"/etc/w.yml\"\n\
                  [kernel]\nringbuf_kib = 64\nbtf = \"/x\"\n[rules]\ndisable = [\"R1\"]\nseverity = { R2 = \"info\" }",
             ),
             &flags(&[]),
         );
         let (next, restart) = running.reload(&new, &loaded);
-        // Live: interval, address, log severity, rule off, severities.
+        // Live: interval, address, web config, log severity, rule off, severities.
         assert_eq!(next.interval, Duration::from_secs(5));
         assert_eq!(next.listen_address.to_string(), "127.0.0.1:2");
+        assert_eq!(
+            next.web_config_file.as_deref(),
+            Some(Path::new("/etc/w.yml"))
+        );
         assert_eq!(next.log_severity, Severity::Critical);
         assert_eq!(next.rules.severity[&RuleId::R2], Severity::Info);
         assert!(next.rules.disabled.contains(&RuleId::R1));
