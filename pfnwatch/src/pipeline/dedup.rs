@@ -47,6 +47,10 @@ type VmaKey = (RuleId, u32, u64, u64, u64);
 /// Vmas remembered for once-per-vma rules before the oldest is forgotten
 /// (and may alert again): a bound on memory, not a window.
 pub const VMAS_REMEMBERED: usize = 4096;
+/// Collapsing windows open at once: past it (thousands of processes
+/// alerting within one window) the window closing soonest is closed early,
+/// its follow-up sent.
+pub const WINDOWS_OPEN: usize = 4096;
 
 pub struct Dedup {
     window_ns: u64,
@@ -91,6 +95,9 @@ impl Dedup {
                 pending.last_ns = alert.last_ns;
             }
             None => {
+                if self.open.len() >= WINDOWS_OPEN {
+                    out.extend(self.close_soonest());
+                }
                 self.open.insert(
                     key,
                     Open {
@@ -102,6 +109,16 @@ impl Dedup {
             }
         }
         out
+    }
+
+    /// Closes the window that would end first; its follow-up, if any.
+    fn close_soonest(&mut self) -> Option<Alert> {
+        let key = self
+            .open
+            .iter()
+            .min_by_key(|(_, open)| open.window_end)
+            .map(|(key, _)| key.clone())?;
+        self.open.remove(&key)?.pending
     }
 
     /// Whether `alert` is the first of its once-per-vma rule for its vma;
@@ -247,6 +264,25 @@ mod tests {
             1,
             "forgotten, so new again"
         );
+    }
+
+    #[test]
+    fn open_windows_are_bounded() {
+        let mut d = Dedup::new(std::time::Duration::from_secs(60));
+        // One alert and one duplicate from each of more processes than
+        // windows may be open.
+        for tgid in 0..WINDOWS_OPEN as u32 {
+            d.push(alert(RuleId::R6, tgid, S + u64::from(tgid), &["f"]));
+        }
+        d.push(alert(RuleId::R6, 0, 2 * S, &["f"]));
+        assert_eq!(d.open.len(), WINDOWS_OPEN);
+        // A new one closes the window that ends first (tgid 0's), whose
+        // follow-up goes out with the new alert.
+        let out = d.push(alert(RuleId::R6, 99_999, 3 * S, &["f"]));
+        assert_eq!(d.open.len(), WINDOWS_OPEN);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[0].repeat && out[0].tgid == 0 && out[0].count == 1);
+        assert_eq!(out[1].tgid, 99_999);
     }
 
     #[test]

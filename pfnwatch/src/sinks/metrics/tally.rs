@@ -8,7 +8,7 @@ use crate::rules::{RuleId, Severity};
 use anyhow::Result;
 use pfnwatch_common::Family;
 use pfnwatch_common::abi::INVENTORY_SLOTS;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// A pfn mapping's labels: kind of vma, driver, device.
 pub type Source = (&'static str, String, String);
@@ -32,9 +32,11 @@ pub struct Tally {
     pub(super) removed: BTreeMap<Source, u64>,
     /// Live mappings by source: count and bytes.
     pub(super) live: BTreeMap<Source, (u64, u64)>,
-    /// Live mappings by inventory id, for their gone records (which carry
-    /// no file); as many as the kernel's inventory holds.
-    live_ids: HashMap<u64, Live>,
+    /// Live mappings by inventory id (ids grow), for their gone records;
+    /// as many as the kernel's inventory holds. A gone record lost to a
+    /// full ring buffer would leave its vma here: past the bound the
+    /// oldest is forgotten.
+    live_ids: BTreeMap<u64, Live>,
     pub(super) alerts_by_driver: BTreeMap<(RuleId, String), u64>,
     sources: Bounded<(String, String)>,
     drivers: Bounded<String>,
@@ -52,7 +54,7 @@ impl Default for Tally {
             mappings: BTreeMap::new(),
             removed: BTreeMap::new(),
             live: BTreeMap::new(),
-            live_ids: HashMap::new(),
+            live_ids: BTreeMap::new(),
             alerts_by_driver: BTreeMap::new(),
             sources: Bounded::new(MAX_SOURCES),
             drivers: Bounded::new(MAX_SOURCES),
@@ -101,16 +103,18 @@ impl Sink for Tally {
                 let live = self.live.entry(source.clone()).or_default();
                 live.0 += 1;
                 live.1 += r.size;
-                // The kernel tracks as many: more means records were lost.
-                if self.live_ids.len() < INVENTORY_SLOTS {
-                    self.live_ids.insert(
-                        r.vma_id,
-                        Live {
-                            source,
-                            bytes: r.size,
-                        },
-                    );
+                // The kernel tracks as many: more means gone records were
+                // lost, and the oldest vma is the likeliest gone.
+                if self.live_ids.len() >= INVENTORY_SLOTS {
+                    self.live_ids.pop_first();
                 }
+                self.live_ids.insert(
+                    r.vma_id,
+                    Live {
+                        source,
+                        bytes: r.size,
+                    },
+                );
             }
             Family::VmaGone => {
                 let known = self.live_ids.remove(&r.vma_id);
@@ -230,6 +234,19 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(tally.mappings.values().sum::<u64>(), 2);
         assert_eq!(tally.records, 5);
+    }
+
+    #[test]
+    fn live_mappings_whose_gone_record_was_lost_are_forgotten_past_the_bound() {
+        let mut tally = Tally::default();
+        let dev = DevNum { major: 1, minor: 1 };
+        let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP);
+        for id in 1..=(INVENTORY_SLOTS as u64 + 10) {
+            created.vma_id = id;
+            tally.outcome(&outcome(created.clone(), Some("mem"))).unwrap();
+        }
+        assert_eq!(tally.live_ids.len(), INVENTORY_SLOTS);
+        assert_eq!(tally.live_ids.keys().next(), Some(&11), "the oldest go");
     }
 
     #[test]
