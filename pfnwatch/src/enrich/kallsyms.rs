@@ -1,39 +1,54 @@
 //! Kernel addresses to "function+0xoff [module]", from /proc/kallsyms.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Symbol {
     addr: u64,
-    name: String,
-    module: Option<String>,
+    name: Box<str>,
+    /// Shared by every symbol of the module.
+    module: Option<Arc<str>>,
 }
 
 /// The text symbols of the running kernel and its modules.
 #[derive(Debug)]
 pub struct Kallsyms {
     path: PathBuf,
+    /// The module list: the symbols are read again only when it changed
+    /// (modules come and go), not on every address no symbol covers (there
+    /// are such in every call path: BPF trampolines, for one).
+    modules_path: PathBuf,
+    modules: Option<String>,
     symbols: Vec<Symbol>,
-    loaded_at: Option<Instant>,
+    checked_at: Option<Instant>,
     /// Addresses read as 0: kptr_restrict hides them from this process.
     pub restricted: bool,
 }
 
-/// How often a miss may trigger a re-read (modules come and go).
-const RELOAD_EVERY: Duration = Duration::from_secs(10);
+/// How often a miss may look at the module list.
+const RECHECK_EVERY: Duration = Duration::from_secs(10);
 
 impl Kallsyms {
     pub fn new(path: impl AsRef<Path>) -> Kallsyms {
+        Kallsyms::with_modules(path, "/proc/modules")
+    }
+
+    /// Symbols from `path`, reread when `modules` changes.
+    pub fn with_modules(path: impl AsRef<Path>, modules: impl AsRef<Path>) -> Kallsyms {
         Kallsyms {
             path: path.as_ref().to_path_buf(),
+            modules_path: modules.as_ref().to_path_buf(),
+            modules: None,
             symbols: Vec::new(),
-            loaded_at: None,
+            checked_at: None,
             restricted: false,
         }
     }
 
     fn parse(text: &str) -> Vec<Symbol> {
+        let mut module_names: Vec<Arc<str>> = Vec::new();
         let mut symbols: Vec<Symbol> = text
             .lines()
             .filter_map(|line| {
@@ -45,27 +60,53 @@ impl Kallsyms {
                 if !matches!(kind, "t" | "T" | "w" | "W") {
                     return None;
                 }
-                let module = parts
-                    .next()
-                    .map(|m| m.trim_matches(|c| c == '[' || c == ']').to_owned());
+                let module = parts.next().map(|m| {
+                    let m = m.trim_matches(|c| c == '[' || c == ']');
+                    // A module's symbols come together: the last name is
+                    // nearly always the one.
+                    match module_names.iter().rev().find(|n| &***n == m) {
+                        Some(n) => n.clone(),
+                        None => {
+                            let n: Arc<str> = Arc::from(m);
+                            module_names.push(n.clone());
+                            n
+                        }
+                    }
+                });
                 Some(Symbol {
                     addr,
-                    name: name.to_owned(),
+                    name: name.into(),
                     module,
                 })
             })
             .collect();
         symbols.sort_by_key(|s| s.addr);
+        symbols.shrink_to_fit();
         symbols
     }
 
-    fn reload(&mut self) {
-        self.loaded_at = Some(Instant::now());
+    /// Rereads the symbols if the module list changed since the last read
+    /// (or nothing was read yet).
+    fn refresh(&mut self) {
+        self.checked_at = Some(Instant::now());
+        // The names alone: a module's use count changes with every open.
+        let modules = std::fs::read_to_string(&self.modules_path)
+            .ok()
+            .map(|text| {
+                let mut names: Vec<&str> =
+                    text.lines().filter_map(|l| l.split(' ').next()).collect();
+                names.sort_unstable();
+                names.join(" ")
+            });
+        if !self.symbols.is_empty() && modules == self.modules {
+            return;
+        }
         match std::fs::read_to_string(&self.path) {
             Ok(text) => {
                 self.symbols = Kallsyms::parse(&text);
                 self.restricted =
                     !self.symbols.is_empty() && self.symbols.iter().all(|s| s.addr == 0);
+                self.modules = modules;
             }
             Err(e) => {
                 tracing::warn!(
@@ -104,14 +145,14 @@ impl Kallsyms {
 
     /// "function+0xoff [module]", or the bare address if unknown.
     pub fn symbolize(&mut self, addr: u64) -> String {
-        let stale = self.loaded_at.is_none_or(|t| t.elapsed() > RELOAD_EVERY);
+        let stale = self.checked_at.is_none_or(|t| t.elapsed() > RECHECK_EVERY);
         if self.find(addr).is_none() && stale {
-            self.reload();
+            self.refresh();
         }
         match self.find(addr) {
             Some(s) => {
                 let mut out = format!("{}+{:#x}", s.name, addr - s.addr);
-                if let Some(m) = &s.module {
+                if let Some(m) = s.module.as_deref() {
                     out.push_str(&format!(" [{m}]"));
                 }
                 out
@@ -139,7 +180,39 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("kallsyms");
         std::fs::write(&path, SAMPLE).unwrap();
-        Kallsyms::new(path)
+        std::fs::write(dir.join("modules"), "pfnwatch_badmod 16384 0 - Live 0x0\n").unwrap();
+        Kallsyms::with_modules(path, dir.join("modules"))
+    }
+
+    #[test]
+    fn symbols_are_reread_only_when_the_modules_change() {
+        let dir = std::env::temp_dir().join(format!("pfnwatch-kallsyms-m-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, modules) = (dir.join("kallsyms"), dir.join("modules"));
+        std::fs::write(&path, SAMPLE).unwrap();
+        std::fs::write(&modules, "a 1 0 - Live 0x0\n").unwrap();
+        let mut k = Kallsyms::with_modules(&path, &modules);
+        assert_eq!(k.symbolize(0xffffffff81234570), "vm_normal_page+0x10");
+        // A module loads: kallsyms grows, the module list changes.
+        let more = format!("{SAMPLE}ffffffffa0002000 t newmod_fault\t[newmod]\n");
+        std::fs::write(&path, more).unwrap();
+        // A miss with the module list unchanged: nothing is reread.
+        k.checked_at = None;
+        assert_eq!(k.symbolize(0xffffffffa0002010), "0xffffffffa0002010");
+        // Only a use count changed: still nothing to reread.
+        std::fs::write(&modules, "a 1 3 - Live 0x0\n").unwrap();
+        k.checked_at = None;
+        assert_eq!(k.symbolize(0xffffffffa0002010), "0xffffffffa0002010");
+        std::fs::write(&modules, "a 1 0 - Live 0x0\nnewmod 1 0 - Live 0x0\n").unwrap();
+        k.checked_at = None;
+        assert_eq!(
+            k.symbolize(0xffffffffa0002010),
+            "newmod_fault+0x10 [newmod]"
+        );
+        // Within the recheck interval a miss reads nothing at all.
+        std::fs::remove_file(&modules).unwrap();
+        assert_eq!(k.symbolize(0x1000), "0x1000");
+        assert_eq!(k.symbols.len(), 6);
     }
 
     #[test]
@@ -178,7 +251,7 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("kallsyms");
         std::fs::write(&path, "0000000000000000 T _stext\n0000000000000000 t foo\n").unwrap();
-        let mut k = Kallsyms::new(path);
+        let mut k = Kallsyms::with_modules(&path, dir.join("no-modules"));
         assert_eq!(k.symbolize(0xffffffff81000010), "0xffffffff81000010");
         assert!(k.restricted);
     }

@@ -243,7 +243,9 @@ pub(super) mod tests {
         let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP);
         for id in 1..=(INVENTORY_SLOTS as u64 + 10) {
             created.vma_id = id;
-            tally.outcome(&outcome(created.clone(), Some("mem"))).unwrap();
+            tally
+                .outcome(&outcome(created.clone(), Some("mem")))
+                .unwrap();
         }
         assert_eq!(tally.live_ids.len(), INVENTORY_SLOTS);
         assert_eq!(tally.live_ids.keys().next(), Some(&11), "the oldest go");
