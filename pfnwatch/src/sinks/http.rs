@@ -32,10 +32,7 @@ impl Server {
             .await
             .with_context(|| format!("listening on {addr} (web.listen_address)"))?;
         let addr = listener.local_addr().unwrap_or(addr);
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/", get(index))
-            .with_state(scrapes);
+        let app = router(scrapes);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -55,6 +52,16 @@ impl Server {
             .context("the HTTP task panicked")?
             .with_context(|| format!("serving on {}", self.addr))
     }
+}
+
+/// The routes: `/metrics` asks the daemon loop through `scrapes`, `/`
+/// points at it, anything else is 404. Public so the fuzz targets
+/// (`fuzz/`) can serve hostile requests without a socket.
+pub fn router(scrapes: mpsc::Sender<Scrape>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .with_state(scrapes)
 }
 
 async fn metrics(State(scrapes): State<mpsc::Sender<Scrape>>) -> Response {
