@@ -100,7 +100,9 @@ impl Sink for Tally {
                 *self.mappings.entry((origin, source.clone())).or_default() += 1;
                 let live = self.live.entry(source.clone()).or_default();
                 live.0 += 1;
-                live.1 += r.size;
+                // A record's size is whatever the kernel wrote: saturate,
+                // never wrap (the gauge shows i64::MAX past it anyway).
+                live.1 = live.1.saturating_add(r.size);
                 // The kernel tracks as many: more means records were lost.
                 if self.live_ids.len() < INVENTORY_SLOTS {
                     self.live_ids.insert(
@@ -230,6 +232,23 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(tally.mappings.values().sum::<u64>(), 2);
         assert_eq!(tally.records, 5);
+    }
+
+    #[test]
+    fn live_bytes_saturate() {
+        // Found reviewing what the fuzz targets feed in (the input is
+        // fuzz/corpus/record_decode/live-bytes-overflow.events): two created
+        // records of 2^63 bytes each overflowed the sum.
+        let mut tally = Tally::default();
+        let dev = DevNum { major: 1, minor: 1 };
+        for id in [1, 2] {
+            let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP);
+            created.vma_id = id;
+            created.size = 1 << 63;
+            tally.outcome(&outcome(created, Some("mem"))).unwrap();
+        }
+        let mem = ("pfnmap", "mem".to_owned(), "1:1".to_owned());
+        assert_eq!(tally.live[&mem], (2, u64::MAX));
     }
 
     #[test]
