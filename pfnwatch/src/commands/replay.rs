@@ -444,6 +444,19 @@ mod tests {
     }
 
     #[test]
+    fn losses_past_u64_saturate() {
+        // Found reviewing what the fuzz targets feed in (the input is
+        // fuzz/corpus/capture_read/lost-overflow.capture): a capture's loss
+        // counts are any the file says, and their sum overflowed.
+        let huge = Entry::Lost {
+            lost: u64::MAX,
+            total: u64::MAX,
+        };
+        let path = write_capture("lost", &[], &[huge.clone(), huge]);
+        assert_eq!(run(&path, opts(Format::Json)).0.lost, u64::MAX);
+    }
+
+    #[test]
     fn damaged_captures_print_nothing() {
         let path = write_capture("damaged", &every_rule(), &[]);
         let bytes = std::fs::read(&path).unwrap();
