@@ -6,7 +6,8 @@
 //! What libFuzzer finds on the way goes to `<target>/fuzz/corpus/<target>`
 //! (the committed corpus stays the seeds and the inputs that once crashed),
 //! its output to `<target>/fuzz/<target>.log`, and a crash input to
-//! `fuzz/artifacts/<target>/`.
+//! `fuzz/artifacts/<target>/`. A target's dictionary, when it has one, is
+//! `fuzz/dict/<target>.dict`.
 
 use std::{
     env, fs,
@@ -211,14 +212,19 @@ fn fuzz_one(paths: &Paths, target: &str, seconds: u64) -> Result<String> {
     let log =
         fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let seeds = paths.root.join("fuzz/corpus").join(target);
+    let dict = paths.root.join("fuzz/dict").join(format!("{target}.dict"));
     let mut run = nightly_cargo(paths);
     // libFuzzer adds what it finds to the first directory only.
     run.args(["fuzz", "run", target])
         .arg(&work)
         .arg(&seeds)
         .arg("--")
-        .args(libfuzzer_args(seconds))
-        .stdout(log.try_clone().context("duplicating the log's handle")?)
+        .args(libfuzzer_args(seconds));
+    // The format's own words: what random bytes seldom spell.
+    if dict.is_file() {
+        run.arg(format!("-dict={}", dict.display()));
+    }
+    run.stdout(log.try_clone().context("duplicating the log's handle")?)
         .stderr(log);
     println!("[host] + {}", describe(&run));
     let status = run
@@ -302,6 +308,30 @@ mod tests {
                 manifest.contains(&format!("name = \"{name}\"")),
                 "fuzz/corpus/{name} has no target in fuzz/Cargo.toml"
             );
+        }
+    }
+
+    #[test]
+    fn every_dictionary_has_its_target_and_parses() {
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let manifest = fs::read_to_string(fuzz.join("Cargo.toml")).unwrap();
+        for file in fs::read_dir(fuzz.join("dict")).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            assert!(
+                manifest.contains(&format!("name = \"{name}\"")),
+                "{} has no target in fuzz/Cargo.toml",
+                path.display()
+            );
+            // libFuzzer's format: comments, or one quoted token a line.
+            for line in fs::read_to_string(&path).unwrap().lines() {
+                assert!(
+                    line.starts_with('#')
+                        || (line.len() > 2 && line.starts_with('"') && line.ends_with('"')),
+                    "{}: {line}",
+                    path.display()
+                );
+            }
         }
     }
 
