@@ -151,14 +151,19 @@ pub const EVENT_ZERO_PAGE: u32 = 1 << 4;
 /// An inventory record of a vma a fork copied into the child.
 pub const EVENT_FORK: u32 = 1 << 5;
 
+/// An inventory record of a vma that existed before pfnwatch started (or
+/// that the inventory missed), found by walking every task's vmas.
+pub const EVENT_EXISTING: u32 = 1 << 6;
+
 /// Named event flags, for the C header.
-pub const EVENT_FLAGS: [(&str, u32); 6] = [
+pub const EVENT_FLAGS: [(&str, u32); 7] = [
     ("PFN_KNOWN", EVENT_PFN_KNOWN),
     ("PGOFF_BEFORE", EVENT_PGOFF_BEFORE),
     ("FILE", EVENT_FILE),
     ("AT_ENTRY", EVENT_AT_ENTRY),
     ("ZERO_PAGE", EVENT_ZERO_PAGE),
     ("FORK", EVENT_FORK),
+    ("EXISTING", EVENT_EXISTING),
 ];
 
 /// Slots of the `drops` per-CPU array: what the kernel could not keep.
@@ -171,6 +176,22 @@ pub const LOSS_URGENT: u32 = 2;
 pub const LOSS_SLOTS: usize = 3;
 /// Live pfn-mapping vmas the inventory tracks at most.
 pub const INVENTORY_SLOTS: usize = 65536;
+
+/// Slots of the `lookups` array (u64 each), the state of the page-table
+/// lookup programs when they attach on demand. Live watched vmas: pfn
+/// mappings in the inventory that are not a kernel subsystem's safe by
+/// design, plus any the inventory had no room for (never taken back).
+pub const LOOKUPS_WATCHED: u32 = 0;
+/// Nonzero while user space has the lookup programs attached; while zero,
+/// the first watched vma sends a wake-up through `LOOKUP_WAKE`.
+pub const LOOKUPS_ATTACHED: u32 = 1;
+pub const LOOKUP_SLOTS: usize = 2;
+/// Size of the `lookup_wake` ring buffer: `bpf_ktime_get_ns()` of each
+/// watched vma created while the lookups were detached.
+pub const LOOKUP_WAKE_BYTES: u32 = 4096;
+/// `file_operations` whose mappings never call the lookups in (user space
+/// fills `SAFE_FOPS` from kallsyms; 0: unknown, not skipped).
+pub const SAFE_FOPS_SLOTS: usize = 4;
 
 /// Entries of the `counts` per-CPU array: index [`counts_index`].
 pub const COUNTS_LEN: usize = Hook::COUNT * class::SLOTS;
@@ -220,6 +241,15 @@ pub mod names {
     /// `const volatile __u64`: `&special_mapping_vmops`, the vDSO's vm_ops
     /// (0: unknown).
     pub const SPECIAL_MAPPING_VMOPS: &str = "special_mapping_vmops";
+    /// `const volatile __u64[SAFE_FOPS_SLOTS]`: `file_operations` whose
+    /// pfn mappings do not count as watched (0: unused slot).
+    pub const SAFE_FOPS: &str = "safe_fops";
+    /// `u64[LOOKUP_SLOTS]` array: the on-demand lookups' state.
+    pub const LOOKUPS: &str = "lookups";
+    /// Ring buffer of wake-ups for the on-demand lookups.
+    pub const LOOKUP_WAKE: &str = "lookup_wake";
+    /// The iter/task_vma program that walks every task's vmas.
+    pub const EXISTING_VMAS: &str = "existing_vmas";
 }
 
 /// Index into `counts` of a (hook, class) pair.

@@ -63,7 +63,16 @@ fn write_header(h: &mut String) -> std::fmt::Result {
         abi::URGENT_RINGBUF_BYTES
     )?;
     writeln!(h, "#define PFNW_LOSS_SLOTS {}", abi::LOSS_SLOTS)?;
-    writeln!(h, "#define PFNW_INVENTORY_SLOTS {}\n", abi::INVENTORY_SLOTS)?;
+    writeln!(h, "#define PFNW_INVENTORY_SLOTS {}", abi::INVENTORY_SLOTS)?;
+    writeln!(h, "#define PFNW_LOOKUPS_WATCHED {}", abi::LOOKUPS_WATCHED)?;
+    writeln!(h, "#define PFNW_LOOKUPS_ATTACHED {}", abi::LOOKUPS_ATTACHED)?;
+    writeln!(h, "#define PFNW_LOOKUP_SLOTS {}", abi::LOOKUP_SLOTS)?;
+    writeln!(
+        h,
+        "#define PFNW_LOOKUP_WAKE_BYTES {}",
+        abi::LOOKUP_WAKE_BYTES
+    )?;
+    writeln!(h, "#define PFNW_SAFE_FOPS_SLOTS {}\n", abi::SAFE_FOPS_SLOTS)?;
     write!(h, "{}", pgtable::c_defines())?;
     writeln!(h)?;
     for (name, bit) in abi::EVENT_FLAGS {

@@ -2,6 +2,7 @@
 
 use crate::commands::run::config;
 use crate::kernel::facts;
+use crate::kernel::lookups::{self, LookupMode};
 use crate::kernel::session::{SessionOptions, check_ringbuf_kib};
 use crate::pipeline::filter::{DeviceMatch, Filter};
 use crate::rules::{
@@ -130,6 +131,14 @@ pub struct KernelArgs {
     /// Ring buffer size in KiB (a power of two, at least 4).
     #[arg(long, default_value_t = 256, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: u32,
+    /// When the page-table lookups (vm_normal_page, folio_walk_start) are
+    /// attached: while a device mapping exists, or always (every lookup in
+    /// every pfn mapping, the vDSO's included).
+    #[arg(long, value_enum, default_value_t = LookupMode::OnDemand)]
+    pub lookups: LookupMode,
+    /// Seconds the lookups stay attached once no device mapping is left.
+    #[arg(long, default_value_t = lookups::DEFAULT_GRACE_SECS, value_parser = clap::value_parser!(u64).range(1..=config::MAX_SECONDS))]
+    pub lookups_grace: u64,
 }
 
 impl KernelArgs {
@@ -152,6 +161,8 @@ impl KernelArgs {
             hooks: None,
             narrow: None,
             only_pids: Vec::new(),
+            lookups: self.lookups,
+            lookups_grace: Duration::from_secs(self.lookups_grace),
         }
     }
 }
@@ -342,6 +353,13 @@ pub struct RunArgs {
     /// Ring buffer size in KiB, a power of two from 4 [default: 256].
     #[arg(long, value_parser = parse_ringbuf_kib)]
     pub ringbuf_kib: Option<u32>,
+    /// When the page-table lookups are attached [default: on-demand].
+    #[arg(long, value_enum)]
+    pub lookups: Option<LookupMode>,
+    /// Seconds the lookups stay attached once no device mapping is left
+    /// [default: 30].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=config::MAX_SECONDS))]
+    pub lookups_grace: Option<u64>,
     #[command(flatten)]
     pub rules: RuleArgs,
 }

@@ -63,8 +63,32 @@ struct file;
 struct mm_struct;
 struct vm_area_struct;
 
+struct kernfs_node {
+	__u64 id;
+} __kc;
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __kc;
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __kc;
+
 struct task_struct {
 	struct mm_struct *mm;
+	int pid;
+	int tgid;
+	char comm[16];
+	struct css_set *cgroups;
+} __kc;
+
+/* An iter/task_vma program's context: one vma of one task per call. */
+struct bpf_iter_meta;
+struct bpf_iter__task_vma {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	struct vm_area_struct *vma;
 } __kc;
 struct vm_area_desc;
 

@@ -60,6 +60,10 @@ const volatile __u32 only_pids[PFNW_PID_FILTER_SLOTS] = {};
 const volatile __u64 physical_mask_addr = 0; /* x86 physical_mask */
 const volatile __u64 zero_pfn_addr = 0;      /* zero_pfn (6.x), zero_page_pfn (7.x) */
 const volatile __u64 special_mapping_vmops = 0; /* &special_mapping_vmops: vDSO/vvar */
+/* file_operations of kernel subsystems whose pfn mappings no lookup rule
+ * above info can hit (perf and BPF ring buffers, io_uring rings; README
+ * "Cost"): their mappings do not call the lookup programs in. */
+const volatile __u64 safe_fops[PFNW_SAFE_FOPS_SLOTS] = {};
 
 /* The values behind the addresses above, read on first use. */
 __u64 physical_mask = 0;
@@ -100,6 +104,22 @@ struct {
 	__uint(max_entries, PFNW_URGENT_RINGBUF_BYTES);
 } urgent_events SEC(".maps");
 
+/* The page-table lookups attach on demand: PFNW_LOOKUPS_WATCHED counts the
+ * live watched vmas, PFNW_LOOKUPS_ATTACHED says whether user space has the
+ * lookups attached. The first watched vma while they are not wakes user
+ * space through lookup_wake with the time it was created. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PFNW_LOOKUP_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lookups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, PFNW_LOOKUP_WAKE_BYTES);
+} lookup_wake SEC(".maps");
+
 /* The vma as remap_pfn_range found it, keyed by pid_tgid until its fexit. */
 struct remap_before {
 	__u64 vm_pgoff;
@@ -124,6 +144,8 @@ struct tracked {
 	__u64 mm;
 	__u64 start;
 	__u64 end;
+	/* Counted in PFNW_LOOKUPS_WATCHED. */
+	__u64 watched;
 };
 
 struct {
@@ -153,6 +175,9 @@ struct call {
 	__u16 class;
 	/* The kernel is about to BUG(): wake the reader at once. */
 	bool urgent;
+	/* The task the call is about when it is not the current one (a walk
+	 * of every task's vmas); NULL: the current task. */
+	struct task_struct *task;
 };
 
 static __always_inline __u64 vma_flags(struct vm_area_struct *vma)
@@ -223,6 +248,15 @@ static __always_inline __u64 entry_pfn(__u64 entry, __u32 level)
 static __always_inline bool mapping_is_anon(struct address_space *mapping)
 {
 	return (unsigned long)mapping & PAGE_MAPPING_ANON;
+}
+
+/* The call's pid (low half) and tgid (high half), as
+ * bpf_get_current_pid_tgid() has them. */
+static __always_inline __u64 call_pid_tgid(struct call *c)
+{
+	if (c->task)
+		return (__u64)BPF_CORE_READ(c->task, tgid) << 32 | (__u32)BPF_CORE_READ(c->task, pid);
+	return bpf_get_current_pid_tgid();
 }
 
 static __always_inline bool is_self(void)
@@ -337,9 +371,12 @@ static __always_inline void send(void *ctx, struct call *c)
 	e = reserve(c->hook, c->class, c->urgent);
 	if (!e)
 		return;
-	pid_tgid = bpf_get_current_pid_tgid();
+	pid_tgid = call_pid_tgid(c);
 	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
+	if (c->task)
+		e->cgroup_id = BPF_CORE_READ(c->task, cgroups, dfl_cgrp, kn, id);
+	else
+		e->cgroup_id = bpf_get_current_cgroup_id();
 	e->vm_flags = c->vm_flags;
 	e->vm_start = BPF_CORE_READ(vma, vm_start);
 	e->vm_end = BPF_CORE_READ(vma, vm_end);
@@ -369,7 +406,10 @@ static __always_inline void send(void *ctx, struct call *c)
 	e->hook = c->hook;
 	e->class = c->class;
 	e->flags = c->event_flags;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	if (c->task)
+		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), c->task->comm);
+	else
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->file[0] = 0;
 	e->parent[0] = 0;
 	e->module[0] = 0;
@@ -381,7 +421,8 @@ static __always_inline void send(void *ctx, struct call *c)
 	fill_file(e, BPF_CORE_READ(vma, vm_file));
 	e->level = c->level;
 	e->stack_bytes = 0;
-	if (capture_stack) {
+	/* A walk's call path is pfnwatch's own read(): nothing to say. */
+	if (capture_stack && !c->task) {
 		long n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
 
 		if (n > 0)
@@ -392,13 +433,13 @@ static __always_inline void send(void *ctx, struct call *c)
 
 /* Only asked once a record is wanted: the counters see every process. The
  * verifier knows only_pid_count (frozen rodata) and drops the loop when 0. */
-static __always_inline bool pid_wanted(void)
+static __always_inline bool pid_wanted(struct call *c)
 {
 	__u64 pid_tgid;
 
 	if (!only_pid_count)
 		return true;
-	pid_tgid = bpf_get_current_pid_tgid();
+	pid_tgid = call_pid_tgid(c);
 	for (int i = 0; i < PFNW_PID_FILTER_SLOTS; i++) {
 		if (i >= only_pid_count)
 			break;
@@ -411,13 +452,15 @@ static __always_inline bool pid_wanted(void)
 /* Count the call, count its errno, and send a record if asked to. */
 static __always_inline void finish(void *ctx, struct call *c)
 {
-	bump(&counts, PFNW_COUNTS_INDEX(c->hook, c->class));
+	/* A walk found the vma: no call of the hook's function to count. */
+	if (!(c->event_flags & PFNW_EVENT_EXISTING))
+		bump(&counts, PFNW_COUNTS_INDEX(c->hook, c->class));
 	if ((c->class & PFNW_CLASS_ERROR) && c->ret < 0) {
 		__u64 err = -c->ret;
 
 		bump(&errors, PFNW_ERRORS_INDEX(c->hook, err));
 	}
-	if (wants_record(c->hook, c->class) && pid_wanted())
+	if (wants_record(c->hook, c->class) && pid_wanted(c))
 		send(ctx, c);
 }
 
@@ -697,7 +740,7 @@ int BPF_PROG(remap_pfn_range_prepare_exit, struct vm_area_desc *desc, int ret)
 	bump(&counts, PFNW_COUNTS_INDEX(c.hook, c.class));
 	if (ret < 0)
 		bump(&errors, PFNW_ERRORS_INDEX(c.hook, (__u64)-ret));
-	if (!wants_record(c.hook, c.class) || !pid_wanted())
+	if (!wants_record(c.hook, c.class) || !pid_wanted(&c))
 		return 0;
 	e = reserve(c.hook, c.class, false);
 	if (!e)
@@ -955,14 +998,56 @@ static __always_inline bool is_special_mapping(struct vm_area_struct *vma)
 	       (__u64)BPF_CORE_READ(vma, vm_ops) == special_mapping_vmops;
 }
 
+/* Whether the vma's file is one of the safe subsystems'. */
+static __always_inline bool is_safe_file(struct vm_area_struct *vma)
+{
+	struct file *file = BPF_CORE_READ(vma, vm_file);
+	__u64 fop;
+
+	if (!file)
+		return false;
+	fop = (__u64)BPF_CORE_READ(file, f_op);
+	for (int i = 0; i < PFNW_SAFE_FOPS_SLOTS; i++) {
+		if (safe_fops[i] && safe_fops[i] == fop)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void watched_add(__s64 n)
+{
+	__u32 slot = PFNW_LOOKUPS_WATCHED;
+	__u64 *watched = bpf_map_lookup_elem(&lookups, &slot), *ns;
+	__u64 *attached;
+
+	if (!watched)
+		return;
+	__sync_fetch_and_add(watched, n);
+	slot = PFNW_LOOKUPS_ATTACHED;
+	attached = bpf_map_lookup_elem(&lookups, &slot);
+	if (n <= 0 || !attached || *attached)
+		return;
+	/* A full ring means a wake-up is waiting already. */
+	ns = bpf_ringbuf_reserve(&lookup_wake, sizeof(*ns), 0);
+	if (!ns)
+		return;
+	*ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(ns, BPF_RB_FORCE_WAKEUP);
+}
+
+/* A new pfn mapping (or one announced again) of `task` (NULL: current). */
 static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_struct *vma,
-				       __u64 flags, __u32 event_flags)
+				       __u64 flags, __u32 event_flags, struct task_struct *task)
 {
 	__u64 key = (__u64)vma;
 	struct tracked now = {}, *known;
 	struct call c = {};
+	bool self;
 
-	if (!is_pfn_mapping(flags) || is_self() || is_special_mapping(vma))
+	if (!is_pfn_mapping(flags) || is_special_mapping(vma))
+		return 0;
+	self = task ? BPF_CORE_READ(task, tgid) == self_tgid : is_self();
+	if (self)
 		return 0;
 	now.mm = (__u64)BPF_CORE_READ(vma, vm_mm);
 	now.start = BPF_CORE_READ(vma, vm_start);
@@ -975,11 +1060,22 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 		known->end = now.end;
 		return 0;
 	}
+	/* A vma at a freed one's address whose free went unseen: that one's
+	 * count goes with it. */
+	if (known && known->watched)
+		watched_add(-1);
+	now.watched = !is_safe_file(vma);
 	now.id = __sync_fetch_and_add(&inventory_ids, 1) + 1;
 	if (bpf_map_update_elem(&inventory, &key, &now, BPF_ANY) != 0) {
 		bump(&drops, PFNW_LOSS_INVENTORY);
+		/* Counted and never taken back: with a vma untracked, the
+		 * lookups stay attached. */
+		if (now.watched)
+			watched_add(1);
 		return 0;
 	}
+	if (now.watched)
+		watched_add(1);
 	c.vma = vma;
 	c.vm_flags = flags;
 	c.hook = hook;
@@ -987,6 +1083,7 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 	c.size = BPF_CORE_READ(vma, vm_end) - c.addr;
 	c.vma_id = now.id;
 	c.event_flags = event_flags;
+	c.task = task;
 	c.class = vma_class(&c);
 	finish(ctx, &c);
 	return 0;
@@ -995,14 +1092,15 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 SEC("fentry/perf_event_mmap")
 int BPF_PROG(perf_event_mmap_entry, struct vm_area_struct *vma)
 {
-	return vma_created(ctx, PFNW_HOOK_PERF_EVENT_MMAP, vma, vma_flags(vma), 0);
+	return vma_created(ctx, PFNW_HOOK_PERF_EVENT_MMAP, vma, vma_flags(vma), 0, NULL);
 }
 
 SEC("fentry/copy_page_range")
 int BPF_PROG(copy_page_range_entry, struct vm_area_struct *dst, struct vm_area_struct *src)
 {
 	/* The child's vma has the parent's flags and range already. */
-	return vma_created(ctx, PFNW_HOOK_COPY_PAGE_RANGE, dst, vma_flags(dst), PFNW_EVENT_FORK);
+	return vma_created(ctx, PFNW_HOOK_COPY_PAGE_RANGE, dst, vma_flags(dst), PFNW_EVENT_FORK,
+			   NULL);
 }
 
 static __always_inline int vma_gone(void *ctx, struct vm_area_struct *vma)
@@ -1018,6 +1116,8 @@ static __always_inline int vma_gone(void *ctx, struct vm_area_struct *vma)
 	if (!known)
 		return 0;
 	c.vma_id = known->id;
+	if (known->watched)
+		watched_add(-1);
 	bpf_map_delete_elem(&inventory, &key);
 	c.vma = vma;
 	c.hook = PFNW_HOOK_VM_AREA_FREE;
@@ -1045,4 +1145,23 @@ SEC("fentry/__vm_area_free")
 int BPF_PROG(__vm_area_free_entry, struct vm_area_struct *vma)
 {
 	return vma_gone(ctx, vma);
+}
+
+/*
+ * Every task's vmas, walked by user space at start (the pfn mappings made
+ * before pfnwatch, which no hook saw) and before it detaches the lookups
+ * (a vma split off a tracked one by a partial munmap or mprotect is a pfn
+ * mapping no hook announced). Each one the inventory lacks gets in, with a
+ * record flagged EXISTING.
+ */
+SEC("iter/task_vma")
+int existing_vmas(struct bpf_iter__task_vma *ctx)
+{
+	struct vm_area_struct *vma = ctx->vma;
+	struct task_struct *task = ctx->task;
+
+	if (!vma || !task)
+		return 0;
+	return vma_created(ctx, PFNW_HOOK_PERF_EVENT_MMAP, vma, vma_flags(vma),
+			   PFNW_EVENT_EXISTING, task);
 }

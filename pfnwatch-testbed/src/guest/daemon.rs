@@ -162,6 +162,7 @@ impl Daemon {
         let mut child = Command::new("/bin/pfnwatch")
             .arg("run")
             .args(args)
+            .args(super::lookups::always_unless_given(args))
             .stderr(Stdio::piped())
             .spawn()
             .context("starting pfnwatch run")?;

@@ -9,6 +9,7 @@ mod correct;
 // pfnwatch run as a child, its log and /metrics (daemon.rs).
 mod daemon;
 mod demo_mode;
+mod lookups;
 // pfnwatch run's /metrics, SIGHUP and SIGTERM (metrics_checks.rs).
 mod metrics_checks;
 // badmod: loads the bad-driver test module (module.rs).

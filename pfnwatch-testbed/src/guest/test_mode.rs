@@ -89,10 +89,16 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
 /// R1, the remap creating a COW PFNMAP; the device and COW-copy lookups are
 /// counted, not alerted. The alert goes to the log and the alerts file with
 /// the call path into the remap; the interval log shows the counts.
+///
+/// It runs as shipped, with the lookups on demand: first the on-demand
+/// checks (standby, attach, detach, attach again for a device mapped after
+/// the detach), then, with that mapping held, every scenario firing
+/// exactly its rules.
 fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let alerts_file = "/tmp/alerts.jsonl";
     let mut run = Command::new("/bin/pfnwatch")
         .args(["run", "--interval", "1", "--alerts-file", alerts_file])
+        .args(["--lookups-grace", "1"])
         .stderr(Stdio::piped())
         .spawn()
         .context("starting pfnwatch run")?;
@@ -110,6 +116,13 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
             }
         }
     }
+    let device_mapped = match super::lookups::on_demand(rep, 19463) {
+        Ok(map) => map,
+        Err(e) => {
+            rep.fail("lookups/run", &format!("{e:#}"));
+            None
+        }
+    };
     let report = trigger(Scenario::DevmemPrivate)?;
     let mut bad_drivers = Vec::new();
     for scenario in Scenario::for_kernel(kernel).filter(|s| s.uses_module()) {
@@ -124,6 +137,7 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     }
     // Two interval ticks at least.
     std::thread::sleep(Duration::from_millis(2500));
+    drop(device_mapped);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGTERM) };
     let status = run.wait()?;

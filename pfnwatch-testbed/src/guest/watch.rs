@@ -34,6 +34,7 @@ impl Watch {
     pub fn start(args: &[&str], timeout: Duration) -> Result<(Watch, Line)> {
         let mut child = Command::new("/bin/pfnwatch")
             .args(args)
+            .args(super::lookups::always_unless_given(args))
             .stdout(Stdio::piped())
             .spawn()
             .context("starting /bin/pfnwatch")?;

@@ -180,6 +180,7 @@ fn text(r: &CheckReport) -> String {
     for p in &r.programs {
         let state = match &p.state {
             ProgramState::Attached => "attachable".to_owned(),
+            ProgramState::Standby => "attachable (attached while a device is mapped)".to_owned(),
             ProgramState::Missing => {
                 let when = programs::availability(p.hook);
                 format!("missing: not in this kernel ({when})")

@@ -64,6 +64,10 @@ pub struct Record {
     /// An inventory record of a vma a fork gave the child.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fork: bool,
+    /// An inventory record of a vma found by walking every task's vmas:
+    /// mapped before pfnwatch started, or missed by the inventory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub existing: bool,
     /// Kernel return addresses, innermost first (empty unless captured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<u64>,
@@ -191,6 +195,7 @@ impl Record {
             at_entry: false,
             zero_page: false,
             fork: false,
+            existing: false,
             stack: Vec::new(),
         }
     }
@@ -241,6 +246,7 @@ impl Record {
             at_entry: has(abi::EVENT_AT_ENTRY),
             zero_page: has(abi::EVENT_ZERO_PAGE),
             fork: has(abi::EVENT_FORK),
+            existing: has(abi::EVENT_EXISTING),
         })
     }
 

@@ -1,7 +1,9 @@
 //! Facts about the running kernel that decide what pfnwatch can do on it.
 
+use super::lookups::SAFE_FOPS;
 use anyhow::{Context, Result};
 use aya::{Btf, BtfError};
+use pfnwatch_common::abi;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +47,8 @@ pub struct KernelAddresses {
     pub zero_pfn: u64,
     /// `special_mapping_vmops`: the vm_ops of the vDSO and vvar mappings.
     pub special_mapping_vmops: u64,
+    /// The `file_operations` of [`super::lookups::SAFE_FOPS`], in order.
+    pub safe_fops: [u64; abi::SAFE_FOPS_SLOTS],
 }
 
 impl KernelAddresses {
@@ -66,10 +70,12 @@ impl KernelAddresses {
             if words.next().is_some() {
                 continue;
             }
-            let slot = match name {
-                "physical_mask" => &mut found.physical_mask,
-                "zero_pfn" | "zero_page_pfn" => &mut found.zero_pfn,
-                "special_mapping_vmops" => &mut found.special_mapping_vmops,
+            let safe = SAFE_FOPS.iter().position(|s| *s == name);
+            let slot = match (name, safe) {
+                ("physical_mask", _) => &mut found.physical_mask,
+                ("zero_pfn" | "zero_page_pfn", _) => &mut found.zero_pfn,
+                ("special_mapping_vmops", _) => &mut found.special_mapping_vmops,
+                (_, Some(i)) => &mut found.safe_fops[i],
                 _ => continue,
             };
             *slot = u64::from_str_radix(addr, 16).unwrap_or(0);

@@ -4,11 +4,14 @@
 //! stops the others.
 
 use super::facts::{self, Caps};
+use super::lookups;
 use super::programs::{self, Attach, PROGRAMS, ProgramSpec};
 use super::refusals;
 use crate::rules::{self, RuleSet, Selection};
 use anyhow::{Context, Result};
-use aya::programs::{FEntry, FExit, ProgramError};
+use aya::programs::fentry::FEntryLinkId;
+use aya::programs::fexit::FExitLinkId;
+use aya::programs::{FEntry, FExit, Iter, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
 use pfnwatch_common::{
     Hook, RecordMask,
@@ -21,6 +24,9 @@ use std::collections::BTreeSet;
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum ProgramState {
     Attached,
+    /// A page-table lookup that attached and was detached again until a
+    /// device mapping needs it (`--lookups on-demand`, `kernel::lookups`).
+    Standby,
     /// The kernel has no such function (or it was inlined away).
     Missing,
     /// The kernel has it, but the caller did not ask for its hook
@@ -45,6 +51,13 @@ pub struct ProgramReport {
     pub target: String,
     #[serde(flatten)]
     pub state: ProgramState,
+}
+
+impl ProgramState {
+    /// Attached, or ready to attach the moment it is needed.
+    pub fn works(&self) -> bool {
+        matches!(self, ProgramState::Attached | ProgramState::Standby)
+    }
 }
 
 impl ProgramReport {
@@ -72,8 +85,7 @@ pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
     let attached = |h: Hook| {
         let counting = programs::counting_program(h);
         programs.iter().any(|p| {
-            p.program == counting.name
-                && matches!(p.state, ProgramState::Attached | ProgramState::Skipped)
+            p.program == counting.name && (p.state.works() || p.state == ProgramState::Skipped)
         })
     };
     programs::coverage_gaps(exists, attached)
@@ -100,6 +112,15 @@ pub struct LoadOptions<'a> {
 pub struct Watcher {
     pub ebpf: Ebpf,
     pub programs: Vec<ProgramReport>,
+    /// The links of the attached lookup programs, which `kernel::lookups`
+    /// detaches and attaches again as device mappings come and go.
+    pub lookup_links: Vec<(&'static ProgramSpec, Link)>,
+}
+
+/// One attachment of a program, to detach it by.
+pub enum Link {
+    Fentry(FEntryLinkId),
+    Fexit(FExitLinkId),
 }
 
 impl Watcher {
@@ -151,6 +172,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
             &addrs.special_mapping_vmops,
             true,
         )
+        .override_global(names::SAFE_FOPS, &addrs.safe_fops, true)
         .override_global(names::RECORD_MASK, mask.words(), true)
         .override_global(names::URGENT_MASK, urgent.words(), true)
         .override_global(names::CAPTURE_STACK, &u32::from(opts.capture_stack), true)
@@ -160,11 +182,16 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         .load(pfnwatch_ebpf::OBJECT)
         .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;
     let can_trace = Caps::current().is_ok_and(Caps::can_trace);
+    let mut lookup_links = Vec::new();
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
             let state = if wanted(spec.hook) {
-                attach_one(&mut ebpf, spec, opts.btf, can_trace)
+                let (state, link) = load_and_attach(&mut ebpf, spec, opts.btf, can_trace);
+                if let Some(link) = link.filter(|_| lookups::on_demand(spec.hook)) {
+                    lookup_links.push((spec, link));
+                }
+                state
             } else if spec
                 .target_on(|f| facts::has_function(opts.btf, f))
                 .is_some()
@@ -177,25 +204,51 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
             ProgramReport::new(spec, |f| facts::has_function(opts.btf, f), state)
         })
         .collect();
-    Ok(Watcher { ebpf, programs })
+    if let Err(e) = load_walk(&mut ebpf, opts.btf) {
+        // Without the walk the lookups cannot know when to detach: they
+        // stay attached (kernel::lookups), which costs, never blinds.
+        tracing::warn!("{e:#}");
+    }
+    Ok(Watcher {
+        ebpf,
+        programs,
+        lookup_links,
+    })
 }
 
-fn attach_one(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf, can_trace: bool) -> ProgramState {
+/// Loads the iter/task_vma program that walks every task's vmas.
+fn load_walk(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
+    let walk: &mut Iter = ebpf
+        .program_mut(names::EXISTING_VMAS)
+        .context("the object has no existing_vmas program")?
+        .try_into()?;
+    walk.load("task_vma", btf)
+        .map_err(|e| anyhow::anyhow!("{}", refusals::describe(&e)))
+        .context("loading existing_vmas (iter/task_vma): the lookups stay attached")
+}
+
+fn load_and_attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &Btf,
+    can_trace: bool,
+) -> (ProgramState, Option<Link>) {
     let Some(target) = spec.target_on(|f| facts::has_function(btf, f)) else {
-        return ProgramState::Missing;
+        return (ProgramState::Missing, None);
     };
     match try_attach(ebpf, spec, target, btf) {
-        Ok(()) => ProgramState::Attached,
+        Ok(link) => (ProgramState::Attached, Some(link)),
         Err(err) => {
             if let ProgramError::LoadError { verifier_log, .. } = &err {
                 tracing::debug!(program = spec.name, "verifier log:\n{verifier_log}");
             }
             let errno = refusals::errno(&err);
-            ProgramState::Refused {
+            let state = ProgramState::Refused {
                 errno,
                 error: refusals::describe(&err),
                 hint: refusals::hint(errno, can_trace).to_owned(),
-            }
+            };
+            (state, None)
         }
     }
 }
@@ -205,23 +258,55 @@ fn try_attach(
     spec: &ProgramSpec,
     target: &str,
     btf: &Btf,
-) -> Result<(), ProgramError> {
+) -> Result<Link, ProgramError> {
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(ProgramError::UnexpectedProgramType)?;
-    match spec.attach {
+    Ok(match spec.attach {
         Attach::Fentry => {
             let p: &mut FEntry = program.try_into()?;
             p.load(target, btf)?;
-            p.attach()?;
+            Link::Fentry(p.attach()?)
         }
         Attach::Fexit => {
             let p: &mut FExit = program.try_into()?;
             p.load(target, btf)?;
-            p.attach()?;
+            Link::Fexit(p.attach()?)
+        }
+    })
+}
+
+/// Attaches a loaded program again.
+pub fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec) -> Result<Link, ProgramError> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    Ok(match spec.attach {
+        Attach::Fentry => {
+            let p: &mut FEntry = program.try_into()?;
+            Link::Fentry(p.attach()?)
+        }
+        Attach::Fexit => {
+            let p: &mut FExit = program.try_into()?;
+            Link::Fexit(p.attach()?)
+        }
+    })
+}
+
+pub fn detach(ebpf: &mut Ebpf, spec: &ProgramSpec, link: Link) -> Result<(), ProgramError> {
+    let program = ebpf
+        .program_mut(spec.name)
+        .ok_or(ProgramError::UnexpectedProgramType)?;
+    match link {
+        Link::Fentry(id) => {
+            let p: &mut FEntry = program.try_into()?;
+            p.detach(id)
+        }
+        Link::Fexit(id) => {
+            let p: &mut FExit = program.try_into()?;
+            p.detach(id)
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

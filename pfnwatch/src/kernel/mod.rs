@@ -9,6 +9,7 @@ pub mod counters;
 pub mod decode;
 pub mod facts;
 pub mod loader;
+pub mod lookups;
 pub mod programs;
 pub mod refusals;
 pub mod session;

@@ -252,7 +252,12 @@ mod tests {
 
     #[test]
     fn table_matches_the_object_exactly() {
-        let in_object = object_programs();
+        let mut in_object = object_programs();
+        // The walk of every task's vmas, kernel::lookups' own.
+        assert_eq!(
+            in_object.remove(pfnwatch_common::abi::names::EXISTING_VMAS),
+            Some("iter/task_vma".to_owned())
+        );
         let in_table: BTreeMap<String, String> = PROGRAMS
             .iter()
             .map(|p| {

@@ -5,6 +5,7 @@ use super::counters::Counts;
 use super::decode::Record;
 use super::facts;
 use super::loader::{self, LoadOptions, ProgramState, Watcher};
+use super::lookups::{LookupMode, Lookups};
 use super::programs;
 use crate::rules::{RuleSet, Selection};
 use anyhow::{Context, Result, bail};
@@ -12,6 +13,7 @@ use aya::maps::{MapData, RingBuf};
 use pfnwatch_common::{Event, Hook, RecordMask, abi};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -58,6 +60,10 @@ pub struct SessionOptions {
     pub narrow: Option<RecordMask>,
     /// Records only for these pids or tgids (`trace --pid`); empty: all.
     pub only_pids: Vec<u32>,
+    /// When the page-table lookups are attached, and how long they stay
+    /// once no device mapping needs them.
+    pub lookups: LookupMode,
+    pub lookups_grace: Duration,
 }
 
 pub struct Session {
@@ -74,6 +80,7 @@ pub struct Session {
     hup: Option<Signal>,
     /// Records whose hook id this binary does not know (object/binary skew).
     pub undecodable: u64,
+    pub lookups: Lookups,
 }
 
 impl Session {
@@ -134,6 +141,7 @@ impl Session {
         }
         let urgent = ring(&mut watcher, abi::names::URGENT_EVENTS)?;
         let ring = ring(&mut watcher, abi::names::EVENTS)?;
+        let lookups = Lookups::start(&mut watcher, opts.lookups, opts.lookups_grace)?;
         Ok(Session {
             watcher,
             release: facts::release(),
@@ -144,6 +152,7 @@ impl Session {
             int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
             hup: None,
             undecodable: 0,
+            lookups,
         })
     }
 
@@ -153,8 +162,19 @@ impl Session {
         Ok(())
     }
 
-    /// Waits for records, a signal, or the next tick.
-    pub async fn wait(&mut self, tick: Option<&mut Interval>) -> Result<Wake> {
+    /// Waits for records, a signal, or the next tick; attaches and
+    /// detaches the page-table lookups on the way as the kernel asks.
+    pub async fn wait(&mut self, mut tick: Option<&mut Interval>) -> Result<Wake> {
+        loop {
+            if let Some(wake) = self.wait_once(tick.as_deref_mut()).await? {
+                return Ok(wake);
+            }
+            self.lookups.handle(&mut self.watcher.ebpf)?;
+        }
+    }
+
+    /// `None`: the lookups need attention.
+    async fn wait_once(&mut self, tick: Option<&mut Interval>) -> Result<Option<Wake>> {
         let tick = async {
             match tick {
                 Some(t) => {
@@ -170,23 +190,28 @@ impl Session {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let wake = tokio::select! {
             guard = self.urgent.readable_mut() => {
                 guard.context("waiting on the urgent ring buffer")?.clear_ready();
-                Ok(Wake::Records)
+                Wake::Records
             }
             guard = self.ring.readable_mut() => {
                 // Clear before draining: a record committed after the
                 // drain sets readiness again instead of being missed.
                 guard.context("waiting on the ring buffer")?.clear_ready();
-                Ok(Wake::Records)
+                Wake::Records
             }
-            _ = self.usr1.recv() => Ok(Wake::Snapshot),
-            _ = self.term.recv() => Ok(Wake::Stop),
-            _ = self.int.recv() => Ok(Wake::Stop),
-            _ = hup => Ok(Wake::Reload),
-            _ = tick => Ok(Wake::Tick),
-        }
+            _ = self.usr1.recv() => Wake::Snapshot,
+            _ = self.term.recv() => Wake::Stop,
+            _ = self.int.recv() => Wake::Stop,
+            _ = hup => Wake::Reload,
+            _ = tick => Wake::Tick,
+            ready = self.lookups.ready() => {
+                ready?;
+                return Ok(None);
+            }
+        };
+        Ok(Some(wake))
     }
 
     /// Hands every record in the ring buffers to `f`, without blocking:

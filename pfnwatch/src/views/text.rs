@@ -51,7 +51,7 @@ fn severity_style(severity: Severity) -> Style {
 fn ready_text(release: &str, programs: &[ProgramReport], recorded_at: Option<&str>) -> String {
     let attached: Vec<&str> = programs
         .iter()
-        .filter(|p| p.state == ProgramState::Attached)
+        .filter(|p| p.state.works())
         .map(|p| p.program.as_str())
         .collect();
     let skipped = programs

@@ -2,6 +2,7 @@
 //! schema, checked while it is read, so a bad key or value is an error that
 //! names the key and the line. `deploy/pfnwatch.toml` documents every key.
 
+use crate::kernel::lookups::LookupMode;
 use crate::kernel::session::{RINGBUF_RULE, check_ringbuf_kib};
 use crate::rules::{RuleId, Severity};
 use serde::Deserialize;
@@ -53,6 +54,10 @@ pub struct Web {
 pub struct Kernel {
     pub btf: Option<NonEmptyPath>,
     pub ringbuf_kib: Option<RingbufKib>,
+    /// "on-demand" or "always": when the page-table lookups are attached.
+    pub lookups: Option<LookupMode>,
+    /// Seconds the lookups stay attached once no device mapping is left.
+    pub lookups_grace: Option<Seconds>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

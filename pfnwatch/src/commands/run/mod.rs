@@ -81,6 +81,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         hooks: None,
         narrow: None,
         only_pids: Vec::new(),
+        lookups: settings.lookups,
+        lookups_grace: settings.lookups_grace,
     })?;
     session.watch_hangup()?;
     let pipeline = Pipeline::new(
@@ -226,6 +228,7 @@ impl Daemon {
             tally: &self.out.tally,
             undecodable: self.session.undecodable,
             ringbuf_bytes: self.settings.ringbuf_kib * 1024,
+            lookups: self.session.lookups.stats,
         })
     }
 

@@ -5,6 +5,7 @@
 
 use super::config::{self, ConfigError, ConfigFile};
 use crate::cli::RunArgs;
+use crate::kernel::lookups::{self, LookupMode};
 use crate::rules::{RuleConfig, Severity};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub log_severity: Severity,
     pub btf: Option<PathBuf>,
     pub ringbuf_kib: u32,
+    pub lookups: LookupMode,
+    pub lookups_grace: Duration,
     pub rules: RuleConfig,
 }
 
@@ -80,6 +83,12 @@ impl Settings {
                 .ringbuf_kib
                 .or(file.kernel.ringbuf_kib.map(|k| k.0))
                 .unwrap_or(256),
+            lookups: flags.lookups.or(file.kernel.lookups).unwrap_or_default(),
+            lookups_grace: secs(
+                flags.lookups_grace,
+                file.kernel.lookups_grace,
+                lookups::DEFAULT_GRACE_SECS,
+            ),
             rules,
         }
     }
@@ -107,6 +116,17 @@ impl Settings {
             ));
             next.ringbuf_kib = self.ringbuf_kib;
         }
+        if (new.lookups, new.lookups_grace) != (self.lookups, self.lookups_grace) {
+            restart.push(format!(
+                "kernel.lookups {} (grace {}s) -> {} (grace {}s)",
+                self.lookups,
+                self.lookups_grace.as_secs(),
+                new.lookups,
+                new.lookups_grace.as_secs()
+            ));
+            next.lookups = self.lookups;
+            next.lookups_grace = self.lookups_grace;
+        }
         for id in loaded.disabled.difference(&new.rules.disabled) {
             restart.push(format!(
                 "rule {id} on (it was off when the programs were loaded, so the kernel sends no records for it)"
@@ -126,7 +146,7 @@ impl Settings {
             .map(|(id, s)| format!("{id}={s}"))
             .collect();
         format!(
-            "listen {} web_config {} interval {}s alerts_file {} dedup_window {}s log_severity {} btf {} ringbuf {} KiB rules off [{}] severity [{}]",
+            "listen {} web_config {} interval {}s alerts_file {} dedup_window {}s log_severity {} btf {} ringbuf {} KiB lookups {} (grace {}s) rules off [{}] severity [{}]",
             self.listen_address,
             show_path(&self.web_config_file),
             self.interval.as_secs(),
@@ -135,6 +155,8 @@ impl Settings {
             self.log_severity,
             show_path(&self.btf),
             self.ringbuf_kib,
+            self.lookups,
+            self.lookups_grace.as_secs(),
             disabled.join(" "),
             severity.join(" ")
         )

@@ -100,6 +100,34 @@ pub const RINGBUF_SIZE: Spec = gauge(
     "Size of the ring buffer the kernel programs write records into.",
     &[],
 );
+pub const LOOKUPS_ATTACHED: Spec = gauge(
+    "pfnwatch_lookups_attached",
+    "1 while the page-table lookup programs (vm_normal_page, folio_walk_start) are \
+     attached: always with --lookups always, else while a watched device mapping exists.",
+    &[],
+);
+pub const LOOKUPS_WATCHED: Spec = gauge(
+    "pfnwatch_lookups_watched_vmas",
+    "Live pfn-mapping vmas that keep the lookups attached (not the vDSO's, pfnwatch's own, \
+     or the perf, BPF and io_uring ring buffers'), as the kernel counts them.",
+    &[],
+);
+pub const LOOKUPS_ATTACHES: Spec = counter(
+    "pfnwatch_lookups_attaches_total",
+    "Times the lookups attached because a device mapping appeared.",
+    &[],
+);
+pub const LOOKUPS_DETACHES: Spec = counter(
+    "pfnwatch_lookups_detaches_total",
+    "Times the lookups detached once no device mapping was left for the grace period.",
+    &[],
+);
+pub const LOOKUPS_ATTACH_DELAY: Spec = gauge(
+    "pfnwatch_lookups_attach_delay_seconds",
+    "From the first device mapping's creation to the lookups attached, the last time \
+     they attached (lookups in it before then were not seen).",
+    &[],
+);
 pub const ALERTS: Spec = counter(
     "pfnwatch_alerts_total",
     "Rule hits, by rule and severity, before duplicate collapsing.",
@@ -183,6 +211,11 @@ pub const ALL: &[&Spec] = &[
     &URGENT_DROPPED,
     &UNDECODABLE,
     &RINGBUF_SIZE,
+    &LOOKUPS_ATTACHED,
+    &LOOKUPS_WATCHED,
+    &LOOKUPS_ATTACHES,
+    &LOOKUPS_DETACHES,
+    &LOOKUPS_ATTACH_DELAY,
     &ALERTS,
     &ALERTS_BY_DRIVER,
     &MAPPINGS,

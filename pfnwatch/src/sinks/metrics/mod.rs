@@ -18,6 +18,7 @@ pub use tally::Tally;
 use crate::kernel::bpf_stats::ProgramRuns;
 use crate::kernel::counters::Counts;
 use crate::kernel::loader::{ProgramReport, ProgramState};
+use crate::kernel::lookups::LookupStats;
 use crate::kernel::refusals::errno_name;
 use crate::rules::{RuleId, Severity};
 use anyhow::{Context, Result};
@@ -39,6 +40,7 @@ pub struct Snapshot<'a> {
     pub tally: &'a Tally,
     pub undecodable: u64,
     pub ringbuf_bytes: u32,
+    pub lookups: LookupStats,
 }
 
 /// The `/metrics` body.
@@ -100,7 +102,7 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
             .filter(|p| p.state != ProgramState::Missing)
             .collect();
         let has = !present.is_empty();
-        let all = has && present.iter().all(|p| p.state == ProgramState::Attached);
+        let all = has && present.iter().all(|p| p.state.works());
         available
             .with_label_values(&[hook.function()])
             .set(i64::from(has));
@@ -125,6 +127,23 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     f.gauge(&RINGBUF_SIZE)?
         .with_label_values(none)
         .set(i64::from(s.ringbuf_bytes));
+    let l = &s.lookups;
+    f.gauge(&LOOKUPS_ATTACHED)?
+        .with_label_values(none)
+        .set(i64::from(l.attached));
+    f.gauge(&LOOKUPS_WATCHED)?
+        .with_label_values(none)
+        .set(i64::try_from(l.watched).unwrap_or(i64::MAX));
+    f.counter(&LOOKUPS_ATTACHES)?
+        .with_label_values(none)
+        .inc_by(l.attaches);
+    f.counter(&LOOKUPS_DETACHES)?
+        .with_label_values(none)
+        .inc_by(l.detaches);
+    // NaN until the lookups first attach on demand.
+    f.fgauge(&LOOKUPS_ATTACH_DELAY)?
+        .with_label_values(none)
+        .set(l.last_attach_delay.map_or(f64::NAN, |d| d.as_secs_f64()));
 
     // Every rule at every severity from zero, so the first hit is an
     // increase Prometheus can see.
@@ -380,6 +399,7 @@ mod tests {
             tally: &tally,
             undecodable: 0,
             ringbuf_bytes: 262_144,
+            lookups: LookupStats::default(),
         })
         .unwrap();
         let s = samples(&text);
@@ -533,6 +553,7 @@ mod tests {
             tally: &tally,
             undecodable: 0,
             ringbuf_bytes: 4096,
+            lookups: LookupStats::default(),
         })
         .unwrap();
         assert!(text.contains("pfnwatch_bpf_stats_enabled 0\n"), "{text}");

@@ -27,7 +27,7 @@ pub struct Tally {
     pub records: u64,
     /// Rule hits before duplicate collapsing.
     pub hits: BTreeMap<(RuleId, Severity), u64>,
-    /// Created, by origin ("mmap" or "fork") and source.
+    /// Created, by origin ("mmap", "fork" or "existing") and source.
     pub(super) mappings: BTreeMap<(&'static str, Source), u64>,
     pub(super) removed: BTreeMap<Source, u64>,
     /// Live mappings by source: count and bytes.
@@ -98,7 +98,11 @@ impl Sink for Tally {
         match r.hook.family() {
             Family::VmaCreated => {
                 let source = self.source(o);
-                let origin = if r.fork { "fork" } else { "mmap" };
+                let origin = match (r.fork, r.existing) {
+                    (true, _) => "fork",
+                    (_, true) => "existing",
+                    _ => "mmap",
+                };
                 *self.mappings.entry((origin, source.clone())).or_default() += 1;
                 let live = self.live.entry(source.clone()).or_default();
                 live.0 += 1;

@@ -1,0 +1,112 @@
+//! The page-table lookups attached on demand (`--lookups on-demand`, the
+//! default): on standby while no device is mapped, attached when one is,
+//! detached after the grace period, attached again for a mapping made
+//! after that. Every other check counts exactly from the start, so it runs
+//! with `--lookups always` unless it says otherwise.
+
+use super::Reporter;
+use super::daemon::{Scrape, scrape};
+use crate::scenario::PCI_BAR;
+use crate::sys::{self, Map};
+use anyhow::Result;
+use std::time::{Duration, Instant};
+
+const ATTACHED: &str = "pfnwatch_lookups_attached";
+
+/// `--lookups always` for a pfnwatch command line that does not choose.
+pub fn always_unless_given(args: &[&str]) -> &'static [&'static str] {
+    let live = !matches!(args.first(), Some(&"replay" | &"check" | &"manual"));
+    if live && !args.iter().any(|a| a.starts_with("--lookups")) {
+        &["--lookups", "always"]
+    } else {
+        &[]
+    }
+}
+
+/// Under a `pfnwatch run` on port `port` started with `--lookups-grace 1`
+/// and no device mapped: standby, attach for a mapping of the VGA BAR,
+/// detach once it is gone, attach again for a new one. Returns that last
+/// mapping, which keeps the lookups attached for the checks that follow.
+pub fn on_demand(rep: &mut Reporter, port: u16) -> Result<Option<Map>> {
+    let standby = scrape(port)?;
+    rep.check(
+        "lookups/standby",
+        standby.get(ATTACHED, &[]) == Some(0.0)
+            && standby.get("pfnwatch_lookups_watched_vmas", &[]) == Some(0.0)
+            && standby.get("pfnwatch_hook_attached", &[("hook", "vm_normal_page")]) == Some(1.0),
+        &format!(
+            "no device mapped: lookups attached {:?}, watched vmas {:?}, \
+             hook_attached{{vm_normal_page}} {:?} (want 0, 0, 1: on standby, not missing)",
+            standby.get(ATTACHED, &[]),
+            standby.get("pfnwatch_lookups_watched_vmas", &[]),
+            standby.get("pfnwatch_hook_attached", &[("hook", "vm_normal_page")]),
+        ),
+    );
+    let bar = sys::open_rw(PCI_BAR, 0)?;
+    let first = Map::file(&bar, 0, 1, false)?;
+    let attached = until(port, |s| s.get(ATTACHED, &[]) == Some(1.0));
+    rep.check(
+        "lookups/attach",
+        attached.is_some(),
+        &delay_detail("the VGA BAR mapped", attached.as_ref()),
+    );
+    first.unmap()?;
+    let detached = until(port, |s| {
+        s.get(ATTACHED, &[]) == Some(0.0)
+            && s.get("pfnwatch_lookups_detaches_total", &[]) == Some(1.0)
+    });
+    rep.check(
+        "lookups/detach",
+        detached.is_some(),
+        &format!(
+            "the mapping gone, grace 1 s: lookups attached {:?}, detaches {:?} (want 0, 1)",
+            detached.as_ref().and_then(|s| s.get(ATTACHED, &[])),
+            detached
+                .as_ref()
+                .and_then(|s| s.get("pfnwatch_lookups_detaches_total", &[])),
+        ),
+    );
+    let again = Map::file(&bar, 0, 1, false)?;
+    let reattached = until(port, |s| {
+        s.get(ATTACHED, &[]) == Some(1.0)
+            && s.get("pfnwatch_lookups_attaches_total", &[]) == Some(2.0)
+    });
+    rep.check(
+        "lookups/reattach",
+        reattached.is_some(),
+        &delay_detail(
+            "the VGA BAR mapped again after the detach",
+            reattached.as_ref(),
+        ),
+    );
+    Ok(reattached.map(|_| again))
+}
+
+fn delay_detail(what: &str, scrape: Option<&Scrape>) -> String {
+    match scrape {
+        Some(s) => format!(
+            "{what}: lookups attached {:.2} ms of guest time after the mmap",
+            s.get("pfnwatch_lookups_attach_delay_seconds", &[])
+                .unwrap_or(f64::NAN)
+                * 1e3
+        ),
+        None => format!("{what}: the lookups did not attach within {LIMIT:?}"),
+    }
+}
+
+/// Under TCG, with the grace period and a check a second: room enough.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The first scrape within [`LIMIT`] that `ok` accepts.
+fn until(port: u16, ok: impl Fn(&Scrape) -> bool) -> Option<Scrape> {
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline {
+        if let Ok(s) = scrape(port)
+            && ok(&s)
+        {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}

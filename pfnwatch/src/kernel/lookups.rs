@@ -1,0 +1,371 @@
+//! The page-table lookup programs (vm_normal_page, _pmd, _pud,
+//! folio_walk_start), attached only while something needs them.
+//!
+//! Their functions run for every pte of every fork and munmap on the host,
+//! and the fexit trampoline costs as much as the work it watches
+//! (BENCHMARKS.md). They only ever record a lookup in a pfn mapping, and a
+//! host that maps no device has none worth watching: the vDSO's, pfnwatch's
+//! own, and the kernel's own ring buffers (perf, BPF, io_uring; see
+//! [`SAFE_FOPS`]) are skipped. So in on-demand mode the kernel counts the
+//! live watched vmas in the inventory (`lookups` map), the first one while
+//! the lookups are detached wakes this module through `lookup_wake`, and
+//! they attach; once none has been left for the grace period, and a walk of
+//! every task's vmas (`existing_vmas`) finds none the inventory missed, they
+//! detach again.
+//!
+//! Between a device mapping's mmap and the attach, lookups in it are not
+//! seen; the mmap itself, its remaps and inserts are (those programs never
+//! detach). `pfnwatch_lookups_attach_delay_seconds` shows how long that was.
+
+use super::loader::{self, Link, ProgramState, Watcher};
+use super::programs::ProgramSpec;
+use anyhow::{Context, Result};
+use aya::Ebpf;
+use aya::maps::{Array, MapData, RingBuf};
+use aya::programs::Iter;
+use pfnwatch_common::{Family, Hook, abi};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::time::{Interval, MissedTickBehavior};
+
+/// `file_operations` of kernel subsystems that map pfns by design and whose
+/// lookups no rule above info can hit (their mappings exist on most hosts):
+/// - `perf_fops`: perf_mmap() refuses a mapping without VM_SHARED
+///   (kernel/events/core.c, 6.1, 6.12, 7.2), so no COW; its pages are the
+///   ring buffer's own.
+/// - `bpf_map_fops`: bpf_map_mmap() refuses one without VM_SHARED too
+///   (kernel/bpf/syscall.c), and maps vmalloc'ed pages.
+/// - `io_uring_fops`: io_uring_mmap() maps the rings' own pages
+///   (io_uring/io_uring.c on 6.1, io_uring/memmap.c on 6.12 and 7.2).
+///
+/// The correct-driver VM tests (perf, io_uring, BPF ring buffers) show none
+/// of them firing a rule above info with the lookups attached.
+pub const SAFE_FOPS: [&str; 3] = ["perf_fops", "bpf_map_fops", "io_uring_fops"];
+
+/// When the lookup programs are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookupMode {
+    /// From start to end: every lookup in every pfn mapping, the vDSO's
+    /// and the kernel's own included.
+    Always,
+    /// While a watched pfn mapping exists (a device's, not the vDSO's or
+    /// a kernel subsystem's): hosts without one pay nothing on fork and
+    /// munmap.
+    #[default]
+    OnDemand,
+}
+
+impl std::fmt::Display for LookupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LookupMode::Always => "always",
+            LookupMode::OnDemand => "on-demand",
+        })
+    }
+}
+
+/// Default seconds without a watched vma before the lookups detach.
+pub const DEFAULT_GRACE_SECS: u64 = 30;
+
+/// Whether `hook`'s programs are lookups that attach on demand.
+pub fn on_demand(hook: Hook) -> bool {
+    matches!(hook.family(), Family::Lookup | Family::Walk)
+}
+
+/// What the lookups did, for metrics and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    pub attached: bool,
+    /// Live watched vmas, as the kernel counts them.
+    pub watched: u64,
+    pub attaches: u64,
+    pub detaches: u64,
+    /// From the first watched vma's creation to the lookups attached, the
+    /// last time they attached because of one.
+    pub last_attach_delay: Option<Duration>,
+    /// Walks of every task's vmas (at start and before each detach).
+    pub walks: u64,
+}
+
+/// The on-demand state: the programs, their links while attached, the
+/// kernel's counter and wake-ups.
+pub struct Lookups {
+    mode: LookupMode,
+    grace: Duration,
+    programs: Vec<&'static ProgramSpec>,
+    links: Vec<(&'static ProgramSpec, Link)>,
+    state: Array<MapData, u64>,
+    wake: AsyncFd<RingBuf<MapData>>,
+    check: Interval,
+    idle_since: Option<Instant>,
+    pub stats: LookupStats,
+}
+
+impl Lookups {
+    /// Takes the lookup programs' links from `watcher` (the loader
+    /// attached them, so refusals are reported like any program's), walks
+    /// every task's vmas once (the mappings made before pfnwatch), and in
+    /// on-demand mode detaches them again unless a watched vma exists.
+    pub fn start(watcher: &mut Watcher, mode: LookupMode, grace: Duration) -> Result<Lookups> {
+        let ebpf = &mut watcher.ebpf;
+        let state = ebpf
+            .take_map(abi::names::LOOKUPS)
+            .context("the object has no lookups map")?;
+        let state = Array::try_from(state).context("opening the lookups map")?;
+        let wake = ebpf
+            .take_map(abi::names::LOOKUP_WAKE)
+            .context("the object has no lookup_wake ring buffer")?;
+        let wake = RingBuf::try_from(wake).context("opening the lookup_wake ring buffer")?;
+        // SAFETY: the RingBuf owns the map's fd and the AsyncFd owns the
+        // RingBuf, so the fd stays open and unchanged while registered.
+        let wake = unsafe { AsyncFd::register_with_interest(wake, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("registering the lookup_wake ring buffer with tokio")?;
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let links = std::mem::take(&mut watcher.lookup_links);
+        let mut lookups = Lookups {
+            mode,
+            grace,
+            programs: links.iter().map(|(spec, _)| *spec).collect(),
+            stats: LookupStats {
+                attached: !links.is_empty(),
+                ..LookupStats::default()
+            },
+            links,
+            state,
+            wake,
+            check,
+            idle_since: None,
+        };
+        lookups.set_attached(true)?;
+        match walk(&mut watcher.ebpf) {
+            Ok(()) => lookups.stats.walks += 1,
+            Err(e) => {
+                if mode == LookupMode::OnDemand {
+                    tracing::warn!(
+                        "the page-table lookups stay attached: without walking every \
+                         task's vmas pfnwatch cannot tell when none is needed: {e:#}"
+                    );
+                }
+                lookups.mode = LookupMode::Always;
+            }
+        }
+        lookups.stats.watched = lookups.watched()?;
+        if lookups.mode == LookupMode::OnDemand && lookups.stats.attached {
+            lookups.set_attached(false)?;
+            if lookups.watched()? == 0 {
+                lookups.detach_links(&mut watcher.ebpf);
+                tracing::info!("page-table lookups on standby until a device is mapped");
+                for p in &mut watcher.programs {
+                    if on_demand(p.hook) && p.state == ProgramState::Attached {
+                        p.state = ProgramState::Standby;
+                    }
+                }
+            } else {
+                lookups.set_attached(true)?;
+            }
+        }
+        Ok(lookups)
+    }
+
+    pub fn mode(&self) -> LookupMode {
+        self.mode
+    }
+
+    /// Waits for a wake-up from the kernel or the next check.
+    pub async fn ready(&mut self) -> Result<()> {
+        if self.mode == LookupMode::Always {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            guard = self.wake.readable_mut() => {
+                guard.context("waiting on the lookup_wake ring buffer")?.clear_ready();
+                Ok(())
+            }
+            _ = self.check.tick() => Ok(()),
+        }
+    }
+
+    /// Once [`Lookups::ready`] returned: attach while a watched vma lives,
+    /// detach after the grace period without one.
+    pub fn handle(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        let mut first_ns = None;
+        let ring = self.wake.get_mut();
+        while let Some(item) = ring.next() {
+            if let Some(bytes) = item.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                let ns = u64::from_ne_bytes(bytes);
+                first_ns = Some(first_ns.map_or(ns, |f: u64| f.min(ns)));
+            }
+        }
+        self.stats.watched = self.watched()?;
+        if !self.stats.attached {
+            // A wake-up whose vma is gone already needs nothing; a check
+            // that finds one the wake-up ring had no room to say catches up.
+            if self.stats.watched > 0 {
+                self.attach(ebpf, first_ns)?;
+            }
+            return Ok(());
+        }
+        if self.stats.watched > 0 {
+            self.idle_since = None;
+            return Ok(());
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.grace {
+            return Ok(());
+        }
+        // The counter only knows what the hooks announced: a vma split off
+        // a watched one by a partial munmap or mprotect was not.
+        walk(ebpf).context("walking every task's vmas (iter/task_vma)")?;
+        self.stats.walks += 1;
+        self.stats.watched = self.watched()?;
+        if self.stats.watched > 0 {
+            self.idle_since = None;
+            return Ok(());
+        }
+        // Say "detached" before detaching, then look again: a watched vma
+        // made in between either saw the flag and woke us, or is counted.
+        self.set_attached(false)?;
+        if self.watched()? > 0 {
+            self.set_attached(true)?;
+            self.idle_since = None;
+            return Ok(());
+        }
+        self.detach(ebpf);
+        Ok(())
+    }
+
+    fn watched(&self) -> Result<u64> {
+        self.state
+            .get(&abi::LOOKUPS_WATCHED, 0)
+            .context("reading the lookups map")
+    }
+
+    fn set_attached(&mut self, attached: bool) -> Result<()> {
+        self.state
+            .set(abi::LOOKUPS_ATTACHED, u64::from(attached), 0)
+            .context("writing the lookups map")
+    }
+
+    /// Attaches every lookup program; `wanted_ns`: when the kernel asked.
+    fn attach(&mut self, ebpf: &mut Ebpf, wanted_ns: Option<u64>) -> Result<()> {
+        for spec in &self.programs {
+            match loader::attach(ebpf, spec) {
+                Ok(link) => self.links.push((spec, link)),
+                // Loaded at start, so a refusal now is rare (the
+                // trampoline full, memory): keep the others.
+                Err(e) => tracing::warn!(program = spec.name, "attaching on demand: {e:#}"),
+            }
+        }
+        self.set_attached(true)?;
+        self.stats.attached = true;
+        self.stats.attaches += 1;
+        self.idle_since = None;
+        if let Some(ns) = wanted_ns {
+            let delay = monotonic_ns().saturating_sub(ns);
+            self.stats.last_attach_delay = Some(Duration::from_nanos(delay));
+        }
+        tracing::info!(
+            watched = self.stats.watched,
+            delay_us = self.stats.last_attach_delay.map(|d| d.as_micros()),
+            "page-table lookups attached"
+        );
+        Ok(())
+    }
+
+    fn detach(&mut self, ebpf: &mut Ebpf) {
+        self.detach_links(ebpf);
+        self.stats.detaches += 1;
+        tracing::info!(
+            grace_s = self.grace.as_secs(),
+            "page-table lookups detached: no device mapping left"
+        );
+    }
+
+    fn detach_links(&mut self, ebpf: &mut Ebpf) {
+        for (spec, link) in self.links.drain(..) {
+            if let Err(e) = loader::detach(ebpf, spec, link) {
+                tracing::warn!(program = spec.name, "detaching: {e:#}");
+            }
+        }
+        self.stats.attached = false;
+        self.idle_since = None;
+    }
+}
+
+/// Runs `existing_vmas` over every task's vmas: each pfn mapping the
+/// inventory lacks gets in (and sends its record). The program writes
+/// nothing to the file; reading it to the end is the walk.
+fn walk(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut Iter = ebpf
+        .program_mut(abi::names::EXISTING_VMAS)
+        .context("no existing_vmas program")?
+        .try_into()?;
+    let link = program.attach()?;
+    let link = program.take_link(link)?;
+    let mut file = link.into_file()?;
+    let mut sink = Vec::new();
+    file.read_to_end(&mut sink)?;
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns()`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::programs::PROGRAMS;
+
+    #[test]
+    fn the_on_demand_programs_are_the_lookups_and_the_walk() {
+        let names: Vec<&str> = PROGRAMS
+            .iter()
+            .filter(|p| on_demand(p.hook))
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "vm_normal_page_exit",
+                "vm_normal_page_pmd_exit",
+                "vm_normal_page_pud_exit",
+                "folio_walk_start_exit"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_safe_fops_fit_their_slots() {
+        assert!(SAFE_FOPS.len() <= abi::SAFE_FOPS_SLOTS);
+    }
+
+    #[test]
+    fn modes_read_as_written() {
+        use clap::ValueEnum;
+        for mode in LookupMode::value_variants() {
+            assert_eq!(
+                LookupMode::from_str(&mode.to_string(), false).ok(),
+                Some(*mode)
+            );
+        }
+        assert_eq!(LookupMode::default(), LookupMode::OnDemand);
+    }
+}
