@@ -69,6 +69,9 @@ pub enum Line {
         jited_bytes: u32,
         memlock: u64,
     },
+    /// `pfnwatch run` with the lookups on demand attached them for a
+    /// device mapping `attach_delay_ns` of guest time after its mmap.
+    Lookups { round: u32, attach_delay_ns: u64 },
 }
 
 /// The console line for `line`.

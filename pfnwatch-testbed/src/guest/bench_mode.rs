@@ -146,11 +146,12 @@ fn phase(
     let cpu_before = pid.map(readings::cpu_ms).transpose()?;
     let ready = pid.map(readings::rss).transpose()?.unwrap_or_default();
     let progs = attached.progs();
-    // trace --all only differs from run where records are sent: the PFNMAP.
-    let kinds: &[Kind] = if config == Config::Trace {
-        &[Kind::Bar]
-    } else {
-        &Kind::ALL
+    // trace --all only differs from run where records are sent: the PFNMAP;
+    // run-mapped from run where no device is mapped: ordinary memory.
+    let kinds: &[Kind] = match config {
+        Config::Trace => &[Kind::Bar],
+        Config::RunMapped => &[Kind::Anon],
+        _ => &Kind::ALL,
     };
     for kind in kinds {
         measure(rep, round, config, *kind, worker, &progs)?;
@@ -189,6 +190,14 @@ fn measure(
     progs: &[Prog],
 ) -> Result<()> {
     let pages = worker.prepare(kind)?;
+    if config == Config::Run && kind == Kind::Bar {
+        // The BAR just mapped is the device mapping run waits for.
+        let delay = attach::lookups_attached()?;
+        emit(&Line::Lookups {
+            round,
+            attach_delay_ns: u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX),
+        });
+    }
     worker.forks(1)?;
     let fork_ns = worker.forks(FORKS)?;
     emit(&Line::Timing {
@@ -211,16 +220,29 @@ fn measure(
             .unwrap_or_default()
             .since(before.get(&p.id).copied().unwrap_or_default());
         if p.function == "vm_normal_page" {
-            // Each fork copies every pte and the exit zaps it again.
-            let least = 2 * pages as u64 * u64::from(STATS_FORKS);
-            rep.check(
-                &format!("bench/{}/{}/round{round}/runs", config.name(), kind.name()),
-                runs.count >= least,
-                &format!(
-                    "{} ran {} times in {STATS_FORKS} forks of {pages} ptes",
-                    p.name, runs.count
-                ),
-            );
+            let check = format!("bench/{}/{}/round{round}/runs", config.name(), kind.name());
+            if config == Config::Run && kind == Kind::Anon {
+                // No device mapped: the lookups are on standby.
+                rep.check(
+                    &check,
+                    runs.count == 0,
+                    &format!(
+                        "{} ran {} times in {STATS_FORKS} forks with no device mapped (want 0)",
+                        p.name, runs.count
+                    ),
+                );
+            } else {
+                // Each fork copies every pte and the exit zaps it again.
+                let least = 2 * pages as u64 * u64::from(STATS_FORKS);
+                rep.check(
+                    &check,
+                    runs.count >= least,
+                    &format!(
+                        "{} ran {} times in {STATS_FORKS} forks of {pages} ptes",
+                        p.name, runs.count
+                    ),
+                );
+            }
         }
         if runs.count > 0 {
             emit(&Line::Program {

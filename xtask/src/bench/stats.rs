@@ -67,6 +67,8 @@ pub struct KernelFigures {
     pub processes: BTreeMap<String, Vec<Process>>,
     pub maps: Vec<Line>,
     pub code: Vec<Line>,
+    /// From a device mapping's mmap to the lookups attached, per round.
+    pub attach_delays_ns: Vec<u64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -195,6 +197,9 @@ impl KernelFigures {
                     }),
                 Line::Map { .. } => k.maps.push(line.clone()),
                 Line::Code { .. } => k.code.push(line.clone()),
+                Line::Lookups {
+                    attach_delay_ns, ..
+                } => k.attach_delays_ns.push(*attach_delay_ns),
             }
         }
         k

@@ -1,8 +1,13 @@
 //! What is attached while a workload runs: nothing, the empty fexit
-//! program, `pfnwatch run` (default rules), or `pfnwatch trace --all`.
+//! program, `pfnwatch run` (default rules, the lookups on demand) alone or
+//! while this process holds a device mapping (so they are attached), or
+//! `pfnwatch trace --all`.
 
 use super::super::readings::{self, Prog};
+use crate::guest::daemon::scrape;
 use crate::guest::watch::lines_of;
+use crate::scenario::PCI_BAR;
+use crate::sys::{self, Map};
 use anyhow::{Context, Result, bail};
 use aya::programs::FExit;
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -22,17 +27,26 @@ pub enum Config {
     None,
     Empty,
     Run,
+    /// `pfnwatch run` while one page of the VGA BAR is mapped elsewhere.
+    RunMapped,
     Trace,
 }
 
 impl Config {
-    pub const ALL: [Config; 4] = [Config::None, Config::Empty, Config::Run, Config::Trace];
+    pub const ALL: [Config; 5] = [
+        Config::None,
+        Config::Empty,
+        Config::Run,
+        Config::RunMapped,
+        Config::Trace,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Config::None => "none",
             Config::Empty => "empty",
             Config::Run => "run",
+            Config::RunMapped => "run-mapped",
             Config::Trace => "trace",
         }
     }
@@ -56,6 +70,8 @@ pub struct Pfnwatch {
     output: Option<JoinHandle<TraceOutput>>,
     /// run's log, read so the pipe never fills.
     _log: Option<Receiver<String>>,
+    /// run-mapped's device mapping, held while attached.
+    _device: Option<Map>,
 }
 
 /// What trace printed after its ready line.
@@ -72,6 +88,13 @@ impl Attached {
             Config::None => Ok(Attached::None),
             Config::Empty => empty(btf),
             Config::Run => Pfnwatch::run(btf).map(Attached::Pfnwatch),
+            Config::RunMapped => {
+                let mut run = Pfnwatch::run(btf)?;
+                let device = Map::file(&sys::open_rw(PCI_BAR, 0)?, 0, 1, false)?;
+                lookups_attached()?;
+                run._device = Some(device);
+                Ok(Attached::Pfnwatch(run))
+            }
             Config::Trace => Pfnwatch::trace(btf).map(Attached::Pfnwatch),
         }
     }
@@ -156,6 +179,7 @@ impl Pfnwatch {
             child,
             output: None,
             _log: Some(log),
+            _device: None,
         };
         pfnwatch.progs = new_programs(&before, btf)?;
         Ok(pfnwatch)
@@ -205,6 +229,7 @@ impl Pfnwatch {
             child,
             output: Some(output),
             _log: None,
+            _device: None,
         };
         pfnwatch.progs = new_programs(&before, btf)?;
         Ok(pfnwatch)
@@ -247,6 +272,27 @@ impl Drop for Pfnwatch {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Waits until `pfnwatch run` (on its default port) has the page-table
+/// lookups attached; how long after the device mapping's mmap that was.
+pub fn lookups_attached() -> Result<Duration> {
+    let deadline = Instant::now() + READY;
+    loop {
+        if let Ok(s) = scrape(19463)
+            && s.get("pfnwatch_lookups_attached", &[]) == Some(1.0)
+        {
+            let delay = s
+                .get("pfnwatch_lookups_attach_delay_seconds", &[])
+                .filter(|d| d.is_finite())
+                .unwrap_or(0.0);
+            return Ok(Duration::from_secs_f64(delay));
+        }
+        if Instant::now() > deadline {
+            bail!("pfnwatch run did not attach its lookups within {READY:?} of a device mapping");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
