@@ -254,8 +254,12 @@ static __always_inline bool mapping_is_anon(struct address_space *mapping)
  * bpf_get_current_pid_tgid() has them. */
 static __always_inline __u64 call_pid_tgid(struct call *c)
 {
-	if (c->task)
-		return (__u64)BPF_CORE_READ(c->task, tgid) << 32 | (__u32)BPF_CORE_READ(c->task, pid);
+	/* Out of c first: BPF_CORE_READ would relocate c->task against the
+	 * kernel's BTF too, which has no struct call. */
+	struct task_struct *task = c->task;
+
+	if (task)
+		return (__u64)BPF_CORE_READ(task, tgid) << 32 | (__u32)BPF_CORE_READ(task, pid);
 	return bpf_get_current_pid_tgid();
 }
 
@@ -373,8 +377,11 @@ static __always_inline void send(void *ctx, struct call *c)
 		return;
 	pid_tgid = call_pid_tgid(c);
 	e->ts_ns = bpf_ktime_get_ns();
-	if (c->task)
-		e->cgroup_id = BPF_CORE_READ(c->task, cgroups, dfl_cgrp, kn, id);
+	if (c->task) {
+		struct task_struct *task = c->task;
+
+		e->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	}
 	else
 		e->cgroup_id = bpf_get_current_cgroup_id();
 	e->vm_flags = c->vm_flags;

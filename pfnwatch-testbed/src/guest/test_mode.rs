@@ -324,19 +324,21 @@ fn peer(rep: &mut Reporter, kernel: KernelVersion, watch: &mut Watch) -> Result<
     let seen = judge::tally(window.records.iter().filter(|r| r.tgid == peer_pid));
     // Like every process that reads the clock, it also has the vDSO's vvar.
     let mut want = Scenario::Vdso.expected(kernel);
-    // Its two ring buffers: the shared one, sized by the flag, and the
-    // urgent records' (pfnwatch-common's URGENT_RINGBUF_BYTES).
+    // Its three ring buffers: the shared one, sized by the flag, the
+    // urgent records' and the lookups' wake-ups (pfnwatch-common's
+    // URGENT_RINGBUF_BYTES and LOOKUP_WAKE_BYTES).
     let ring_pages = |bytes: u64| 2 + 2 * bytes / 4096;
     let urgent = u64::from(pfnwatch_common::abi::URGENT_RINGBUF_BYTES);
-    let pages = ring_pages(PEER_RINGBUF_KIB * 1024) + ring_pages(urgent);
+    let wake = u64::from(pfnwatch_common::abi::LOOKUP_WAKE_BYTES);
+    let pages = ring_pages(PEER_RINGBUF_KIB * 1024) + ring_pages(urgent) + ring_pages(wake);
     let mixed = Class(class::MIXEDMAP);
     for (hook, n) in [
         // remap_vmalloc_range -> vm_insert_page, page by page, at mmap.
         (Hook::VmInsertPage, pages),
         (Hook::VmNormalPage, pages),
         // The inventory: each ring's consumer and producer vma, made and freed.
-        (Hook::PerfEventMmap, 4),
-        (Hook::VmAreaFree, 4),
+        (Hook::PerfEventMmap, 6),
+        (Hook::VmAreaFree, 6),
     ] {
         *want.entry((hook, mixed)).or_default() += n;
     }
