@@ -227,6 +227,21 @@ mod tests {
         );
         assert_eq!(file.interval, Some(Seconds(60)));
         assert_eq!(file.kernel.ringbuf_kib, Some(RingbufKib(256)));
+        assert_eq!(file.kernel.lookups, Some(LookupMode::OnDemand));
+        assert_eq!(file.kernel.lookups_grace, Some(Seconds(30)));
+    }
+
+    #[test]
+    fn lookups_read_by_name_and_refuse_others() {
+        let file = parse("[kernel]\nlookups = \"always\"\nlookups_grace = 5").unwrap();
+        assert_eq!(file.kernel.lookups, Some(LookupMode::Always));
+        assert_eq!(file.kernel.lookups_grace, Some(Seconds(5)));
+        let err = parse("[kernel]\nlookups = \"sometimes\"").unwrap_err();
+        assert!(
+            err.contains("pfnwatch.toml:2") && err.contains("sometimes"),
+            "{err}"
+        );
+        assert!(parse("[kernel]\nlookups_grace = 0").is_err());
     }
 
     #[test]

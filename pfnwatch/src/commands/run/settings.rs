@@ -299,6 +299,28 @@ mod tests {
     }
 
     #[test]
+    fn lookups_come_from_the_flag_the_file_or_the_default_and_need_a_restart() {
+        let default = Settings::resolve(&file(""), &flags(&[]));
+        assert_eq!(default.lookups, LookupMode::OnDemand);
+        assert_eq!(
+            default.lookups_grace,
+            Duration::from_secs(lookups::DEFAULT_GRACE_SECS)
+        );
+        let from_file = file("[kernel]\nlookups = \"always\"\nlookups_grace = 7");
+        let both = Settings::resolve(&from_file, &flags(&["--lookups", "on-demand"]));
+        assert_eq!(both.lookups, LookupMode::OnDemand);
+        assert_eq!(both.lookups_grace, Duration::from_secs(7));
+        let new = Settings::resolve(&from_file, &flags(&[]));
+        let (next, restart) = default.reload(&new, &default.rules);
+        assert_eq!(next.lookups, LookupMode::OnDemand);
+        assert_eq!(restart.len(), 1, "{restart:?}");
+        assert!(
+            restart[0].starts_with("kernel.lookups on-demand (grace 30s) -> always (grace 7s)"),
+            "{restart:?}"
+        );
+    }
+
+    #[test]
     fn flags_keep_winning_after_a_reload() {
         let args = flags(&["--interval", "7"]);
         let first = Settings::resolve(&file("interval = 30"), &args);
