@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use pfnwatch::kernel::programs::PROGRAMS;
+use pfnwatch_common::abi;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One program being measured: its id in the kernel, its full name (the
@@ -90,20 +91,25 @@ pub fn name_pfnwatch_programs(
     new: &BTreeMap<u32, String>,
     has: impl Fn(&str) -> bool,
 ) -> Vec<Prog> {
-    let expected: Vec<_> = PROGRAMS
+    // In load order: the hooks' programs, then the walk of every task's
+    // vmas (kernel::lookups), loaded last.
+    let walk = (abi::names::EXISTING_VMAS, "task_vma");
+    let expected: Vec<(&str, &str)> = PROGRAMS
         .iter()
-        .filter_map(|p| Some((p, p.target_on(&has)?)))
+        .filter_map(|p| Some((p.name, p.target_on(&has)?)))
+        .chain([walk])
         .collect();
     let fits = new.len() == expected.len()
-        && new.values().zip(&expected).all(|(kernel, (spec, _))| {
-            !kernel.is_empty() && spec.name.starts_with(kernel.as_str())
-        });
+        && new
+            .values()
+            .zip(&expected)
+            .all(|(kernel, (name, _))| !kernel.is_empty() && name.starts_with(kernel.as_str()));
     new.iter()
         .enumerate()
         .map(|(i, (id, kernel))| match expected.get(i).filter(|_| fits) {
-            Some((spec, function)) => Prog {
+            Some((name, function)) => Prog {
                 id: *id,
-                name: spec.name.to_owned(),
+                name: (*name).to_owned(),
                 function: (*function).to_owned(),
             },
             None => Prog {
@@ -275,6 +281,7 @@ mod tests {
             (45, "vmf_insert_pfn_"),
             (46, "follow_phys_exi"),
             (47, "vm_area_free_en"),
+            (48, "existing_vmas"),
         ]);
         let progs = name_pfnwatch_programs(&kernel, on_6_1);
         let names: Vec<(u32, &str, &str)> = progs
@@ -291,13 +298,14 @@ mod tests {
                 (45, "vmf_insert_pfn_pmd_exit", "vmf_insert_pfn_pmd_prot"),
                 (46, "follow_phys_exit", "follow_phys"),
                 (47, "vm_area_free_entry", "vm_area_free"),
+                (48, "existing_vmas", "task_vma"),
             ]
         );
     }
 
     #[test]
     fn a_mismatch_keeps_the_kernel_names() {
-        // One program refused: seven expected, six loaded.
+        // One program refused: eight expected, seven loaded.
         let kernel = new(&[
             (40, "vm_normal_page_"),
             (41, "remap_pfn_range"),
@@ -305,9 +313,10 @@ mod tests {
             (44, "vmf_insert_pfn_"),
             (46, "follow_phys_exi"),
             (47, "vm_area_free_en"),
+            (48, "existing_vmas"),
         ]);
         let progs = name_pfnwatch_programs(&kernel, on_6_1);
-        assert_eq!(progs.len(), 6);
+        assert_eq!(progs.len(), 7);
         assert!(progs.iter().all(|p| p.function == "?"), "{progs:?}");
         assert_eq!(progs[2].name, "remap_pfn_range");
     }

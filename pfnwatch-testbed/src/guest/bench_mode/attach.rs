@@ -185,12 +185,14 @@ impl Pfnwatch {
         Ok(pfnwatch)
     }
 
-    /// `pfnwatch trace --all --format json`, its output read and counted
+    /// `pfnwatch trace --all --format json --lookups always`, its output read and counted
     /// (not parsed) as `> /dev/null` would take it.
     fn trace(btf: &Btf) -> Result<Pfnwatch> {
         let before = readings::loaded_ids()?;
         let mut child = Command::new("/bin/pfnwatch")
-            .args(["trace", "--all", "--format", "json"])
+            // What sending every record costs, from the first fork: no
+            // wait for the lookups to attach on demand.
+            .args(["trace", "--all", "--format", "json", "--lookups", "always"])
             .stdout(Stdio::piped())
             .spawn()
             .context("starting pfnwatch trace")?;
