@@ -5,56 +5,65 @@ use crate::pipeline::alert::Clock;
 use crate::pipeline::{self, Hosts, Pipeline, Sink};
 use crate::rules::{Context, RuleConfig, RuleSet};
 use crate::sinks::alerts_file::AlertsFile;
-use crate::views::capture::{self, Capture, Entry};
+use crate::views::capture::{self, Entry, Reader};
 use crate::views::line::{FORMAT_VERSION, Line, Source};
 use crate::views::summary::Summary;
 use crate::views::{View, ViewOptions};
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Replays `path` into `out`. The whole file is read and checked first,
-/// so a damaged capture prints nothing but the error.
+/// Replays `path` into `out` as it is read. A capture cut off or damaged
+/// mid-way replays every whole entry before the place, prints the summary
+/// of those, then fails naming the place.
 pub fn replay(
     path: &Path,
     config: RuleConfig,
     opts: ViewOptions,
     out: impl Write,
 ) -> Result<Summary> {
-    replay_capture(capture::read(path)?, config, opts, out)
+    let reader = capture::Reader::open(path)
+        .with_context(|| format!("{} is not a usable capture", path.display()))?;
+    replay_from(reader, config, opts, out).with_context(|| path.display().to_string())
 }
 
-/// [`replay`] of a capture already read and checked: the file's part left
-/// out, so the fuzz targets (`fuzz/`) can replay hostile captures from
-/// memory through the same pipeline and views.
-pub fn replay_capture(
-    cap: Capture,
+/// [`replay`] of a capture from any reader: the fuzz targets (`fuzz/`)
+/// replay hostile captures from memory through the same pipeline and views.
+pub fn replay_from(
+    mut reader: Reader,
     config: RuleConfig,
     opts: ViewOptions,
     out: impl Write,
 ) -> Result<Summary> {
+    let header = reader.header().clone();
     // The rules judge the capture host: its architecture, its clock.
     let rules = RuleSet::new(
         config,
         Context {
-            arch_pte_special: cap.header.pte_special,
+            arch_pte_special: header.pte_special,
         },
     );
-    let clock = Clock::with_offset(i128::from(cap.header.clock_offset_ns));
+    let clock = Clock::with_offset(i128::from(header.clock_offset_ns));
     let mut alerts_file = AlertsFile::open(opts.alerts_file.as_deref())?;
-    let mut view = View::new(out, &opts, clock);
+    let mut view = View::new(out, &opts, clock).buffered();
     let mut pipeline = Pipeline::new(rules, opts.filter, Hosts::Given, opts.dedup_window, clock);
     view.ready(Line::Ready {
         version: FORMAT_VERSION,
         source: Source::Replay,
-        release: cap.header.kernel.clone(),
-        programs: cap.header.programs.clone(),
-        recorded_at: Some(cap.header.recorded_at.clone()),
+        release: header.kernel,
+        programs: header.programs,
+        recorded_at: Some(header.recorded_at),
     })?;
-    for entry in cap.entries {
-        if view.done() {
-            break;
-        }
+    let mut failure = None;
+    while !view.done() {
+        let entry = match reader.next_entry() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
         let mut sinks: [&mut dyn Sink; 2] = [&mut alerts_file, &mut view];
         match entry {
             Entry::Record { record, host } => {
@@ -62,12 +71,18 @@ pub fn replay_capture(
             }
             Entry::Lost { lost, total } => pipeline::lost(&mut sinks, lost, total)?,
             Entry::Counts { counts } => pipeline::counts(&mut sinks, &counts)?,
-            // capture::read keeps the end line out of the entries.
+            // The reader checks the end entry and does not hand it out.
             Entry::End { .. } => break,
         }
     }
+    // What was read is replayed whole, pending alerts and summary included,
+    // before the place of the damage is told.
     pipeline.finish(&mut [&mut alerts_file, &mut view])?;
-    view.finish(pipeline.filtered)
+    let summary = view.finish(pipeline.filtered)?;
+    match failure {
+        None => Ok(summary),
+        Some(e) => Err(e.context(format!("{} records replayed, then", reader.records()))),
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +211,7 @@ mod tests {
             count: None,
             dedup_window: Duration::from_secs(10),
             alerts_file: None,
+            color: true,
         }
     }
 

@@ -80,6 +80,11 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
             }
             pipeline.feed(r, None, &mut [&mut capture, &mut alerts_file, &mut view])?;
         }
+        // A batch at a time: a recorder killed outright leaves every batch
+        // before the last whole (a write per record could not keep up).
+        if let Some(c) = &mut capture {
+            c.flush()?;
+        }
         let mut sinks: [&mut dyn Sink; 3] = [&mut capture, &mut alerts_file, &mut view];
         // Say how many the kernel lost as soon as it does.
         let drops = Counts::read_drops(&session.watcher.ebpf)?;
@@ -105,7 +110,7 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
     }
     pipeline.finish(&mut sinks)?;
     if let Some(c) = capture {
-        c.finish()?;
+        c.finish_file()?;
     }
     // Dropping the session (after this) detaches every program.
     view.finish(pipeline.filtered)

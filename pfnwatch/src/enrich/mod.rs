@@ -101,7 +101,7 @@ fn module_of(symbol: &str) -> Option<String> {
 /// what the kernel was doing), addresses no symbol covers, and the hooked
 /// function's own frame (`hook`, or a name starting with it: 6.1's
 /// vmf_insert_pfn_pmd_prot). All of it when nothing else is left.
-pub fn callers(frames: Vec<String>, hook: &str) -> Vec<String> {
+pub fn callers(mut frames: Vec<String>, hook: &str) -> Vec<String> {
     let plumbing = |f: &String| {
         f.starts_with("bpf_")
             || f.starts_with("0x")
@@ -110,11 +110,10 @@ pub fn callers(frames: Vec<String>, hook: &str) -> Vec<String> {
                 .is_some_and(|rest| rest.starts_with('+') || rest.starts_with("_prot+"))
     };
     let skip = frames.iter().take_while(|f| plumbing(f)).count();
-    if skip == frames.len() {
-        frames
-    } else {
-        frames[skip..].to_vec()
+    if skip < frames.len() {
+        frames.drain(..skip);
     }
+    frames
 }
 
 #[cfg(test)]

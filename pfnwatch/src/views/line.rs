@@ -158,13 +158,18 @@ impl Line {
         }
     }
 
-    /// The line as printed; text may carry colour, which the caller's
+    /// The line as printed; text carries colour, which the caller's
     /// stream strips when it is not a terminal.
     pub fn render(&self, format: Format) -> String {
+        self.render_styled(format, true)
+    }
+
+    /// [`Line::render`], text in colour only when `color`.
+    pub fn render_styled(&self, format: Format, color: bool) -> String {
         match format {
             // Serializing these plain data types cannot fail.
             Format::Json => serde_json::to_string(self).unwrap_or_default(),
-            Format::Text => text::render(self),
+            Format::Text => text::render(self, color),
         }
     }
 }

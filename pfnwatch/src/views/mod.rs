@@ -34,6 +34,9 @@ pub struct ViewOptions {
     pub dedup_window: Duration,
     /// Also write every alert as one JSON object per line to this file.
     pub alerts_file: Option<PathBuf>,
+    /// Text with colour codes (a terminal's stream keeps them, another
+    /// strips them); false writes plain text, no codes to strip.
+    pub color: bool,
 }
 
 /// Prints one line per record, loss and counter snapshot, the alerts
@@ -46,6 +49,10 @@ pub struct View<W: Write> {
     count: Option<u64>,
     clock: Clock,
     summary: Summary,
+    color: bool,
+    /// Flush after every line: someone watches trace live. A replay is
+    /// flushed at the end (a write per line would cost more than the rest).
+    flush_lines: bool,
     /// The output's reader is gone (a closed pipe): print nothing more.
     closed: bool,
 }
@@ -59,15 +66,23 @@ impl<W: Write> View<W> {
             count: opts.count,
             clock,
             summary: Summary::default(),
+            color: opts.color,
+            flush_lines: true,
             closed: false,
         }
+    }
+
+    /// Lines are flushed at the end only (and when the buffer is full).
+    pub fn buffered(mut self) -> View<W> {
+        self.flush_lines = false;
+        self
     }
 
     /// The ready line, and the column heads for people.
     pub fn ready(&mut self, ready: Line) -> Result<()> {
         self.emit(&ready)?;
         if self.format == Format::Text {
-            self.write(&text::header())?;
+            self.write(&text::header(self.color))?;
         }
         Ok(())
     }
@@ -84,11 +99,12 @@ impl<W: Write> View<W> {
             summary: Box::new(self.summary.clone()),
         };
         self.emit(&summary)?;
+        self.flush()?;
         Ok(self.summary)
     }
 
     fn emit(&mut self, line: &Line) -> Result<()> {
-        let text = line.render(self.format);
+        let text = line.render_styled(self.format, self.color);
         self.write(&text)
     }
 
@@ -98,7 +114,24 @@ impl<W: Write> View<W> {
         if self.closed {
             return Ok(());
         }
-        match writeln!(self.out, "{text}").and_then(|()| self.out.flush()) {
+        let written = writeln!(self.out, "{text}");
+        self.check(written)?;
+        if self.flush_lines {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let flushed = self.out.flush();
+        self.check(flushed)
+    }
+
+    fn check(&mut self, done: std::io::Result<()>) -> Result<()> {
+        match done {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {
                 self.closed = true;

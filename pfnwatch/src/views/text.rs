@@ -12,8 +12,9 @@ use anstyle::{AnsiColor, Style};
 use pfnwatch_common::{Family, Hook, Level};
 use std::fmt::Write;
 
-/// A line as text.
-pub fn render(line: &Line) -> String {
+/// A line as text; `color`: with the escape codes of its styles.
+pub fn render(line: &Line, color: bool) -> String {
+    let styled = |style, text: &str| styled(color, style, text);
     match line {
         Line::Ready {
             release,
@@ -21,7 +22,7 @@ pub fn render(line: &Line) -> String {
             recorded_at,
             ..
         } => ready_text(release, programs, recorded_at.as_deref()),
-        Line::Record { record, view, .. } => record_text(record, view),
+        Line::Record { record, view, .. } => record_text(record, view, color),
         Line::Alert { alert } => styled(severity_style(alert.severity), &alert.summary()),
         Line::Lost { lost, total } => styled(
             AnsiColor::Yellow.on_default().bold(),
@@ -36,8 +37,13 @@ pub fn render(line: &Line) -> String {
     }
 }
 
-fn styled(style: Style, text: &str) -> String {
-    format!("{style}{text}{style:#}")
+/// Plain text needs no codes that a stream would strip again.
+fn styled(color: bool, style: Style, text: &str) -> String {
+    if color {
+        format!("{style}{text}{style:#}")
+    } else {
+        text.to_owned()
+    }
 }
 
 fn severity_style(severity: Severity) -> Style {
@@ -83,15 +89,15 @@ const HOOK_W: usize = 19;
 const CLASS_W: usize = 30;
 
 /// The column heads of text output, printed once after the ready line.
-pub fn header() -> String {
+pub fn header(color: bool) -> String {
     let s = format!(
         "{:<TIME_W$} {:<RULES_W$} {:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$} DETAIL",
         "TIME (UTC)", "SEVERITY RULES", "COMM[TGID/PID]", "HOOK", "CLASS"
     );
-    styled(Style::new().bold(), &s)
+    styled(color, Style::new().bold(), &s)
 }
 
-fn record_text(r: &Record, v: &RecordView) -> String {
+fn record_text(r: &Record, v: &RecordView, color: bool) -> String {
     // HH:MM:SS.ffffff out of the RFC 3339 time.
     let time = v.time.get(11..26).unwrap_or(&v.time);
     let rules = match v.severity {
@@ -100,7 +106,7 @@ fn record_text(r: &Record, v: &RecordView) -> String {
             let text = format!("{sev} {}", ids.join(","));
             // Pad outside the escape codes, so the columns stay aligned.
             let pad = RULES_W.saturating_sub(text.len());
-            format!("{}{:pad$}", styled(severity_style(sev), &text), "")
+            format!("{}{:pad$}", styled(color, severity_style(sev), &text), "")
         }
         None => format!("{:<RULES_W$}", "-"),
     };

@@ -1,36 +1,45 @@
 //! The capture file `pfnwatch record` writes and `pfnwatch replay` reads
 //! (docs/capture-format.md).
 //!
-//! JSON lines: a header line, then one entry per line, then an end line.
-//! Records are rare (rule hits and pfn mappings created, unless --all), so
-//! size matters less than what text gives: a capture can be read, grepped
-//! and diffed; hooks and classes go by name, so it survives changes to the
-//! kernel ABI's ids; a damaged line is found by number and the others are
-//! still readable; a cut-off file lacks its end line, which says so.
+//! A JSON header line (`head -1` shows what it is), then entries. Version
+//! 2, written since streaming replay, frames them in binary with strings
+//! sent once (frame.rs): `--all` on a busy host records hundreds of
+//! thousands of records a second, which JSON could neither write nor read
+//! at that rate. Version 1, JSON lines, is still read. Both are read as a
+//! stream (reader.rs): a cut-off or damaged file gives every whole entry
+//! before the damage, then an error naming where.
 //!
 //! Replay needs what the capture host knew and this one cannot recompute:
 //! the kernel release, whether its architecture has pte_special, the clock
 //! offset for wall-clock times, and per record the symbolised call path,
 //! cgroup path and driver name.
 
+mod frame;
+mod input;
+mod reader;
+mod writer;
+
+pub use frame::Limits;
+pub use reader::Reader;
+pub use writer::Writer;
+
 use crate::enrich::Enrichment;
 use crate::kernel::counters::Counts;
 use crate::kernel::decode::Record;
 use crate::kernel::loader::ProgramReport;
-use crate::pipeline::{Outcome, Sink};
 use crate::rules::Selection;
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
 /// The header's `format`: what makes a file a pfnwatch capture.
 pub const FORMAT: &str = "pfnwatch-capture";
-/// The version this pfnwatch writes and reads. It changes when an entry
-/// loses a field or a field changes meaning; fields may be added without.
-pub const VERSION: u32 = 1;
+/// The version this pfnwatch writes: binary frames. It changes when an
+/// entry loses a field or a field changes meaning.
+pub const VERSION: u32 = 2;
+/// JSON lines, written until version 2; still read.
+pub const VERSION_JSON_LINES: u32 = 1;
+/// The versions this pfnwatch reads.
+pub const READS: [u32; 2] = [VERSION_JSON_LINES, VERSION];
 
 /// The first line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,251 +100,15 @@ pub struct Capture {
 /// The mode a new capture file gets.
 pub const MODE: u32 = 0o600;
 
-/// Writes a capture: [`Writer::header`] first, [`Writer::finish`] adds the
-/// end line.
-pub struct Writer {
-    path: PathBuf,
-    out: BufWriter<File>,
-    records: u64,
-}
-
-impl Writer {
-    /// Creates (or truncates) `path`, before anything is attached: a path
-    /// that cannot be written fails at once.
-    pub fn create(path: &Path) -> Result<Writer> {
-        // Owner only: a capture holds every process's mappings and call paths.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(MODE)
-            .open(path)
-            .with_context(|| format!("creating the capture file {}", path.display()))?;
-        Ok(Writer {
-            path: path.to_owned(),
-            out: BufWriter::new(file),
-            records: 0,
-        })
-    }
-
-    /// The first line, once the programs are attached.
-    pub fn header(&mut self, header: &Header) -> Result<()> {
-        self.line(header)
-    }
-
-    fn line(&mut self, value: &impl Serialize) -> Result<()> {
-        let json = serde_json::to_string(value).context("encoding a capture line")?;
-        // Flushed line by line: a recorder killed outright leaves every
-        // complete line readable, and the missing end line says the rest.
-        writeln!(self.out, "{json}")
-            .and_then(|()| self.out.flush())
-            .with_context(|| format!("writing {}", self.path.display()))
-    }
-
-    pub fn record(&mut self, record: &Record, host: &Enrichment) -> Result<()> {
-        self.records += 1;
-        self.line(&Entry::Record {
-            record: Box::new(record.without_kernel_addresses()),
-            host: host.clone(),
-        })
-    }
-
-    pub fn entry(&mut self, entry: &Entry) -> Result<()> {
-        self.line(entry)
-    }
-
-    pub fn finish(mut self) -> Result<()> {
-        let end = Entry::End {
-            records: self.records,
-        };
-        self.line(&end)?;
-        self.out
-            .get_ref()
-            .sync_all()
-            .with_context(|| format!("syncing {}", self.path.display()))
-    }
-}
-
-/// A capture holds every record shown, with its host context, and the
-/// losses and counter snapshots between them.
-impl Sink for Writer {
-    fn outcome(&mut self, o: &Outcome) -> Result<()> {
-        self.record(&o.record, &o.host)
-    }
-
-    fn lost(&mut self, lost: u64, total: u64) -> Result<()> {
-        self.entry(&Entry::Lost { lost, total })
-    }
-
-    fn counts(&mut self, counts: &Counts) -> Result<()> {
-        self.entry(&Entry::Counts {
-            counts: counts.clone(),
-        })
-    }
-}
-
-/// Reads and checks a whole capture before anything is replayed: a
-/// damaged file is refused, never half-applied.
-pub fn read(path: &Path) -> Result<Capture> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", path.display()))?;
-    parse(&bytes).with_context(|| format!("{} is not a usable capture", path.display()))
-}
-
-/// gzip's magic number: captures are often compressed to be sent.
-const GZIP: [u8; 2] = [0x1f, 0x8b];
-
+/// Reads every entry of an in-memory capture; the first error fails it.
+/// For tests and the fuzz targets: replay streams with [`Reader`].
 pub fn parse(bytes: &[u8]) -> Result<Capture> {
-    if bytes.starts_with(&GZIP) {
-        return parse_lines(&gunzip(bytes)?)
-            .context("(in the gzip-compressed file; lines and bytes count the decompressed data)");
-    }
-    parse_lines(bytes)
-}
-
-/// Decompresses every gzip member; damage is an error naming the byte of
-/// the compressed file where it was found, like any other damage.
-fn gunzip(bytes: &[u8]) -> Result<Vec<u8>> {
-    // The bufread decoder takes from the slice only what it decoded, so
-    // what is left says where it stopped.
-    let mut decoder = flate2::bufread::MultiGzDecoder::new(bytes);
-    let mut plain = Vec::new();
-    match decoder.read_to_end(&mut plain) {
-        Ok(_) => Ok(plain),
-        Err(e) => bail!(
-            "the file is gzip-compressed, and the compressed data is damaged: found at byte {} \
-             of {} ({} bytes decompressed before it): {e}",
-            bytes.len() - decoder.get_ref().len(),
-            bytes.len(),
-            plain.len()
-        ),
-    }
-}
-
-/// Where a line starts, for error messages.
-struct At {
-    line: usize,
-    byte: usize,
-}
-
-impl std::fmt::Display for At {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {} (byte {})", self.line, self.byte)
-    }
-}
-
-fn parse_lines(bytes: &[u8]) -> Result<Capture> {
-    if bytes.is_empty() {
-        bail!("the file is empty: expected a pfnwatch capture header on line 1");
-    }
-    let mut lines = Lines {
-        bytes,
-        pos: 0,
-        n: 0,
-    };
-    let (at, first) = lines.next_line().context("no first line")?;
-    let header = header(&at, first)?;
-    let mut entries = Vec::new();
-    let mut records = 0u64;
-    loop {
-        let Some((at, text)) = lines.next_line() else {
-            bail!(
-                "the capture stops after line {} (byte {}) without its end line: it was cut \
-                 off (pfnwatch record was killed, or the copy is incomplete)",
-                lines.n,
-                bytes.len()
-            );
-        };
-        let text = text.map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-        let entry: Entry = serde_json::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "{at}: expected a record, lost, counts or end entry (a JSON object with \
-                 \"type\"): {e}"
-            )
-        })?;
-        match entry {
-            Entry::End { records: want } => {
-                if want != records {
-                    bail!("{at}: the end line counts {want} records, the file holds {records}");
-                }
-                if let Some((after, _)) = lines.next_line() {
-                    bail!("{after}: data after the end line");
-                }
-                return Ok(Capture { header, entries });
-            }
-            Entry::Record { .. } => records += 1,
-            Entry::Lost { .. } | Entry::Counts { .. } => {}
-        }
-        entries.push(entry);
-    }
-}
-
-fn header(at: &At, text: Result<&str, String>) -> Result<Header> {
-    let foreign = || {
-        format!(
-            "{at}: not a pfnwatch capture: expected a JSON header with \"format\": \"{FORMAT}\""
-        )
-    };
-    let text = text.map_err(|e| anyhow::anyhow!("{}: {e}", foreign()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{} ({e})", foreign()))?;
-    if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        bail!("{}", foreign());
-    }
-    // The version first: a newer header may lack fields this one needs.
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) => bail!(
-            "{at}: capture format version {v}; this pfnwatch reads version {VERSION} \
-             (replay it with the pfnwatch release that recorded it, or a newer one)"
-        ),
-        None => bail!("{at}: the header has no format version"),
-    }
-    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{at}: bad capture header: {e}"))
-}
-
-/// Lines with where they start; each must end with a newline (a last line
-/// without one was cut off mid-write).
-struct Lines<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    /// Lines handed out so far.
-    n: usize,
-}
-
-impl<'a> Lines<'a> {
-    fn next_line(&mut self) -> Option<(At, Result<&'a str, String>)> {
-        if self.pos >= self.bytes.len() {
-            return None;
-        }
-        self.n += 1;
-        let at = At {
-            line: self.n,
-            byte: self.pos,
-        };
-        let rest = &self.bytes[self.pos..];
-        let text = match rest.iter().position(|b| *b == b'\n') {
-            Some(end) => {
-                self.pos += end + 1;
-                std::str::from_utf8(&rest[..end]).map_err(|e| {
-                    format!(
-                        "not UTF-8 text (bad byte at {}): the file is damaged or not a capture",
-                        at.byte + e.valid_up_to()
-                    )
-                })
-            }
-            None => {
-                self.pos = self.bytes.len();
-                Err(format!(
-                    "the last line has no newline: the file was cut off after byte {}",
-                    self.bytes.len()
-                ))
-            }
-        };
-        Some((at, text))
-    }
+    let mut reader = Reader::new(bytes)?;
+    let entries = reader.by_ref().collect::<Result<Vec<Entry>>>()?;
+    Ok(Capture {
+        header: reader.header().clone(),
+        entries,
+    })
 }
 
 #[cfg(test)]

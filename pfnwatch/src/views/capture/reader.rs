@@ -1,0 +1,492 @@
+//! Reads a capture as a stream: the header, then one entry at a time, so
+//! memory stays bounded whatever the file's length (buffers, and version
+//! 2's tables within [`Limits`]). Damage or a cut is an error naming the
+//! byte (and line, for version 1) where it was found, after every whole
+//! entry before it was handed out.
+
+use super::frame::{self, AT_ENTRY, FORK, Frame, Limits, WireRecord, ZERO_PAGE};
+use super::input::Input;
+use super::{Entry, FORMAT, Header, READS, VERSION, VERSION_JSON_LINES};
+use crate::enrich::Enrichment;
+use crate::kernel::decode::{DevNum, MappedFile, Record};
+use anyhow::{Result, anyhow, bail};
+use pfnwatch_common::{Class, Hook, Level};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+/// The longest line of version 1 and header: a record line is a few KiB.
+const MAX_LINE: usize = 1 << 20;
+
+pub struct Reader<'a> {
+    header: Header,
+    input: Input<'a>,
+    body: Body,
+    /// Record entries handed out.
+    records: u64,
+    /// The end entry was read, or an error returned: nothing more.
+    done: bool,
+    /// A line or frame body; reused.
+    buf: Vec<u8>,
+}
+
+enum Body {
+    /// Version 1: lines handed out so far (the header's included).
+    Lines(usize),
+    Frames(Box<Tables>),
+}
+
+/// Version 2's strings and call paths, within [`Limits`].
+#[derive(Default)]
+struct Tables {
+    strings: Vec<Box<str>>,
+    string_bytes: usize,
+    paths: Vec<Box<[u32]>>,
+    path_frames: usize,
+    /// Names parsed once per string.
+    hooks: HashMap<u32, Hook>,
+    classes: HashMap<u32, Class>,
+}
+
+impl Reader<'static> {
+    pub fn open(path: &Path) -> Result<Reader<'static>> {
+        let file = File::open(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+        Reader::new(file)
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// Reads and checks the header; the entries follow with [`Reader::next`].
+    pub fn new(raw: impl Read + 'a) -> Result<Reader<'a>> {
+        let mut input = Input::new(raw).map_err(|e| anyhow!("reading: {e}"))?;
+        let mut buf = Vec::new();
+        let n = input
+            .line(&mut buf, MAX_LINE)
+            .map_err(|e| input_error(&input, &e, 0))?;
+        if n == 0 {
+            bail!("the file is empty: expected a pfnwatch capture header on line 1");
+        }
+        let header = header(&buf)?;
+        if !buf.ends_with(b"\n") {
+            bail!(
+                "line 1 (byte 0): the header has no newline: the file was cut off after byte {}",
+                input.pos
+            );
+        }
+        let body = if header.version == VERSION_JSON_LINES {
+            Body::Lines(1)
+        } else {
+            Body::Frames(Box::default())
+        };
+        Ok(Reader {
+            header,
+            input,
+            body,
+            records: 0,
+            done: false,
+            buf,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Record entries read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The next entry; `None` after the end entry (which is checked, not
+    /// handed out). After an error, `None`.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if self.done {
+            return Ok(None);
+        }
+        let next = match self.body {
+            Body::Lines(_) => self.next_line(),
+            Body::Frames(_) => self.next_frame(),
+        };
+        let next = next.map_err(|e| match self.input.compressed_pos() {
+            Some(c) => e.context(format!(
+                "(in the gzip-compressed file, {c} bytes of it read: bytes and lines count \
+                 the decompressed data)"
+            )),
+            None => e,
+        });
+        if !matches!(next, Ok(Some(_))) {
+            self.done = true;
+        }
+        next
+    }
+
+    /// Bytes this reader holds, whatever the capture's length: its
+    /// buffers and tables. For tests of the bound.
+    pub fn footprint(&self) -> usize {
+        let tables = match &self.body {
+            Body::Lines(_) => 0,
+            Body::Frames(t) => {
+                t.string_bytes
+                    + t.strings.capacity() * 16
+                    + t.path_frames * 4
+                    + t.paths.capacity() * 16
+                    + (t.hooks.capacity() + t.classes.capacity()) * 16
+            }
+        };
+        self.input.buffered() + self.buf.capacity() + tables
+    }
+
+    fn next_line(&mut self) -> Result<Option<Entry>> {
+        let start = self.input.pos;
+        let n = self
+            .input
+            .line(&mut self.buf, MAX_LINE)
+            .map_err(|e| input_error(&self.input, &e, start))?;
+        let Body::Lines(line) = &mut self.body else {
+            bail!("version 1 lines in a capture of frames");
+        };
+        if n == 0 {
+            bail!(
+                "the capture stops after line {line} (byte {start}), after record {}, without \
+                 its end line: it was cut off (pfnwatch record was killed, or the copy is \
+                 incomplete)",
+                self.records
+            );
+        }
+        *line += 1;
+        let at = format!("line {line} (byte {start})");
+        if !self.buf.ends_with(b"\n") {
+            if n == MAX_LINE {
+                bail!("{at}: longer than {MAX_LINE} bytes: the file is damaged or not a capture");
+            }
+            bail!(
+                "{at}: the last line has no newline: the file was cut off after byte {}",
+                self.input.pos
+            );
+        }
+        let text = std::str::from_utf8(&self.buf[..n - 1]).map_err(|e| {
+            anyhow!(
+                "{at}: not UTF-8 text (bad byte at {}): the file is damaged or not a capture",
+                start + e.valid_up_to() as u64
+            )
+        })?;
+        let entry: Entry = serde_json::from_str(text).map_err(|e| {
+            anyhow!(
+                "{at}: expected a record, lost, counts or end entry (a JSON object with \
+                 \"type\"): {e}"
+            )
+        })?;
+        match entry {
+            Entry::End { records } => {
+                self.end(records, &at)?;
+                Ok(None)
+            }
+            Entry::Record { .. } => {
+                self.records += 1;
+                Ok(Some(entry))
+            }
+            Entry::Lost { .. } | Entry::Counts { .. } => Ok(Some(entry)),
+        }
+    }
+
+    /// The end entry's count must be the file's, and nothing may follow.
+    fn end(&mut self, want: u64, at: &str) -> Result<()> {
+        if want != self.records {
+            bail!(
+                "{at}: the end entry counts {want} records, the file holds {}",
+                self.records
+            );
+        }
+        let pos = self.input.pos;
+        let end = self
+            .input
+            .at_end()
+            .map_err(|e| input_error(&self.input, &e, pos))?;
+        if !end {
+            bail!("byte {pos}: data after the end entry");
+        }
+        Ok(())
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Entry>> {
+        loop {
+            let start = self.input.pos;
+            let at = format!("byte {start} (after record {})", self.records);
+            let mut head = [0u8; frame::HEAD];
+            let got = self
+                .input
+                .fill(&mut head)
+                .map_err(|e| input_error(&self.input, &e, start))?;
+            if got == 0 {
+                bail!(
+                    "the capture stops at byte {start}, after record {}, without its end \
+                     entry: it was cut off (pfnwatch record was killed, or the copy is \
+                     incomplete)",
+                    self.records
+                );
+            }
+            let cut = |pos: u64| {
+                anyhow!(
+                    "the capture is cut off at byte {pos}, inside the entry that starts at {at}: \
+                     pfnwatch record was killed mid-write, or the copy is incomplete"
+                )
+            };
+            if got < frame::HEAD {
+                return Err(cut(self.input.pos));
+            }
+            let [l0, l1, l2, l3, c0, c1, c2, c3] = head;
+            let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+            let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+            if len > frame::MAX_BODY {
+                bail!(
+                    "the entry at {at} is damaged: it says it is {len} bytes long, more than \
+                     an entry can be ({} bytes)",
+                    frame::MAX_BODY
+                );
+            }
+            self.buf.resize(len, 0);
+            let got = self
+                .input
+                .fill(&mut self.buf)
+                .map_err(|e| input_error(&self.input, &e, start))?;
+            if got < len {
+                return Err(cut(self.input.pos));
+            }
+            if crc32fast::hash(&self.buf) != crc {
+                bail!("the entry at {at} is damaged: its checksum does not match its data");
+            }
+            let Body::Frames(tables) = &mut self.body else {
+                bail!("frames in a capture of version 1 lines");
+            };
+            let frame: Frame = postcard::from_bytes(&self.buf).map_err(|e| {
+                anyhow!("the entry at {at} is damaged or of a newer pfnwatch: {e}")
+            })?;
+            let entry = match frame {
+                Frame::String(text) => {
+                    tables.string(text).map_err(|e| anyhow!("the entry at {at}: {e}"))?;
+                    continue;
+                }
+                Frame::Path(ids) => {
+                    tables.path(ids).map_err(|e| anyhow!("the entry at {at}: {e}"))?;
+                    continue;
+                }
+                Frame::Reset => {
+                    **tables = Tables::default();
+                    continue;
+                }
+                Frame::Record(wire) => {
+                    let (record, host) = tables
+                        .record(&wire)
+                        .map_err(|e| anyhow!("the record at {at}: {e}"))?;
+                    self.records += 1;
+                    Entry::Record {
+                        record: Box::new(record),
+                        host,
+                    }
+                }
+                Frame::Lost { lost, total } => Entry::Lost { lost, total },
+                Frame::Counts(json) => Entry::Counts {
+                    counts: serde_json::from_str(json)
+                        .map_err(|e| anyhow!("the counters at {at}: {e}"))?,
+                },
+                Frame::End { records } => {
+                    self.end(records, &at)?;
+                    return Ok(None);
+                }
+            };
+            return Ok(Some(entry));
+        }
+    }
+}
+
+impl Iterator for Reader<'_> {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        self.next_entry().transpose()
+    }
+}
+
+/// A read error: the decompressor's, naming the byte of the compressed
+/// file, or the system's.
+fn input_error(input: &Input, e: &io::Error, start: u64) -> anyhow::Error {
+    match input.compressed_pos() {
+        Some(c) => anyhow!(
+            "the file is gzip-compressed, and the compressed data is damaged or cut off: found \
+             at byte {c} of the file ({} bytes decompressed before it; the entry there starts \
+             at byte {start}): {e}",
+            input.pos
+        ),
+        None => anyhow!("reading at byte {start}: {e}"),
+    }
+}
+
+fn header(line: &[u8]) -> Result<Header> {
+    let foreign = || {
+        format!(
+            "line 1 (byte 0): not a pfnwatch capture: expected a JSON header with \"format\": \
+             \"{FORMAT}\""
+        )
+    };
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let value: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| anyhow!("{} ({e})", foreign()))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        bail!("{}", foreign());
+    }
+    // The version first: a newer header may lack fields this one needs.
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if READS.iter().any(|r| u64::from(*r) == v) => {}
+        Some(v) => bail!(
+            "line 1 (byte 0): capture format version {v}; this pfnwatch reads versions \
+             {VERSION_JSON_LINES} and {VERSION} (replay it with the pfnwatch release that \
+             recorded it, or a newer one)"
+        ),
+        None => bail!("line 1 (byte 0): the header has no format version"),
+    }
+    serde_json::from_value(value).map_err(|e| anyhow!("line 1 (byte 0): bad capture header: {e}"))
+}
+
+impl Tables {
+    fn string(&mut self, text: &str) -> Result<(), String> {
+        if self.strings.len() >= Limits::STRINGS
+            || self.string_bytes + text.len() > Limits::STRING_BYTES
+            || text.len() > Limits::STRING_LEN
+        {
+            return Err(format!(
+                "the string table is full ({} strings, {} bytes; no writer sends more than {} \
+                 and {} without a reset): damaged",
+                self.strings.len(),
+                self.string_bytes,
+                Limits::STRINGS,
+                Limits::STRING_BYTES
+            ));
+        }
+        self.string_bytes += text.len();
+        self.strings.push(text.into());
+        Ok(())
+    }
+
+    fn path(&mut self, ids: Vec<u32>) -> Result<(), String> {
+        if self.paths.len() >= Limits::PATHS
+            || ids.len() > Limits::PATH_LEN
+            || self.path_frames + ids.len() > Limits::PATH_FRAMES
+        {
+            return Err(format!(
+                "the call path table is full ({} paths of {} frames): damaged",
+                self.paths.len(),
+                self.path_frames
+            ));
+        }
+        if let Some(bad) = ids.iter().find(|id| **id as usize >= self.strings.len()) {
+            return Err(format!("a call path names string {bad}, never defined"));
+        }
+        self.path_frames += ids.len();
+        self.paths.push(ids.into());
+        Ok(())
+    }
+
+    fn text(&self, id: u32) -> Result<&str, String> {
+        self.strings
+            .get(id as usize)
+            .map(|s| &**s)
+            .ok_or_else(|| format!("string {id} is never defined"))
+    }
+
+    fn owned(&self, id: Option<u32>) -> Result<Option<String>, String> {
+        id.map(|id| self.text(id).map(str::to_owned)).transpose()
+    }
+
+    fn hook(&mut self, id: u32) -> Result<Hook, String> {
+        if let Some(hook) = self.hooks.get(&id) {
+            return Ok(*hook);
+        }
+        let name = self.text(id)?;
+        let hook = Hook::from_function(name).ok_or_else(|| format!("unknown hook {name:?}"))?;
+        self.hooks.insert(id, hook);
+        Ok(hook)
+    }
+
+    fn class(&mut self, id: u32) -> Result<Class, String> {
+        if let Some(class) = self.classes.get(&id) {
+            return Ok(*class);
+        }
+        let class = Class::parse(self.text(id)?)?;
+        self.classes.insert(id, class);
+        Ok(class)
+    }
+
+    fn record(&mut self, w: &WireRecord) -> Result<(Record, Enrichment), String> {
+        let file = match &w.file {
+            Some(f) => Some(MappedFile {
+                name: self.text(f.name)?.to_owned(),
+                parent: self.text(f.parent)?.to_owned(),
+                ino: f.ino,
+                rdev: DevNum {
+                    major: f.rdev.0,
+                    minor: f.rdev.1,
+                },
+                sdev: DevNum {
+                    major: f.sdev.0,
+                    minor: f.sdev.1,
+                },
+                module: self.owned(f.module)?,
+                mmap_fn: 0,
+            }),
+            None => None,
+        };
+        let record = Record {
+            ts_ns: w.ts_ns,
+            hook: self.hook(w.hook)?,
+            class: self.class(w.class)?,
+            pid: w.pid,
+            tgid: w.tgid,
+            comm: self.text(w.comm)?.to_owned(),
+            cgroup_id: w.cgroup_id,
+            vm_flags: w.vm_flags,
+            vm_start: w.vm_start,
+            vm_end: w.vm_end,
+            vm_pgoff: w.vm_pgoff,
+            pgoff_before: w.pgoff_before,
+            addr: w.addr,
+            pfn: w.pfn,
+            size: w.size,
+            entry: w.entry,
+            ret: w.ret,
+            level: Level::from_raw(u32::from(w.level)).ok_or_else(|| {
+                format!(
+                    "unknown page-table level {} (0 pte, 1 pmd, 2 pud)",
+                    w.level
+                )
+            })?,
+            file,
+            fault_fn: 0,
+            vma_id: w.vma_id,
+            at_entry: w.flags & AT_ENTRY != 0,
+            zero_page: w.flags & ZERO_PAGE != 0,
+            fork: w.flags & FORK != 0,
+            stack: Vec::new(),
+        };
+        let stack = match w.call_path {
+            None => Vec::new(),
+            Some(id) => {
+                let path = self
+                    .paths
+                    .get(id as usize)
+                    .ok_or_else(|| format!("call path {id} is never defined"))?;
+                path.iter()
+                    .map(|s| self.text(*s).map(str::to_owned))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let host = Enrichment {
+            cgroup: self.owned(w.cgroup)?,
+            container: self.owned(w.container)?,
+            driver: self.owned(w.driver)?,
+            handlers: self.owned(w.handlers)?,
+            stack,
+        };
+        Ok((record, host))
+    }
+}
