@@ -231,7 +231,7 @@ fn pool(n: usize) -> Vec<(Record, Enrichment)> {
                 container: None,
                 driver: Some(driver.to_owned()),
                 handlers: None,
-                stack: paths[rng.below(paths.len() as u64) as usize].clone(),
+                stack: paths[rng.below(paths.len() as u64) as usize].as_slice().into(),
             };
             (record, host)
         })

@@ -12,6 +12,11 @@ pub use kallsyms::Kallsyms;
 
 use crate::kernel::decode::Record;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+fn no_frames(stack: &Arc<[String]>) -> bool {
+    stack.is_empty()
+}
 
 /// Host context for one record. Captures carry it as it was looked up on
 /// the capture host; trace's JSON lines show it with the record.
@@ -31,8 +36,10 @@ pub struct Enrichment {
     /// The record's `stack`, symbolised, innermost first, from the first
     /// frame outside pfnwatch's program, its trampoline and the hooked
     /// function itself.
-    #[serde(rename = "call_path", default, skip_serializing_if = "Vec::is_empty")]
-    pub stack: Vec<String>,
+    /// Shared: a capture's records share a few call paths, and replay
+    /// hands each record its path without copying it.
+    #[serde(rename = "call_path", default, skip_serializing_if = "no_frames")]
+    pub stack: Arc<[String]>,
 }
 
 /// Caches of host lookups; live mode reads the running system, replay
@@ -85,7 +92,7 @@ impl Enricher {
             cgroup,
             driver,
             handlers: (!handlers.is_empty()).then(|| handlers.join(" ")),
-            stack: callers(symbols, r.hook.function()),
+            stack: callers(symbols.into(), r.hook.function()),
         }
     }
 }
@@ -101,7 +108,7 @@ fn module_of(symbol: &str) -> Option<String> {
 /// what the kernel was doing), addresses no symbol covers, and the hooked
 /// function's own frame (`hook`, or a name starting with it: 6.1's
 /// vmf_insert_pfn_pmd_prot). All of it when nothing else is left.
-pub fn callers(mut frames: Vec<String>, hook: &str) -> Vec<String> {
+pub fn callers(frames: Arc<[String]>, hook: &str) -> Arc<[String]> {
     let plumbing = |f: &String| {
         f.starts_with("bpf_")
             || f.starts_with("0x")
@@ -110,10 +117,11 @@ pub fn callers(mut frames: Vec<String>, hook: &str) -> Vec<String> {
                 .is_some_and(|rest| rest.starts_with('+') || rest.starts_with("_prot+"))
     };
     let skip = frames.iter().take_while(|f| plumbing(f)).count();
-    if skip < frames.len() {
-        frames.drain(..skip);
+    if skip == 0 || skip == frames.len() {
+        frames
+    } else {
+        frames[skip..].into()
     }
-    frames
 }
 
 #[cfg(test)]

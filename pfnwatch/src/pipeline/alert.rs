@@ -100,7 +100,7 @@ impl Alert {
             pfn: r.pfn,
             vm_pgoff: r.vm_pgoff,
             expected_pfn: r.rule_pfn(),
-            stack: host.stack,
+            stack: host.stack.to_vec(),
             explanation: hit.rule.explanation.to_owned(),
         }
     }

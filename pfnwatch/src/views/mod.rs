@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod line;
+pub mod numbers;
 pub mod summary;
 pub mod text;
 
@@ -13,6 +14,7 @@ use crate::kernel::counters::Counts;
 use crate::pipeline::alert::{Alert, Clock};
 use crate::pipeline::filter::Filter;
 use crate::pipeline::{Outcome, Sink};
+use crate::rules::RuleId;
 use anyhow::Result;
 use line::{Format, Line};
 use std::io::{ErrorKind, Write};
@@ -50,6 +52,9 @@ pub struct View<W: Write> {
     clock: Clock,
     summary: Summary,
     color: bool,
+    /// A record's text line and its time; reused.
+    buf: String,
+    time: String,
     /// Flush after every line: someone watches trace live. A replay is
     /// flushed at the end (a write per line would cost more than the rest).
     flush_lines: bool,
@@ -67,6 +72,8 @@ impl<W: Write> View<W> {
             clock,
             summary: Summary::default(),
             color: opts.color,
+            buf: String::new(),
+            time: String::new(),
             flush_lines: true,
             closed: false,
         }
@@ -114,7 +121,10 @@ impl<W: Write> View<W> {
         if self.closed {
             return Ok(());
         }
-        let written = writeln!(self.out, "{text}");
+        let written = self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"));
         self.check(written)?;
         if self.flush_lines {
             self.flush()?;
@@ -145,8 +155,30 @@ impl<W: Write> View<W> {
 impl<W: Write> Sink for View<W> {
     fn outcome(&mut self, o: &Outcome) -> Result<()> {
         self.summary.shown(&o.record, &o.hits);
-        let line = Line::record(o, &self.clock, self.stack);
-        self.emit(&line)
+        if self.format == Format::Json {
+            let line = Line::record(o, &self.clock, self.stack);
+            return self.emit(&line);
+        }
+        // Text straight from the outcome: what Line::record would hold.
+        let mut time = std::mem::take(&mut self.time);
+        time.clear();
+        line::day_time(&self.clock, o.record.ts_ns, &mut time);
+        let rules: Vec<RuleId> = o.hits.iter().map(|h| h.rule.id).collect();
+        let extra = text::Extra {
+            time: &time,
+            severity: o.hits.iter().map(|h| h.severity).max(),
+            rules: &rules,
+            driver: o.host.driver.as_deref(),
+            handlers: None,
+            stack: if self.stack { &o.host.stack } else { &[] },
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        text::record_into(&mut buf, &o.record, &extra, self.color);
+        let written = self.write(&buf);
+        self.buf = buf;
+        self.time = time;
+        written
     }
 
     fn alert(&mut self, alert: &Alert) -> Result<()> {

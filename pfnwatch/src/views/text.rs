@@ -7,9 +7,11 @@ use crate::kernel::decode::Record;
 use crate::kernel::loader::{ProgramReport, ProgramState};
 use crate::kernel::refusals::errno_name;
 use crate::printable::printable;
-use crate::rules::Severity;
+use crate::kernel::decode::DevNum;
+use crate::rules::{RuleId, Severity};
 use anstyle::{AnsiColor, Style};
-use pfnwatch_common::{Family, Hook, Level};
+use super::numbers::{dec, hex};
+use pfnwatch_common::{Family, Hook, Level, vm_flags};
 use std::fmt::Write;
 
 /// A line as text; `color`: with the escape codes of its styles.
@@ -97,50 +99,128 @@ pub fn header(color: bool) -> String {
     styled(color, Style::new().bold(), &s)
 }
 
+/// What a record's text line shows beyond the record itself.
+pub struct Extra<'a> {
+    /// HH:MM:SS.ffffff, UTC.
+    pub time: &'a str,
+    /// The most severe hit's, and the rules hit.
+    pub severity: Option<Severity>,
+    pub rules: &'a [RuleId],
+    pub driver: Option<&'a str>,
+    pub handlers: Option<&'a str>,
+    /// The call path, when asked for.
+    pub stack: &'a [String],
+}
+
 fn record_text(r: &Record, v: &RecordView, color: bool) -> String {
-    // HH:MM:SS.ffffff out of the RFC 3339 time.
-    let time = v.time.get(11..26).unwrap_or(&v.time);
-    let rules = match v.severity {
-        Some(sev) => {
-            let ids: Vec<&str> = v.hits.iter().map(|h| h.rule.as_str()).collect();
-            let text = format!("{sev} {}", ids.join(","));
-            // Pad outside the escape codes, so the columns stay aligned.
-            let pad = RULES_W.saturating_sub(text.len());
-            format!("{}{:pad$}", styled(color, severity_style(sev), &text), "")
-        }
-        None => format!("{:<RULES_W$}", "-"),
+    let rules: Vec<RuleId> = v.hits.iter().map(|h| h.rule).collect();
+    let extra = Extra {
+        // HH:MM:SS.ffffff out of the RFC 3339 time.
+        time: v.time.get(11..26).unwrap_or(&v.time),
+        severity: v.severity,
+        rules: &rules,
+        driver: v.host.driver.as_deref(),
+        handlers: v.host.handlers.as_deref(),
+        stack: &v.host.stack,
     };
-    let who = format!("{}[{}/{}]", printable(&r.comm), r.tgid, r.pid);
-    let mut s = format!(
-        "{time:<TIME_W$} {rules} {who:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$}",
-        r.hook.function(),
-        r.class.to_string(),
-    );
+    let mut s = String::new();
+    record_into(&mut s, r, &extra, color);
+    s
+}
+
+/// Pads what was written to `s` since `start` to `width` characters.
+fn pad(s: &mut String, start: usize, width: usize) {
+    let text = &s[start..];
+    let written = if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    };
+    s.extend(std::iter::repeat_n(' ', width.saturating_sub(written)));
+}
+
+/// A record's line, appended to `s`: what the view writes for each record
+/// (straight from the record, no line built first: replay prints up to a
+/// million a second).
+pub fn record_into(s: &mut String, r: &Record, x: &Extra, color: bool) {
     // Writing to a String cannot fail.
-    let flags: Vec<&str> = v
-        .vm_flags_names
-        .iter()
-        .map(|f| f.strip_prefix("VM_").unwrap_or(f))
-        .collect();
-    let _ = write!(
-        s,
-        " vma {:#x}-{:#x} {}",
-        r.vm_start,
-        r.vm_end,
-        flags.join("|")
-    );
-    let _ = write!(s, " pgoff {:#x}", r.vm_pgoff);
+    let at = s.len();
+    s.push_str(x.time);
+    pad(s, at, TIME_W);
+    s.push(' ');
+    match x.severity {
+        Some(sev) => {
+            let at = s.len();
+            let _ = write!(s, "{sev} ");
+            for (i, id) in x.rules.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(id.as_str());
+            }
+            // Pad outside the escape codes, so the columns stay aligned.
+            let text_len = s[at..].chars().count();
+            if color {
+                let text = s.split_off(at);
+                s.push_str(&styled(color, severity_style(sev), &text));
+            }
+            s.extend(std::iter::repeat_n(' ', RULES_W.saturating_sub(text_len)));
+        }
+        None => {
+            let at = s.len();
+            s.push('-');
+            pad(s, at, RULES_W);
+        }
+    }
+    s.push(' ');
+    let at = s.len();
+    s.push_str(&printable(&r.comm));
+    s.push('[');
+    dec(s, r.tgid);
+    s.push('/');
+    dec(s, r.pid);
+    s.push(']');
+    pad(s, at, WHO_W);
+    s.push(' ');
+    let at = s.len();
+    s.push_str(r.hook.function());
+    pad(s, at, HOOK_W);
+    s.push(' ');
+    let at = s.len();
+    let _ = write!(s, "{}", r.class);
+    pad(s, at, CLASS_W);
+    s.push_str(" vma ");
+    hex(s, r.vm_start);
+    s.push('-');
+    hex(s, r.vm_end);
+    s.push(' ');
+    for (i, flag) in vm_flags::names(r.vm_flags).enumerate() {
+        if i > 0 {
+            s.push('|');
+        }
+        s.push_str(flag.strip_prefix("VM_").unwrap_or(flag));
+    }
+    s.push_str(" pgoff ");
+    hex(s, r.vm_pgoff);
     if let Some(before) = r.pgoff_before.filter(|b| *b != r.vm_pgoff) {
         let _ = write!(s, " (was {before:#x})");
     }
-    let _ = write!(s, " addr {:#x}", r.addr);
+    s.push_str(" addr ");
+    hex(s, r.addr);
     match r.pfn {
         Some(pfn) if r.hook.family().maps_pfns() => {
-            let _ = write!(s, " pfn {pfn:#x} size {:#x}", r.size);
+            s.push_str(" pfn ");
+            hex(s, pfn);
+            s.push_str(" size ");
+            hex(s, r.size);
         }
         Some(pfn) => {
-            let mark = if pfn == v.expected_pfn { "==" } else { "!=" };
-            let _ = write!(s, " pfn {pfn:#x} {mark} expected {:#x}", v.expected_pfn);
+            let expected = r.rule_pfn();
+            s.push_str(" pfn ");
+            hex(s, pfn);
+            s.push_str(if pfn == expected { " == " } else { " != " });
+            s.push_str("expected ");
+            hex(s, expected);
         }
         None => s.push_str(" pfn ?"),
     }
@@ -151,46 +231,55 @@ fn record_text(r: &Record, v: &RecordView, color: bool) -> String {
         Level::Pte => {}
     }
     if let Some(f) = &r.file {
-        let _ = write!(s, " file ");
+        s.push_str(" file ");
         // The parent dentry names the PCI device of a BAR file; the root of
         // a filesystem (devtmpfs for /dev/mem) says nothing.
         if f.parent != "/" && !f.parent.is_empty() {
             let _ = write!(s, "{}/", printable(&f.parent));
         }
         s.push_str(&printable(&f.name));
+        if f.rdev != (DevNum { major: 0, minor: 0 }) {
+            s.push_str(" dev ");
+            dec(s, f.rdev.major);
+            s.push(':');
+            dec(s, f.rdev.minor);
+        }
     }
-    if let Some(dev) = &v.device {
-        let _ = write!(s, " dev {dev}");
+    if let Some(driver) = x.driver {
+        s.push_str(" driver ");
+        s.push_str(&printable(driver));
     }
-    if let Some(driver) = &v.host.driver {
-        let _ = write!(s, " driver {}", printable(driver));
-    }
-    if let Some(handlers) = &v.host.handlers {
+    if let Some(handlers) = x.handlers {
         let _ = write!(s, " {}", printable(handlers));
     }
-    let _ = write!(s, " ret {}", result(r));
-    for frame in &v.host.stack {
+    s.push_str(" ret ");
+    result_into(s, r);
+    for frame in x.stack {
         let _ = write!(s, "\n    at {}", printable(frame));
     }
-    s
 }
 
 /// A call's return value as its hook means it.
-fn result(r: &Record) -> String {
-    match r.hook.family() {
-        Family::Lookup | Family::Walk => if r.ret == 0 { "NULL" } else { "page" }.to_owned(),
+fn result_into(s: &mut String, r: &Record) {
+    let _ = match r.hook.family() {
+        Family::Lookup | Family::Walk => {
+            s.push_str(if r.ret == 0 { "NULL" } else { "page" });
+            Ok(())
+        }
         Family::Remap | Family::Follow if r.ret < 0 => {
-            format!("{} ({})", r.ret, errno_name(-(r.ret as i32)))
+            write!(s, "{} ({})", r.ret, errno_name(-(r.ret as i32)))
         }
         // The kernel BUG()s right after: there is no return value.
-        Family::Insert if r.at_entry => "BUG".to_owned(),
+        Family::Insert if r.at_entry => write!(s, "BUG"),
         // vm_fault_t: VM_FAULT_NOPAGE (0x100) is success for inserts.
-        Family::Insert if r.ret != 0 && r.hook.returns_vm_fault() => format!("{:#x}", r.ret),
-        Family::VmaCreated if r.fork => "created (fork)".to_owned(),
-        Family::VmaCreated => "created".to_owned(),
-        Family::VmaGone => "gone".to_owned(),
-        Family::Remap | Family::Follow | Family::Insert | Family::BadMap => r.ret.to_string(),
-    }
+        Family::Insert if r.ret != 0 && r.hook.returns_vm_fault() => write!(s, "{:#x}", r.ret),
+        Family::VmaCreated if r.fork => write!(s, "created (fork)"),
+        Family::VmaCreated => write!(s, "created"),
+        Family::VmaGone => write!(s, "gone"),
+        Family::Remap | Family::Follow | Family::Insert | Family::BadMap => {
+            write!(s, "{}", r.ret)
+        }
+    };
 }
 
 fn counts_text(c: &Counts) -> String {

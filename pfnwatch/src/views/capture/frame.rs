@@ -32,9 +32,11 @@ impl Limits {
     /// One string's bytes: longer ones are cut by the writer (a cgroup path
     /// is at most PATH_MAX, a symbol a few hundred bytes).
     pub const STRING_LEN: usize = 64 << 10;
-    pub const PATHS: usize = 1 << 16;
-    /// Frames of every call path held, together.
-    pub const PATH_FRAMES: usize = 1 << 20;
+    pub const PATHS: usize = 1 << 14;
+    /// Frames of every call path held, together, and their bytes: a reader
+    /// holds each path's symbols with it, ready to hand out.
+    pub const PATH_FRAMES: usize = 1 << 18;
+    pub const PATH_BYTES: usize = 16 << 20;
     /// Frames of one call path.
     pub const PATH_LEN: usize = 256;
 }

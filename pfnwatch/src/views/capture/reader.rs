@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The longest line of version 1 and header: a record line is a few KiB.
 const MAX_LINE: usize = 1 << 20;
@@ -42,8 +43,10 @@ enum Body {
 struct Tables {
     strings: Vec<Box<str>>,
     string_bytes: usize,
-    paths: Vec<Box<[u32]>>,
+    /// Resolved, so that a record's path is a reference, not a copy.
+    paths: Vec<Arc<[String]>>,
     path_frames: usize,
+    path_bytes: usize,
     /// Names parsed once per string.
     hooks: HashMap<u32, Hook>,
     classes: HashMap<u32, Class>,
@@ -129,7 +132,8 @@ impl<'a> Reader<'a> {
             Body::Frames(t) => {
                 t.string_bytes
                     + t.strings.capacity() * 16
-                    + t.path_frames * 4
+                    + t.path_bytes
+                    + t.path_frames * std::mem::size_of::<String>()
                     + t.paths.capacity() * 16
                     + (t.hooks.capacity() + t.classes.capacity()) * 16
             }
@@ -369,21 +373,27 @@ impl Tables {
     }
 
     fn path(&mut self, ids: Vec<u32>) -> Result<(), String> {
+        let frames = ids
+            .iter()
+            .map(|id| self.text(*id).map(str::to_owned))
+            .collect::<Result<Arc<[String]>, String>>()
+            .map_err(|e| format!("a call path names {e}"))?;
+        let bytes = frames.iter().map(String::len).sum::<usize>();
         if self.paths.len() >= Limits::PATHS
             || ids.len() > Limits::PATH_LEN
             || self.path_frames + ids.len() > Limits::PATH_FRAMES
+            || self.path_bytes + bytes > Limits::PATH_BYTES
         {
             return Err(format!(
-                "the call path table is full ({} paths of {} frames): damaged",
+                "the call path table is full ({} paths of {} frames, {} bytes): damaged",
                 self.paths.len(),
-                self.path_frames
+                self.path_frames,
+                self.path_bytes
             ));
         }
-        if let Some(bad) = ids.iter().find(|id| **id as usize >= self.strings.len()) {
-            return Err(format!("a call path names string {bad}, never defined"));
-        }
         self.path_frames += ids.len();
-        self.paths.push(ids.into());
+        self.path_bytes += bytes;
+        self.paths.push(frames);
         Ok(())
     }
 
@@ -469,16 +479,12 @@ impl Tables {
             stack: Vec::new(),
         };
         let stack = match w.call_path {
-            None => Vec::new(),
-            Some(id) => {
-                let path = self
-                    .paths
+            None => Arc::default(),
+            Some(id) => Arc::clone(
+                self.paths
                     .get(id as usize)
-                    .ok_or_else(|| format!("call path {id} is never defined"))?;
-                path.iter()
-                    .map(|s| self.text(*s).map(str::to_owned))
-                    .collect::<Result<_, _>>()?
-            }
+                    .ok_or_else(|| format!("call path {id} is never defined"))?,
+            ),
         };
         let host = Enrichment {
             cgroup: self.owned(w.cgroup)?,

@@ -36,6 +36,7 @@ struct Tables {
     string_bytes: usize,
     paths: HashMap<Box<[u32]>, u32>,
     path_frames: usize,
+    path_bytes: usize,
     /// Class names, so a record's class is not formatted every time.
     classes: HashMap<Class, u32>,
 }
@@ -196,14 +197,14 @@ impl<W: Write> Writer<W> {
         ];
         // Hook and class names: short, but strings too.
         let count = texts.len() + 2 + host.stack.len();
-        let bytes = texts.iter().flatten().map(|t| t.len()).sum::<usize>()
-            + host.stack.iter().map(String::len).sum::<usize>()
-            + 256;
+        let path_bytes = host.stack.iter().map(String::len).sum::<usize>();
+        let bytes = texts.iter().flatten().map(|t| t.len()).sum::<usize>() + path_bytes + 256;
         let t = &self.tables;
         if t.strings.len() + count > Limits::STRINGS
             || t.string_bytes + bytes > Limits::STRING_BYTES
             || t.paths.len() + 1 > Limits::PATHS
             || t.path_frames + host.stack.len() > Limits::PATH_FRAMES
+            || t.path_bytes + path_bytes > Limits::PATH_BYTES
         {
             self.tables = Tables::default();
             self.frame(&Frame::Reset)?;
@@ -242,6 +243,7 @@ impl<W: Write> Writer<W> {
         let id = u32::try_from(self.tables.paths.len()).unwrap_or(u32::MAX);
         self.frame(&Frame::Path(ids.clone()))?;
         self.tables.path_frames += ids.len();
+        self.tables.path_bytes += stack.iter().map(|s| cut(s, Limits::STRING_LEN).len()).sum::<usize>();
         self.tables.paths.insert(ids.into(), id);
         Ok(Some(id))
     }
