@@ -22,8 +22,7 @@ pub fn hex(s: &mut String, v: u64) {
         }
     }
     s.push_str("0x");
-    // Only ASCII digits were written.
-    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    s.extend(buf[i..].iter().map(|b| char::from(*b)));
 }
 
 /// `v` (below 100) as two digits, as `{:02}` writes it.

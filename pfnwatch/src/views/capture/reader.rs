@@ -11,7 +11,6 @@ use crate::enrich::Enrichment;
 use crate::kernel::decode::{DevNum, MappedFile, Record};
 use anyhow::{Result, anyhow, bail};
 use pfnwatch_common::{Class, Hook, Level};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -47,9 +46,9 @@ struct Tables {
     paths: Vec<Arc<[String]>>,
     path_frames: usize,
     path_bytes: usize,
-    /// Names parsed once per string.
-    hooks: HashMap<u32, Hook>,
-    classes: HashMap<u32, Class>,
+    /// Names parsed once per string, by string index.
+    hooks: Vec<Option<Hook>>,
+    classes: Vec<Option<Class>>,
 }
 
 impl Reader<'static> {
@@ -135,7 +134,8 @@ impl<'a> Reader<'a> {
                     + t.path_bytes
                     + t.path_frames * std::mem::size_of::<String>()
                     + t.paths.capacity() * 16
-                    + (t.hooks.capacity() + t.classes.capacity()) * 16
+                    + t.hooks.capacity() * size_of::<Option<Hook>>()
+                    + t.classes.capacity() * size_of::<Option<Class>>()
             }
         };
         self.input.buffered() + self.buf.capacity() + tables
@@ -216,7 +216,9 @@ impl<'a> Reader<'a> {
     fn next_frame(&mut self) -> Result<Option<Entry>> {
         loop {
             let start = self.input.pos;
-            let at = format!("byte {start} (after record {})", self.records);
+            // Formatted only for an error: this runs for every entry.
+            let records = self.records;
+            let at = || format!("byte {start} (after record {records})");
             let mut head = [0u8; frame::HEAD];
             let got = self
                 .input
@@ -232,8 +234,9 @@ impl<'a> Reader<'a> {
             }
             let cut = |pos: u64| {
                 anyhow!(
-                    "the capture is cut off at byte {pos}, inside the entry that starts at {at}: \
-                     pfnwatch record was killed mid-write, or the copy is incomplete"
+                    "the capture is cut off at byte {pos}, inside the entry that starts at {}: \
+                     pfnwatch record was killed mid-write, or the copy is incomplete",
+                    at()
                 )
             };
             if got < frame::HEAD {
@@ -244,8 +247,9 @@ impl<'a> Reader<'a> {
             let crc = u32::from_le_bytes([c0, c1, c2, c3]);
             if len > frame::MAX_BODY {
                 bail!(
-                    "the entry at {at} is damaged: it says it is {len} bytes long, more than \
+                    "the entry at {} is damaged: it says it is {len} bytes long, more than \
                      an entry can be ({} bytes)",
+                    at(),
                     frame::MAX_BODY
                 );
             }
@@ -258,21 +262,24 @@ impl<'a> Reader<'a> {
                 return Err(cut(self.input.pos));
             }
             if crc32fast::hash(&self.buf) != crc {
-                bail!("the entry at {at} is damaged: its checksum does not match its data");
+                bail!(
+                    "the entry at {} is damaged: its checksum does not match its data",
+                    at()
+                );
             }
             let Body::Frames(tables) = &mut self.body else {
                 bail!("frames in a capture of version 1 lines");
             };
             let frame: Frame = postcard::from_bytes(&self.buf).map_err(|e| {
-                anyhow!("the entry at {at} is damaged or of a newer pfnwatch: {e}")
+                anyhow!("the entry at {} is damaged or of a newer pfnwatch: {e}", at())
             })?;
             let entry = match frame {
                 Frame::String(text) => {
-                    tables.string(text).map_err(|e| anyhow!("the entry at {at}: {e}"))?;
+                    tables.string(text).map_err(|e| anyhow!("the entry at {}: {e}", at()))?;
                     continue;
                 }
                 Frame::Path(ids) => {
-                    tables.path(ids).map_err(|e| anyhow!("the entry at {at}: {e}"))?;
+                    tables.path(ids).map_err(|e| anyhow!("the entry at {}: {e}", at()))?;
                     continue;
                 }
                 Frame::Reset => {
@@ -282,7 +289,7 @@ impl<'a> Reader<'a> {
                 Frame::Record(wire) => {
                     let (record, host) = tables
                         .record(&wire)
-                        .map_err(|e| anyhow!("the record at {at}: {e}"))?;
+                        .map_err(|e| anyhow!("the record at {}: {e}", at()))?;
                     self.records += 1;
                     Entry::Record {
                         record: Box::new(record),
@@ -292,10 +299,10 @@ impl<'a> Reader<'a> {
                 Frame::Lost { lost, total } => Entry::Lost { lost, total },
                 Frame::Counts(json) => Entry::Counts {
                     counts: serde_json::from_str(json)
-                        .map_err(|e| anyhow!("the counters at {at}: {e}"))?,
+                        .map_err(|e| anyhow!("the counters at {}: {e}", at()))?,
                 },
                 Frame::End { records } => {
-                    self.end(records, &at)?;
+                    self.end(records, &at())?;
                     return Ok(None);
                 }
             };
@@ -369,6 +376,8 @@ impl Tables {
         }
         self.string_bytes += text.len();
         self.strings.push(text.into());
+        self.hooks.push(None);
+        self.classes.push(None);
         Ok(())
     }
 
@@ -409,21 +418,21 @@ impl Tables {
     }
 
     fn hook(&mut self, id: u32) -> Result<Hook, String> {
-        if let Some(hook) = self.hooks.get(&id) {
+        if let Some(Some(hook)) = self.hooks.get(id as usize) {
             return Ok(*hook);
         }
         let name = self.text(id)?;
         let hook = Hook::from_function(name).ok_or_else(|| format!("unknown hook {name:?}"))?;
-        self.hooks.insert(id, hook);
+        self.hooks[id as usize] = Some(hook);
         Ok(hook)
     }
 
     fn class(&mut self, id: u32) -> Result<Class, String> {
-        if let Some(class) = self.classes.get(&id) {
+        if let Some(Some(class)) = self.classes.get(id as usize) {
             return Ok(*class);
         }
         let class = Class::parse(self.text(id)?)?;
-        self.classes.insert(id, class);
+        self.classes[id as usize] = Some(class);
         Ok(class)
     }
 

@@ -8,7 +8,9 @@ use crate::kernel::decode::Record;
 use crate::pipeline::{Outcome, Sink};
 use anyhow::{Context, Result};
 use pfnwatch_common::Class;
-use std::collections::HashMap;
+// foldhash: a dozen lookups a record; SipHash's strength is not needed
+// against names the kernel reports, and foldhash is seeded per process.
+use foldhash::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
