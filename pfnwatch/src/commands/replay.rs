@@ -102,6 +102,7 @@ mod tests {
     };
     use pfnwatch_common::{Class, Hook, vm_flags};
     use std::path::PathBuf;
+    use std::sync::Arc;
     use std::time::Duration;
 
     const S: u64 = 1_000_000_000;
@@ -192,14 +193,17 @@ mod tests {
                 cgroup: Some("/system.slice/x.service".into()),
                 container: None,
                 handlers: None,
-                stack: vec!["bpf_trampoline_1+0x5".into(), "zap_pte_range+0x1f0".into()],
+                stack: Arc::from(vec![
+                    "bpf_trampoline_1+0x5".to_owned(),
+                    "zap_pte_range+0x1f0".to_owned(),
+                ]),
             };
             w.record(r, &host).unwrap();
         }
         for e in tail {
             w.entry(e).unwrap();
         }
-        w.finish().unwrap();
+        w.finish_file().unwrap();
         path
     }
 
@@ -303,13 +307,16 @@ mod tests {
         let mut path = write_capture("arch", &every_rule()[6..7], &[]);
         assert_eq!(run(&path, opts(Format::Json)).0.rules[&RuleId::R7], 1);
         // The same record from an arch without pte_special breaks no rule.
-        let text = std::fs::read_to_string(&path).unwrap().replacen(
+        // The header is the first line, JSON.
+        let bytes = std::fs::read(&path).unwrap();
+        let end = bytes.iter().position(|b| *b == b'\n').unwrap();
+        let header = std::str::from_utf8(&bytes[..end]).unwrap().replacen(
             "\"pte_special\":true",
             "\"pte_special\":false",
             1,
         );
         path.set_extension("nospecial");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, [header.as_bytes(), &bytes[end..]].concat()).unwrap();
         assert!(run(&path, opts(Format::Json)).0.rules.is_empty());
     }
 
@@ -473,18 +480,40 @@ mod tests {
     }
 
     #[test]
-    fn damaged_captures_print_nothing() {
+    fn a_cut_capture_replays_what_it_holds_then_fails_naming_the_place() {
         let path = write_capture("damaged", &every_rule(), &[]);
         let bytes = std::fs::read(&path).unwrap();
+        let full = run(&path, opts(Format::Json)).1;
+        // Cut inside the last record: the ten before it replay, with their
+        // alerts and the summary, then the error.
         let cut = path.with_extension("cut");
-        std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
         let mut out = Vec::new();
-        let err = replay(&cut, RuleConfig::default(), opts(Format::Text), &mut out).unwrap_err();
+        let err = replay(&cut, RuleConfig::default(), opts(Format::Json), &mut out).unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains(&cut.display().to_string()), "{msg}");
-        assert!(msg.contains("line 12") && msg.contains("cut off"), "{msg}");
-        assert!(out.is_empty(), "nothing half-applied");
+        assert!(msg.starts_with(&cut.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("10 records replayed, then: the capture is cut off at byte")
+                && msg.contains("after record 10"),
+            "{msg}"
+        );
+        let lines = json_lines(&String::from_utf8(out).unwrap());
+        let records = |lines: &[Line]| {
+            lines
+                .iter()
+                .filter(|l| matches!(l, Line::Record { .. }))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let all = json_lines(&full);
+        assert_eq!(records(&lines)[..], records(&all)[..10]);
+        let Some(Line::Summary { summary }) = lines.last() else {
+            panic!("no summary: {:?}", lines.last());
+        };
+        assert_eq!(summary.records, 10);
+        // A file that is no capture prints nothing.
         let missing = path.with_extension("nope");
+        let mut out = Vec::new();
         let msg = format!(
             "{:#}",
             replay(
@@ -496,6 +525,7 @@ mod tests {
             .unwrap_err()
         );
         assert!(msg.contains("reading") && msg.contains("nope"), "{msg}");
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -138,8 +138,16 @@ impl Rng {
 /// A kind of call: hook, class, weight out of 1000.
 const KINDS: [(Hook, u16, u64); 8] = [
     // Lookups in a shared PFNMAP: special ptes where they should be.
-    (Hook::VmNormalPage, PFNMAP | SPECIAL | PFN_MATCH | NO_PAGE, 700),
-    (Hook::FolioWalkStart, PFNMAP | SPECIAL | PFN_MATCH | NO_PAGE, 100),
+    (
+        Hook::VmNormalPage,
+        PFNMAP | SPECIAL | PFN_MATCH | NO_PAGE,
+        700,
+    ),
+    (
+        Hook::FolioWalkStart,
+        PFNMAP | SPECIAL | PFN_MATCH | NO_PAGE,
+        100,
+    ),
     (Hook::VmfInsertPfnProt, PFNMAP, 80),
     (Hook::RemapPfnRange, PFNMAP | PFN_MATCH, 60),
     (Hook::VmfInsertMixed, MIXEDMAP, 30),
@@ -155,13 +163,25 @@ fn pool(n: usize) -> Vec<(Record, Enrichment)> {
         .map(|p| {
             let depth = 8 + (p % 7);
             (0..depth)
-                .map(|f| format!("{}+0x{:x}", SYMBOLS[(p * 3 + f) % SYMBOLS.len()], 0x10 * (f + 1)))
+                .map(|f| {
+                    format!(
+                        "{}+0x{:x}",
+                        SYMBOLS[(p * 3 + f) % SYMBOLS.len()],
+                        0x10 * (f + 1)
+                    )
+                })
                 .collect()
         })
         .collect();
     let files = [
         ("mem", "/", (1, 1), "mem", None),
-        ("resource0", "0000:00:02.0", (0, 0), "bochs-drm", Some("bochs")),
+        (
+            "resource0",
+            "0000:00:02.0",
+            (0, 0),
+            "bochs-drm",
+            Some("bochs"),
+        ),
         ("card0", "dri", (226, 0), "bochs-drm", Some("bochs")),
         ("uio0", "/", (243, 0), "uio_pci_generic", Some("uio")),
     ];
@@ -178,7 +198,8 @@ fn pool(n: usize) -> Vec<(Record, Enrichment)> {
                 })
                 .unwrap_or(&KINDS[0]);
             let tgid = 1000 + rng.below(64) as u32;
-            let (name, parent, rdev, driver, module) = files[rng.below(files.len() as u64) as usize];
+            let (name, parent, rdev, driver, module) =
+                files[rng.below(files.len() as u64) as usize];
             let mut flags = vm_flags::VM_IO | vm_flags::VM_MAYWRITE | vm_flags::VM_READ;
             if class & PFNMAP != 0 {
                 flags |= vm_flags::VM_PFNMAP;
@@ -231,7 +252,9 @@ fn pool(n: usize) -> Vec<(Record, Enrichment)> {
                 container: None,
                 driver: Some(driver.to_owned()),
                 handlers: None,
-                stack: paths[rng.below(paths.len() as u64) as usize].as_slice().into(),
+                stack: paths[rng.below(paths.len() as u64) as usize]
+                    .as_slice()
+                    .into(),
             };
             (record, host)
         })

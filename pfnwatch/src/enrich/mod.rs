@@ -138,7 +138,10 @@ mod tests {
             "zap_pte_range+0x1f0",
             "0xffffffff81000000",
         ]);
-        assert_eq!(callers(all.clone(), "vm_normal_page"), &all[3..]);
+        assert_eq!(
+            callers(all.as_slice().into(), "vm_normal_page").to_vec(),
+            &all[3..]
+        );
         // 6.1 and 6.12: the fentry trampoline is called from the hooked
         // function's own prologue, which then shows as the first frame.
         let remap = frames(&[
@@ -147,15 +150,27 @@ mod tests {
             "mmap_mem+0x9",
             "mmap_region+0x2a",
         ]);
-        assert_eq!(callers(remap.clone(), "remap_pfn_range"), &remap[2..]);
+        assert_eq!(
+            callers(remap.as_slice().into(), "remap_pfn_range").to_vec(),
+            &remap[2..]
+        );
         let prot = frames(&["vmf_insert_pfn_pmd_prot+0x5", "huge_fault+0x1"]);
-        assert_eq!(callers(prot.clone(), "vmf_insert_pfn_pmd"), &prot[1..]);
+        assert_eq!(
+            callers(prot.as_slice().into(), "vmf_insert_pfn_pmd").to_vec(),
+            &prot[1..]
+        );
         // A caller whose name merely starts like the hook stays.
         let other = frames(&["remap_pfn_range_notrack+0x10", "x+0x1"]);
-        assert_eq!(callers(other.clone(), "remap_pfn_range"), other);
+        assert_eq!(
+            callers(other.as_slice().into(), "remap_pfn_range").to_vec(),
+            other
+        );
         let only_bpf = frames(&["bpf_trampoline_1+0x5"]);
-        assert_eq!(callers(only_bpf.clone(), "vm_normal_page"), only_bpf);
-        assert!(callers(Vec::new(), "vm_normal_page").is_empty());
+        assert_eq!(
+            callers(only_bpf.as_slice().into(), "vm_normal_page").to_vec(),
+            only_bpf
+        );
+        assert!(callers(Arc::default(), "vm_normal_page").is_empty());
         assert_eq!(
             module_of("sigbus_fault [pfnwatch_badmod]").as_deref(),
             Some("pfnwatch_badmod")

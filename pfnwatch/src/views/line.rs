@@ -273,7 +273,7 @@ pub(crate) mod tests {
             container: None,
             driver: Some("mem".into()),
             handlers: None,
-            stack: vec!["mmap_mem+0x9".into()],
+            stack: vec!["mmap_mem+0x9".to_owned()].into(),
         };
         let json = line(remap(), &host, true).render(Format::Json);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -2,15 +2,15 @@
 //! stream strips the colour when it is not a terminal).
 
 use super::line::{Line, RecordView};
+use super::numbers::{dec, hex};
 use crate::kernel::counters::Counts;
+use crate::kernel::decode::DevNum;
 use crate::kernel::decode::Record;
 use crate::kernel::loader::{ProgramReport, ProgramState};
 use crate::kernel::refusals::errno_name;
 use crate::printable::printable;
-use crate::kernel::decode::DevNum;
 use crate::rules::{RuleId, Severity};
 use anstyle::{AnsiColor, Style};
-use super::numbers::{dec, hex};
 use pfnwatch_common::{Family, Hook, Level, vm_flags};
 use std::fmt::Write;
 
@@ -313,6 +313,12 @@ fn counts_text(c: &Counts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result(r: &Record) -> String {
+        let mut s = String::new();
+        result_into(&mut s, r);
+        s
+    }
     use crate::enrich::Enrichment;
     use crate::views::line::Format;
     use crate::views::line::Source;
@@ -407,10 +413,11 @@ mod tests {
         let host = Enrichment {
             driver: Some("bochs-drm".into()),
             stack: vec![
-                "bpf_trampoline_6442+0x5d".into(),
-                "pci_mmap_resource_range+0x91".into(),
-                "mmap_region+0x2a".into(),
-            ],
+                "bpf_trampoline_6442+0x5d".to_owned(),
+                "pci_mmap_resource_range+0x91".to_owned(),
+                "mmap_region+0x2a".to_owned(),
+            ]
+            .into(),
             ..Enrichment::default()
         };
         let text = plain(&line(r.clone(), &host, true).render(Format::Text));
@@ -468,7 +475,7 @@ mod tests {
             lost.starts_with("pfnwatch: the kernel lost 1 record (9 so far)"),
             "{lost}"
         );
-        assert!(plain(&header()).starts_with("TIME (UTC)      SEVERITY RULES"));
+        assert!(plain(&header(true)).starts_with("TIME (UTC)      SEVERITY RULES"));
     }
 
     #[test]
@@ -516,5 +523,80 @@ mod tests {
         assert!(text.contains("remap_pfn_range: errno 22 x1"), "{text}");
         assert!(text.contains("2 records lost"), "{text}");
         assert_eq!(counts_text(&Counts::default()), "counts: none");
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    //! The view writes record lines straight from the outcome: they must
+    //! be the lines [`Line::record`] renders.
+
+    use super::*;
+    use crate::enrich::Enrichment;
+    use crate::pipeline::alert::Clock;
+    use crate::pipeline::filter::Filter;
+    use crate::pipeline::{Outcome, Sink};
+    use crate::views::line::tests::{clock, remap, rules};
+    use crate::views::line::{Format, day_time, wall_time};
+    use crate::views::{View, ViewOptions};
+    use pfnwatch_common::{Class, class};
+
+    fn view_line(outcome: &Outcome, stack: bool, color: bool) -> String {
+        let opts = ViewOptions {
+            format: Format::Text,
+            stack,
+            filter: Filter::default(),
+            count: None,
+            dedup_window: std::time::Duration::from_secs(10),
+            alerts_file: None,
+            color,
+        };
+        let mut out = Vec::new();
+        let mut view = View::new(&mut out, &opts, clock());
+        view.outcome(outcome).unwrap();
+        drop(view);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_views_record_lines_are_line_records_rendered() {
+        let host = Enrichment {
+            driver: Some("bochs-drm".into()),
+            handlers: Some("fault:f mmap:m".into()),
+            stack: vec!["mmap_region+0x2a".to_owned()].into(),
+            ..Enrichment::default()
+        };
+        let mut plain_hit = remap();
+        plain_hit.comm = "café\n".into();
+        let mut no_hit = remap();
+        no_hit.class = Class(class::PFNMAP | class::PFN_MATCH);
+        no_hit.pfn = None;
+        for r in [remap(), plain_hit, no_hit] {
+            let outcome = Outcome {
+                hits: rules().evaluate(&r),
+                record: r,
+                host: host.clone(),
+            };
+            for (stack, color) in [(false, false), (true, false), (true, true)] {
+                let want =
+                    Line::record(&outcome, &clock(), stack).render_styled(Format::Text, color);
+                assert_eq!(view_line(&outcome, stack, color), format!("{want}\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn day_time_is_wall_times_time_of_day() {
+        for (offset, mono) in [
+            (1_700_000_000_000_000_000i128, 12_345_678_901u64),
+            (0, 0),
+            (-5, 3),
+            (1_700_000_000_000_000_000, u64::MAX / 2),
+        ] {
+            let clock = Clock::with_offset(offset);
+            let mut s = String::new();
+            day_time(&clock, mono, &mut s);
+            assert_eq!(s, wall_time(&clock, mono)[11..26], "{offset} {mono}");
+        }
     }
 }

@@ -50,11 +50,16 @@ pub enum Frame<'a> {
     /// innermost first.
     Path(Vec<u32>),
     Record(Box<WireRecord>),
-    Lost { lost: u64, total: u64 },
+    Lost {
+        lost: u64,
+        total: u64,
+    },
     /// The kernel's counters, as the JSON object of version 1 and trace
     /// --json: rare, and their own schema.
     Counts(&'a str),
-    End { records: u64 },
+    End {
+        records: u64,
+    },
     /// Every string and path index is forgotten.
     Reset,
 }

@@ -9,6 +9,8 @@ use std::rc::Rc;
 const GZIP: [u8; 2] = [0x1f, 0x8b];
 /// Read-ahead of the file and of the decompressed data.
 const BUFFER: usize = 64 << 10;
+/// [`Input::buffered`] at most.
+pub const MAX_BUFFERED: usize = 2 * BUFFER + (64 << 10);
 
 pub struct Input<'a> {
     inner: Box<dyn BufRead + 'a>,
@@ -93,11 +95,7 @@ impl<'a> Input<'a> {
     pub fn buffered(&self) -> usize {
         // Two buffers for gzip (the file's and the decompressed data's),
         // and the decompressor's window (32 KiB) and state.
-        if self.is_gzip() {
-            2 * BUFFER + (64 << 10)
-        } else {
-            BUFFER
-        }
+        if self.is_gzip() { MAX_BUFFERED } else { BUFFER }
     }
 }
 

@@ -5,7 +5,7 @@
 //! entry before it was handed out.
 
 use super::frame::{self, AT_ENTRY, FORK, Frame, Limits, WireRecord, ZERO_PAGE};
-use super::input::Input;
+use super::input::{self, Input};
 use super::{Entry, FORMAT, Header, READS, VERSION, VERSION_JSON_LINES};
 use crate::enrich::Enrichment;
 use crate::kernel::decode::{DevNum, MappedFile, Record};
@@ -49,6 +49,22 @@ struct Tables {
     /// Names parsed once per string, by string index.
     hooks: Vec<Option<Hook>>,
     classes: Vec<Option<Class>>,
+}
+
+impl Reader<'_> {
+    /// The most [`Reader::footprint`] can be: read-ahead, a line or entry
+    /// (twice: a buffer grows by doubling), and full tables.
+    pub const MAX_FOOTPRINT: usize = input::MAX_BUFFERED
+        + 2 * if MAX_LINE > frame::MAX_BODY {
+            MAX_LINE
+        } else {
+            frame::MAX_BODY
+        }
+        + Limits::STRING_BYTES
+        + Limits::STRINGS * (16 + size_of::<Option<Hook>>() + size_of::<Option<Class>>())
+        + Limits::PATH_BYTES
+        + Limits::PATH_FRAMES * size_of::<String>()
+        + Limits::PATHS * 16;
 }
 
 impl Reader<'static> {
@@ -271,15 +287,22 @@ impl<'a> Reader<'a> {
                 bail!("frames in a capture of version 1 lines");
             };
             let frame: Frame = postcard::from_bytes(&self.buf).map_err(|e| {
-                anyhow!("the entry at {} is damaged or of a newer pfnwatch: {e}", at())
+                anyhow!(
+                    "the entry at {} is damaged or of a newer pfnwatch: {e}",
+                    at()
+                )
             })?;
             let entry = match frame {
                 Frame::String(text) => {
-                    tables.string(text).map_err(|e| anyhow!("the entry at {}: {e}", at()))?;
+                    tables
+                        .string(text)
+                        .map_err(|e| anyhow!("the entry at {}: {e}", at()))?;
                     continue;
                 }
                 Frame::Path(ids) => {
-                    tables.path(ids).map_err(|e| anyhow!("the entry at {}: {e}", at()))?;
+                    tables
+                        .path(ids)
+                        .map_err(|e| anyhow!("the entry at {}: {e}", at()))?;
                     continue;
                 }
                 Frame::Reset => {
@@ -474,10 +497,7 @@ impl Tables {
             entry: w.entry,
             ret: w.ret,
             level: Level::from_raw(u32::from(w.level)).ok_or_else(|| {
-                format!(
-                    "unknown page-table level {} (0 pte, 1 pmd, 2 pud)",
-                    w.level
-                )
+                format!("unknown page-table level {} (0 pte, 1 pmd, 2 pud)", w.level)
             })?,
             file,
             fault_fn: 0,

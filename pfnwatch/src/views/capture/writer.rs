@@ -85,8 +85,7 @@ impl<W: Write> Writer<W> {
     /// The first line, once the programs are attached; written at once.
     pub fn header(&mut self, header: &Header) -> Result<()> {
         let json = serde_json::to_string(header).context("encoding the capture header")?;
-        writeln!(self.out, "{json}")
-            .with_context(|| format!("writing {}", self.name))?;
+        writeln!(self.out, "{json}").with_context(|| format!("writing {}", self.name))?;
         self.flush()
     }
 
@@ -245,7 +244,10 @@ impl<W: Write> Writer<W> {
         let id = u32::try_from(self.tables.paths.len()).unwrap_or(u32::MAX);
         self.frame(&Frame::Path(ids.clone()))?;
         self.tables.path_frames += ids.len();
-        self.tables.path_bytes += stack.iter().map(|s| cut(s, Limits::STRING_LEN).len()).sum::<usize>();
+        self.tables.path_bytes += stack
+            .iter()
+            .map(|s| cut(s, Limits::STRING_LEN).len())
+            .sum::<usize>();
         self.tables.paths.insert(ids.into(), id);
         Ok(Some(id))
     }
@@ -274,7 +276,10 @@ fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
-    let end = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let end = (0..=max)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     &text[..end]
 }
 
