@@ -83,8 +83,13 @@ impl<W: Write> Writer<W> {
     }
 
     /// The first line, once the programs are attached; written at once.
+    /// Its version is the one this writer writes, whatever `header` says.
     pub fn header(&mut self, header: &Header) -> Result<()> {
-        let json = serde_json::to_string(header).context("encoding the capture header")?;
+        let header = Header {
+            version: super::VERSION,
+            ..header.clone()
+        };
+        let json = serde_json::to_string(&header).context("encoding the capture header")?;
         writeln!(self.out, "{json}").with_context(|| format!("writing {}", self.name))?;
         self.flush()
     }

@@ -1,0 +1,314 @@
+//! The host half of `cargo xtask bench`: record and replay throughput and
+//! replay's peak memory on a generated capture. Pure user space, so it runs
+//! on the host (`--host-only` runs nothing else and rewrites only its
+//! section of BENCHMARKS.md).
+//!
+//! `pfnwatch synth-capture` (hidden) writes the capture with pfnwatch's own
+//! writer, records through the rules and filters as `record` feeds them, and
+//! reports its own throughput; replay is then timed as a whole process,
+//! output to /dev/null, with the kernel's accounting of the child
+//! (wait4's rusage: CPU time and peak RSS). Each figure is the median of
+//! [`RUNS`] runs.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+
+use super::host::Machine;
+
+/// Records in the generated capture.
+pub const RECORDS: u64 = 1_000_000;
+/// Runs of each measurement; the median is reported.
+pub const RUNS: usize = 3;
+
+/// What `pfnwatch synth-capture` prints.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Written {
+    pub records: u64,
+    pub bytes: u64,
+    pub records_per_second: f64,
+}
+
+/// One replay run, from the kernel's accounting of the child.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run {
+    pub cpu_secs: f64,
+    pub wall_secs: f64,
+    pub max_rss_kib: u64,
+}
+
+/// A replay configuration's median run.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub label: &'static str,
+    pub args: Vec<String>,
+    pub run: Run,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayFigures {
+    pub machine: Machine,
+    /// Records through rules and filters into the writer.
+    pub record: Written,
+    /// The writer alone.
+    pub writer: Written,
+    pub gzip_bytes: u64,
+    pub replays: Vec<Replayed>,
+}
+
+/// The capture's replays: what each shows of it.
+const CONFIGS: [(&str, &[&str]); 5] = [
+    ("text, every record printed", &[]),
+    ("JSON, every record printed", &["--json"]),
+    (
+        "`--severity critical`: the filter drops all but 0.5 %",
+        &["--severity", "critical"],
+    ),
+    (
+        "`--comm nobody`: the filter drops every record",
+        &["--comm", "nobody"],
+    ),
+    ("text, from the gzip-compressed capture", &[]),
+];
+
+pub fn measure(pfnwatch: &Path, dir: &Path) -> Result<ReplayFigures> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let capture = dir.join("bench.capture");
+    let writer_only = dir.join("bench-writer.capture");
+    println!("[host] generating {RECORDS} records with pfnwatch synth-capture");
+    let record = median_written(pfnwatch, &capture, false)?;
+    let writer = median_written(pfnwatch, &writer_only, true)?;
+    std::fs::remove_file(&writer_only).ok();
+    let gz = dir.join("bench.capture.gz");
+    gzip(&capture, &gz)?;
+    let gzip_bytes = std::fs::metadata(&gz)?.len();
+    let mut replays = Vec::new();
+    for (i, (label, args)) in CONFIGS.iter().enumerate() {
+        let file = if i == CONFIGS.len() - 1 {
+            &gz
+        } else {
+            &capture
+        };
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            runs.push(replay(pfnwatch, file, args)?);
+        }
+        runs.sort_by(|a, b| a.cpu_secs.total_cmp(&b.cpu_secs));
+        let run = runs[runs.len() / 2];
+        println!(
+            "[host] replay {label}: {:.0} records/s per core, {} KiB peak",
+            RECORDS as f64 / run.cpu_secs,
+            run.max_rss_kib
+        );
+        replays.push(Replayed {
+            label,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            run,
+        });
+    }
+    std::fs::remove_file(&gz).ok();
+    std::fs::remove_file(&capture).ok();
+    Ok(ReplayFigures {
+        machine: Machine::read(),
+        record,
+        writer,
+        gzip_bytes,
+        replays,
+    })
+}
+
+fn median_written(pfnwatch: &Path, file: &Path, writer_only: bool) -> Result<Written> {
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let mut command = Command::new(pfnwatch);
+        command
+            .arg("synth-capture")
+            .arg(file)
+            .args(["--records", &RECORDS.to_string()]);
+        if writer_only {
+            command.arg("--writer-only");
+        }
+        let out = command
+            .output()
+            .with_context(|| format!("running {}", pfnwatch.display()))?;
+        if !out.status.success() {
+            bail!(
+                "pfnwatch synth-capture: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let written: Written = serde_json::from_slice(&out.stdout)
+            .context("reading what pfnwatch synth-capture printed")?;
+        runs.push(written);
+    }
+    runs.sort_by(|a, b| a.records_per_second.total_cmp(&b.records_per_second));
+    Ok(runs.swap_remove(runs.len() / 2))
+}
+
+fn gzip(from: &Path, to: &Path) -> Result<()> {
+    let mut input = File::open(from).with_context(|| format!("reading {}", from.display()))?;
+    let out = File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    std::io::copy(&mut input, &mut enc)
+        .with_context(|| format!("compressing {}", from.display()))?;
+    enc.finish()?.flush()?;
+    Ok(())
+}
+
+/// `pfnwatch replay FILE ARGS > /dev/null`, reaped with wait4 for the
+/// child's own CPU time and peak RSS.
+fn replay(pfnwatch: &Path, file: &Path, args: &[&str]) -> Result<Run> {
+    let start = std::time::Instant::now();
+    let child = Command::new(pfnwatch)
+        .arg("replay")
+        .arg(file)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", pfnwatch.display()))?;
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet reaped (Child::wait was not called).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if reaped != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let wall_secs = start.elapsed().as_secs_f64();
+    let exit = std::process::ExitStatus::from_raw(status);
+    if !exit.success() {
+        bail!(
+            "pfnwatch replay {} {}: {exit}",
+            file.display(),
+            args.join(" ")
+        );
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Run {
+        cpu_secs: secs(usage.ru_utime) + secs(usage.ru_stime),
+        wall_secs,
+        // Linux reports ru_maxrss in KiB.
+        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    })
+}
+
+/// The BENCHMARKS.md section's heading: `--host-only` replaces from it to
+/// the next heading of its level.
+pub const HEADING: &str = "## Replay and record (host, no VM)";
+
+pub fn section(md: &mut String, f: &ReplayFigures) {
+    let m = &f.machine;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let _ = writeln!(md, "{HEADING}\n");
+    let _ = writeln!(
+        md,
+        "Measured on the host itself, {} ({} cores, {}), Linux {}, on {} (UTC): \
+         no emulation, so these are real seconds on a shared machine. A capture of \
+         {} made-up records (`pfnwatch synth-capture`, hidden: the mix `record --all` \
+         sees, 80 % lookups in shared PFNMAPs that break no rule, 3 % rule hits, 64 \
+         processes, 12 call paths): {:.1} MiB, {:.0} bytes a record; gzip-compressed \
+         {:.1} MiB. Medians of {RUNS} runs.\n",
+        m.cpu_model,
+        m.cpus,
+        super::render::gib(m.mem_total_kib),
+        m.kernel,
+        m.date,
+        f.record.records,
+        mib(f.record.bytes),
+        f.record.bytes as f64 / f.record.records.max(1) as f64,
+        mib(f.gzip_bytes),
+    );
+    let _ = writeln!(md, "| record side | records/s |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "| rules, filters and the capture writer (what `record` does after the ring buffer) | {:.0} |",
+        f.record.records_per_second
+    );
+    let _ = writeln!(
+        md,
+        "| the capture writer alone | {:.0} |\n",
+        f.writer.records_per_second
+    );
+    let _ = writeln!(
+        md,
+        "`pfnwatch replay` of the capture, output to /dev/null; records/s per core is \
+         the records over the process's CPU time (user + system), peak RSS the kernel's \
+         (wait4):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| replay | arguments | records/s per core | CPU s | wall s | peak RSS |\n|---|---|---:|---:|---:|---:|"
+    );
+    for r in &f.replays {
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {:.0} | {:.2} | {:.2} | {:.1} MiB |",
+            r.label,
+            if r.args.is_empty() {
+                "(none)".to_owned()
+            } else {
+                r.args.join(" ")
+            },
+            f.record.records as f64 / r.run.cpu_secs.max(1e-9),
+            r.run.cpu_secs,
+            r.run.wall_secs,
+            r.run.max_rss_kib as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// `md` with [`HEADING`]'s section replaced by `section` (or, absent,
+/// put before the method, or at the end).
+pub fn splice(md: &str, section: &str) -> String {
+    if let Some(start) = md.find(HEADING) {
+        let rest = &md[start + HEADING.len()..];
+        let end = rest
+            .find("\n## ")
+            .map_or(md.len(), |i| start + HEADING.len() + i + 1);
+        return format!("{}{section}{}", &md[..start], &md[end..]);
+    }
+    match md.find("## Method") {
+        Some(at) => format!("{}{section}{}", &md[..at], &md[at..]),
+        None => format!("{md}\n{section}"),
+    }
+}
+
+/// Where the capture is made: the target directory, not /tmp (a million
+/// records are 90 MB).
+pub fn work_dir(root: &Path) -> PathBuf {
+    root.join("target").join("bench-replay")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_replaces_its_own_and_nothing_else() {
+        let old = "# t\n\n## Summary\n\nx\n\n## Replay and record (host, no VM)\n\nold\n\n## Method\n\nm\n";
+        let new = format!("{HEADING}\n\nnew\n\n");
+        assert_eq!(
+            splice(old, &new),
+            "# t\n\n## Summary\n\nx\n\n## Replay and record (host, no VM)\n\nnew\n\n## Method\n\nm\n"
+        );
+        let without = "# t\n\n## Summary\n\nx\n\n## Method\n\nm\n";
+        assert_eq!(
+            splice(without, &new),
+            "# t\n\n## Summary\n\nx\n\n## Replay and record (host, no VM)\n\nnew\n\n## Method\n\nm\n"
+        );
+        assert_eq!(splice("# t\n", &new), format!("# t\n\n{new}"));
+        // Last in the file: replaced to the end.
+        let last = format!("# t\n\n{HEADING}\n\nold\n");
+        assert_eq!(splice(&last, &new), format!("# t\n\n{new}"));
+    }
+}
