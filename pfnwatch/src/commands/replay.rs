@@ -67,7 +67,11 @@ pub fn replay_from(
         let mut sinks: [&mut dyn Sink; 2] = [&mut alerts_file, &mut view];
         match entry {
             Entry::Record { record, host } => {
-                pipeline.feed(*record, Some(host), &mut sinks)?;
+                let (_, record, host) =
+                    pipeline.feed_and_return(*record, Some(host), &mut sinks)?;
+                if let Some(host) = host {
+                    reader.recycle(record, host);
+                }
             }
             Entry::Lost { lost, total } => pipeline::lost(&mut sinks, lost, total)?,
             Entry::Counts { counts } => pipeline::counts(&mut sinks, &counts)?,

@@ -29,6 +29,9 @@ pub struct Reader<'a> {
     done: bool,
     /// A line or frame body; reused.
     buf: Vec<u8>,
+    /// A record and host context handed back ([`Reader::recycle`]), whose
+    /// strings the next record is copied into.
+    spare: Option<(Record, Enrichment)>,
 }
 
 enum Body {
@@ -104,6 +107,7 @@ impl<'a> Reader<'a> {
             records: 0,
             done: false,
             buf,
+            spare: None,
         })
     }
 
@@ -137,6 +141,13 @@ impl<'a> Reader<'a> {
             self.done = true;
         }
         next
+    }
+
+    /// Takes back a record the caller is done with: the next one is read
+    /// into its buffers (a replay of a million records would otherwise
+    /// allocate seven strings each).
+    pub fn recycle(&mut self, record: Record, host: Enrichment) {
+        self.spare = Some((record, host));
     }
 
     /// Bytes this reader holds, whatever the capture's length: its
@@ -311,7 +322,7 @@ impl<'a> Reader<'a> {
                 }
                 Frame::Record(wire) => {
                     let (record, host) = tables
-                        .record(&wire)
+                        .record(&wire, self.spare.take())
                         .map_err(|e| anyhow!("the record at {}: {e}", at()))?;
                     self.records += 1;
                     Entry::Record {
@@ -332,6 +343,12 @@ impl<'a> Reader<'a> {
             return Ok(Some(entry));
         }
     }
+}
+
+/// `dst` = `src`, in `dst`'s buffer.
+fn set(dst: &mut String, src: &str) {
+    dst.clear();
+    dst.push_str(src);
 }
 
 impl Iterator for Reader<'_> {
@@ -436,10 +453,6 @@ impl Tables {
             .ok_or_else(|| format!("string {id} is never defined"))
     }
 
-    fn owned(&self, id: Option<u32>) -> Result<Option<String>, String> {
-        id.map(|id| self.text(id).map(str::to_owned)).transpose()
-    }
-
     fn hook(&mut self, id: u32) -> Result<Hook, String> {
         if let Some(Some(hook)) = self.hooks.get(id as usize) {
             return Ok(*hook);
@@ -459,55 +472,73 @@ impl Tables {
         Ok(class)
     }
 
-    fn record(&mut self, w: &WireRecord) -> Result<(Record, Enrichment), String> {
-        let file = match &w.file {
-            Some(f) => Some(MappedFile {
-                name: self.text(f.name)?.to_owned(),
-                parent: self.text(f.parent)?.to_owned(),
-                ino: f.ino,
-                rdev: DevNum {
+    /// The record `w` stands for, in `spare`'s buffers: its strings are
+    /// copied into the ones a record replayed before held, not allocated.
+    fn record(
+        &mut self,
+        w: &WireRecord,
+        spare: Option<(Record, Enrichment)>,
+    ) -> Result<(Record, Enrichment), String> {
+        let (mut r, mut host) = spare.unwrap_or_else(|| {
+            (
+                Record::new(Hook::RemapPfnRange, Class(0)),
+                Enrichment::default(),
+            )
+        });
+        r.file = match (&w.file, r.file.take()) {
+            (None, _) => None,
+            (Some(f), old) => {
+                let mut file = old.unwrap_or_else(|| MappedFile {
+                    name: String::new(),
+                    parent: String::new(),
+                    ino: 0,
+                    rdev: DevNum { major: 0, minor: 0 },
+                    sdev: DevNum { major: 0, minor: 0 },
+                    module: None,
+                    mmap_fn: 0,
+                });
+                set(&mut file.name, self.text(f.name)?);
+                set(&mut file.parent, self.text(f.parent)?);
+                file.ino = f.ino;
+                file.rdev = DevNum {
                     major: f.rdev.0,
                     minor: f.rdev.1,
-                },
-                sdev: DevNum {
+                };
+                file.sdev = DevNum {
                     major: f.sdev.0,
                     minor: f.sdev.1,
-                },
-                module: self.owned(f.module)?,
-                mmap_fn: 0,
-            }),
-            None => None,
+                };
+                self.set_some(&mut file.module, f.module)?;
+                file.mmap_fn = 0;
+                Some(file)
+            }
         };
-        let record = Record {
-            ts_ns: w.ts_ns,
-            hook: self.hook(w.hook)?,
-            class: self.class(w.class)?,
-            pid: w.pid,
-            tgid: w.tgid,
-            comm: self.text(w.comm)?.to_owned(),
-            cgroup_id: w.cgroup_id,
-            vm_flags: w.vm_flags,
-            vm_start: w.vm_start,
-            vm_end: w.vm_end,
-            vm_pgoff: w.vm_pgoff,
-            pgoff_before: w.pgoff_before,
-            addr: w.addr,
-            pfn: w.pfn,
-            size: w.size,
-            entry: w.entry,
-            ret: w.ret,
-            level: Level::from_raw(u32::from(w.level)).ok_or_else(|| {
-                format!("unknown page-table level {} (0 pte, 1 pmd, 2 pud)", w.level)
-            })?,
-            file,
-            fault_fn: 0,
-            vma_id: w.vma_id,
-            at_entry: w.flags & AT_ENTRY != 0,
-            zero_page: w.flags & ZERO_PAGE != 0,
-            fork: w.flags & FORK != 0,
-            stack: Vec::new(),
-        };
-        let stack = match w.call_path {
+        r.ts_ns = w.ts_ns;
+        r.hook = self.hook(w.hook)?;
+        r.class = self.class(w.class)?;
+        r.pid = w.pid;
+        r.tgid = w.tgid;
+        set(&mut r.comm, self.text(w.comm)?);
+        r.cgroup_id = w.cgroup_id;
+        r.vm_flags = w.vm_flags;
+        r.vm_start = w.vm_start;
+        r.vm_end = w.vm_end;
+        r.vm_pgoff = w.vm_pgoff;
+        r.pgoff_before = w.pgoff_before;
+        r.addr = w.addr;
+        r.pfn = w.pfn;
+        r.size = w.size;
+        r.entry = w.entry;
+        r.ret = w.ret;
+        r.level = Level::from_raw(u32::from(w.level))
+            .ok_or_else(|| format!("unknown page-table level {} (0 pte, 1 pmd, 2 pud)", w.level))?;
+        r.fault_fn = 0;
+        r.vma_id = w.vma_id;
+        r.at_entry = w.flags & AT_ENTRY != 0;
+        r.zero_page = w.flags & ZERO_PAGE != 0;
+        r.fork = w.flags & FORK != 0;
+        r.stack.clear();
+        host.stack = match w.call_path {
             None => Arc::default(),
             Some(id) => Arc::clone(
                 self.paths
@@ -515,13 +546,19 @@ impl Tables {
                     .ok_or_else(|| format!("call path {id} is never defined"))?,
             ),
         };
-        let host = Enrichment {
-            cgroup: self.owned(w.cgroup)?,
-            container: self.owned(w.container)?,
-            driver: self.owned(w.driver)?,
-            handlers: self.owned(w.handlers)?,
-            stack,
-        };
-        Ok((record, host))
+        self.set_some(&mut host.cgroup, w.cgroup)?;
+        self.set_some(&mut host.container, w.container)?;
+        self.set_some(&mut host.driver, w.driver)?;
+        self.set_some(&mut host.handlers, w.handlers)?;
+        Ok((r, host))
+    }
+
+    fn set_some(&self, dst: &mut Option<String>, id: Option<u32>) -> Result<(), String> {
+        match (dst.as_mut(), id) {
+            (_, None) => *dst = None,
+            (Some(d), Some(id)) => set(d, self.text(id)?),
+            (None, Some(id)) => *dst = Some(self.text(id)?.to_owned()),
+        }
+        Ok(())
     }
 }

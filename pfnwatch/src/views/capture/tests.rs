@@ -438,3 +438,42 @@ fn foreign_and_unknown_version_files_are_refused_up_front() {
         "{e}"
     );
 }
+
+#[test]
+fn recycled_buffers_change_nothing_read() {
+    // Records with and without a file, module, driver and call path, one
+    // after the other, each read into the buffers of the one before.
+    let mut w = Writer::new(Vec::new(), "memory".into());
+    w.header(&header()).unwrap();
+    let mut with_module = record(3);
+    if let Some(f) = with_module.file.as_mut() {
+        f.module = Some("bochs".into());
+    }
+    let no_file = Record {
+        file: None,
+        comm: "a-much-longer-comm".into(),
+        ..record(4)
+    };
+    let records = [
+        (with_module, host()),
+        (no_file, Enrichment::default()),
+        (record(5), host()),
+    ];
+    for (r, h) in &records {
+        w.record(r, h).unwrap();
+    }
+    let bytes = w.finish().unwrap();
+    let mut reader = Reader::new(&bytes[..]).unwrap();
+    let mut n = 0;
+    while let Some(entry) = reader.next_entry().unwrap() {
+        let Entry::Record { record, host } = entry else {
+            panic!("{entry:?}");
+        };
+        let (want, want_host) = &records[n];
+        assert_eq!(*record, want.without_kernel_addresses());
+        assert_eq!(&host, want_host);
+        reader.recycle(*record, host);
+        n += 1;
+    }
+    assert_eq!(n, records.len());
+}
