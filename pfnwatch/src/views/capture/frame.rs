@@ -41,6 +41,9 @@ impl Limits {
     pub const PATH_LEN: usize = 256;
 }
 
+// A record inline, not boxed: decoded once per frame on the stack, where a
+// box would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame<'a> {
     /// Defines the next string index (0, 1, ... since the start or the
@@ -49,7 +52,7 @@ pub enum Frame<'a> {
     /// Defines the next call path index: its symbols' string indexes,
     /// innermost first.
     Path(Vec<u32>),
-    Record(Box<WireRecord>),
+    Record(WireRecord),
     Lost {
         lost: u64,
         total: u64,

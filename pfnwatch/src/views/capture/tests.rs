@@ -280,17 +280,17 @@ fn frames_that_name_what_was_never_sent_are_refused() {
         hook: 7,
         ..frame::WireRecord::default()
     };
-    let e = with(&[frame::Frame::Record(Box::new(wire.clone()))]);
+    let e = with(&[frame::Frame::Record(wire.clone())]);
     assert!(
         e.contains("the record at byte") && e.contains("string 7 is never defined"),
         "{e}"
     );
     let e = with(&[
         frame::Frame::String("remap_pfn_rang"),
-        frame::Frame::Record(Box::new(frame::WireRecord {
+        frame::Frame::Record(frame::WireRecord {
             hook: 0,
             ..wire.clone()
-        })),
+        }),
     ]);
     assert!(e.contains("unknown hook \"remap_pfn_rang\""), "{e}");
     let e = with(&[frame::Frame::Path(vec![3])]);
@@ -302,7 +302,7 @@ fn frames_that_name_what_was_never_sent_are_refused() {
     let e = with(&[
         frame::Frame::String("vm_normal_page"),
         frame::Frame::Reset,
-        frame::Frame::Record(Box::new(frame::WireRecord { hook: 0, ..wire })),
+        frame::Frame::Record(frame::WireRecord { hook: 0, ..wire }),
     ]);
     assert!(e.contains("string 0 is never defined"), "{e}");
     // The end entry's count is checked, and nothing may follow it.

@@ -159,7 +159,7 @@ impl<W: Write> Writer<W> {
             call_path: self.path(&host.stack)?,
         };
         self.records += 1;
-        self.frame(&Frame::Record(Box::new(wire)))
+        self.frame(&Frame::Record(wire))
     }
 
     pub fn entry(&mut self, entry: &Entry) -> Result<()> {
