@@ -55,6 +55,8 @@ pub struct View<W: Write> {
     /// A record's text line and its time; reused.
     buf: String,
     time: String,
+    /// Classes as text, formatted once each (by the class's bits).
+    classes: Vec<Option<String>>,
     /// Flush after every line: someone watches trace live. A replay is
     /// flushed at the end (a write per line would cost more than the rest).
     flush_lines: bool,
@@ -74,6 +76,7 @@ impl<W: Write> View<W> {
             color: opts.color,
             buf: String::new(),
             time: String::new(),
+            classes: Vec::new(),
             flush_lines: true,
             closed: false,
         }
@@ -164,10 +167,22 @@ impl<W: Write> Sink for View<W> {
         time.clear();
         line::day_time(&self.clock, o.record.ts_ns, &mut time);
         let rules: Vec<RuleId> = o.hits.iter().map(|h| h.rule.id).collect();
+        let slot = usize::from(o.record.class.0);
+        // Every class the kernel can send is below SLOTS; a capture's
+        // class is parsed from names, so it is too.
+        if slot < pfnwatch_common::class::SLOTS {
+            if self.classes.len() <= slot {
+                self.classes.resize(slot + 1, None);
+            }
+            if self.classes[slot].is_none() {
+                self.classes[slot] = Some(o.record.class.to_string());
+            }
+        }
         let extra = text::Extra {
             time: &time,
             severity: o.hits.iter().map(|h| h.severity).max(),
             rules: &rules,
+            class: self.classes.get(slot).and_then(|c| c.as_deref()),
             driver: o.host.driver.as_deref(),
             handlers: None,
             stack: if self.stack { &o.host.stack } else { &[] },

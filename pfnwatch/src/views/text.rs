@@ -106,6 +106,8 @@ pub struct Extra<'a> {
     /// The most severe hit's, and the rules hit.
     pub severity: Option<Severity>,
     pub rules: &'a [RuleId],
+    /// The record's class as text, when the caller keeps it formatted.
+    pub class: Option<&'a str>,
     pub driver: Option<&'a str>,
     pub handlers: Option<&'a str>,
     /// The call path, when asked for.
@@ -119,6 +121,7 @@ fn record_text(r: &Record, v: &RecordView, color: bool) -> String {
         time: v.time.get(11..26).unwrap_or(&v.time),
         severity: v.severity,
         rules: &rules,
+        class: None,
         driver: v.host.driver.as_deref(),
         handlers: v.host.handlers.as_deref(),
         stack: &v.host.stack,
@@ -187,7 +190,12 @@ pub fn record_into(s: &mut String, r: &Record, x: &Extra, color: bool) {
     pad(s, at, HOOK_W);
     s.push(' ');
     let at = s.len();
-    let _ = write!(s, "{}", r.class);
+    match x.class {
+        Some(text) => s.push_str(text),
+        None => {
+            let _ = write!(s, "{}", r.class);
+        }
+    }
     pad(s, at, CLASS_W);
     s.push_str(" vma ");
     hex(s, r.vm_start);
