@@ -135,7 +135,8 @@ impl<W: Write> View<W> {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Writes out what [`View::buffered`] holds.
+    pub fn flush(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
         }
