@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Writes a capture: [`Writer::header`] first, [`Writer::finish`] adds the
 /// end entry. Frames are buffered: [`Writer::flush`] after each batch of
@@ -36,7 +37,8 @@ pub struct Writer<W: Write> {
 struct Tables {
     strings: HashMap<Box<str>, u32>,
     string_bytes: usize,
-    paths: HashMap<Box<[u32]>, u32>,
+    /// By the symbols themselves: one lookup a record, not one a frame.
+    paths: HashMap<Arc<[String]>, u32>,
     path_frames: usize,
     path_bytes: usize,
     /// Class names, so a record's class is not formatted every time.
@@ -234,26 +236,26 @@ impl<W: Write> Writer<W> {
         text.map(|t| self.string(t)).transpose()
     }
 
-    fn path(&mut self, stack: &[String]) -> Result<Option<u32>> {
+    fn path(&mut self, stack: &Arc<[String]>) -> Result<Option<u32>> {
         if stack.is_empty() {
             return Ok(None);
         }
-        let stack = &stack[..stack.len().min(Limits::PATH_LEN)];
-        let ids = stack
+        if let Some(id) = self.tables.paths.get(stack) {
+            return Ok(Some(*id));
+        }
+        let frames = &stack[..stack.len().min(Limits::PATH_LEN)];
+        let ids = frames
             .iter()
             .map(|s| self.string(s))
             .collect::<Result<Vec<u32>>>()?;
-        if let Some(id) = self.tables.paths.get(ids.as_slice()) {
-            return Ok(Some(*id));
-        }
         let id = u32::try_from(self.tables.paths.len()).unwrap_or(u32::MAX);
-        self.frame(&Frame::Path(ids.clone()))?;
         self.tables.path_frames += ids.len();
-        self.tables.path_bytes += stack
+        self.tables.path_bytes += frames
             .iter()
             .map(|s| cut(s, Limits::STRING_LEN).len())
             .sum::<usize>();
-        self.tables.paths.insert(ids.into(), id);
+        self.frame(&Frame::Path(ids))?;
+        self.tables.paths.insert(Arc::clone(stack), id);
         Ok(Some(id))
     }
 
