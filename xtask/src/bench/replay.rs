@@ -6,14 +6,13 @@
 //! `pfnwatch synth-capture` (hidden) writes the capture with pfnwatch's own
 //! writer, records through the rules and filters as `record` feeds them, and
 //! reports its own throughput; replay is then timed as a whole process,
-//! output to /dev/null, with the kernel's accounting of the child
-//! (wait4's rusage: CPU time and peak RSS). Each figure is the median of
+//! output to /dev/null, with the kernel's accounting of it as GNU time
+//! reports it (CPU time and peak RSS). Each figure is the median of
 //! [`RUNS`] runs.
 
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -162,42 +161,54 @@ fn gzip(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `pfnwatch replay FILE ARGS > /dev/null`, reaped with wait4 for the
-/// child's own CPU time and peak RSS.
+/// Measures a command's CPU time and peak RSS: GNU time, whose own
+/// resident set is small. (wait4's rusage from xtask itself would not do:
+/// a child spawned with vfork semantics keeps the parent's resident set as
+/// its high-water mark across exec.)
+const TIME: &str = "/usr/bin/time";
+
+/// `pfnwatch replay FILE ARGS > /dev/null` under [`TIME`].
 fn replay(pfnwatch: &Path, file: &Path, args: &[&str]) -> Result<Run> {
-    let start = std::time::Instant::now();
-    let child = Command::new(pfnwatch)
+    if !Path::new(TIME).is_file() {
+        bail!("{TIME} is missing: apt-get install time");
+    }
+    let figures = file.with_extension("time");
+    let out = Command::new(TIME)
+        .args(["-f", "%U %S %e %M", "-o"])
+        .arg(&figures)
+        .arg(pfnwatch)
         .arg("replay")
         .arg(file)
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", pfnwatch.display()))?;
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data the kernel fills in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, not yet reaped (Child::wait was not called).
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if reaped != pid {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    let wall_secs = start.elapsed().as_secs_f64();
-    let exit = std::process::ExitStatus::from_raw(status);
-    if !exit.success() {
+        .output()
+        .with_context(|| format!("running {TIME} {}", pfnwatch.display()))?;
+    if !out.status.success() {
         bail!(
-            "pfnwatch replay {} {}: {exit}",
+            "pfnwatch replay {} {}: {}: {}",
             file.display(),
-            args.join(" ")
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(Run {
-        cpu_secs: secs(usage.ru_utime) + secs(usage.ru_stime),
-        wall_secs,
-        // Linux reports ru_maxrss in KiB.
-        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    let text = std::fs::read_to_string(&figures)
+        .with_context(|| format!("reading {}", figures.display()))?;
+    std::fs::remove_file(&figures).ok();
+    parse_time(&text).with_context(|| format!("{TIME} printed {text:?}"))
+}
+
+/// "user system elapsed maxrss_kib" (the last line: time puts a note on a
+/// signal or exit status before it).
+fn parse_time(text: &str) -> Option<Run> {
+    let line = text.lines().last()?;
+    let mut fields = line.split_whitespace();
+    let mut next = || fields.next()?.parse::<f64>().ok();
+    let (user, system, wall, rss) = (next()?, next()?, next()?, next()?);
+    Some(Run {
+        cpu_secs: user + system,
+        wall_secs: wall,
+        max_rss_kib: rss as u64,
     })
 }
 
@@ -242,7 +253,7 @@ pub fn section(md: &mut String, f: &ReplayFigures) {
         md,
         "`pfnwatch replay` of the capture, output to /dev/null; records/s per core is \
          the records over the process's CPU time (user + system), peak RSS the kernel's \
-         (wait4):\n"
+         (GNU time's %M):\n"
     );
     let _ = writeln!(
         md,
@@ -292,6 +303,24 @@ pub fn work_dir(root: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_gnu_times_figures() {
+        assert_eq!(
+            parse_time("1.02 0.03 1.10 6480\n"),
+            Some(Run {
+                cpu_secs: 1.05,
+                wall_secs: 1.10,
+                max_rss_kib: 6480
+            })
+        );
+        assert_eq!(
+            parse_time("Command exited with non-zero status 1\n0.5 0.0 0.6 100\n")
+                .map(|r| r.max_rss_kib),
+            Some(100)
+        );
+        assert_eq!(parse_time("garbage\n"), None);
+    }
 
     #[test]
     fn the_section_replaces_its_own_and_nothing_else() {
