@@ -33,7 +33,12 @@ pub struct Written {
     /// The writing loop's time: records through rules, filters and writer
     /// (or the writer alone), output included, setup not.
     pub seconds: f64,
+    /// The loop's CPU time (user and system): on a shared machine the
+    /// measure of one core's rate.
+    pub cpu_seconds: f64,
     pub records_per_second: f64,
+    /// Records over CPU time.
+    pub records_per_cpu_second: f64,
     pub writer_only: bool,
 }
 
@@ -59,6 +64,7 @@ pub fn synth(path: &Path, records: u64, writer_only: bool) -> Result<Written> {
         clock,
     );
     let start = Instant::now();
+    let cpu_start = cpu_seconds();
     let mut ts = 1_000_000_000u64;
     for i in 0..records {
         let (record, host) = &pool[(i % POOL as u64) as usize];
@@ -86,14 +92,29 @@ pub fn synth(path: &Path, records: u64, writer_only: bool) -> Result<Written> {
     pipeline.finish(&mut [&mut writer])?;
     writer.finish_file()?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
     let bytes = std::fs::metadata(path)?.len();
     Ok(Written {
         records,
         bytes,
         seconds,
+        cpu_seconds: cpu,
         records_per_second: records as f64 / seconds.max(1e-9),
+        records_per_cpu_second: records as f64 / cpu.max(1e-9),
         writer_only,
     })
+}
+
+/// This process's CPU time so far, user and system.
+fn cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain data for the kernel to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: usage is a valid rusage to write into.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Prints `written` as one JSON line.
