@@ -130,12 +130,14 @@ impl<'a> Reader<'a> {
             Body::Lines(_) => self.next_line(),
             Body::Frames(_) => self.next_frame(),
         };
+        // Damage found in the decompressed data: say where in the file
+        // too. The decompressor's own errors say so already.
         let next = next.map_err(|e| match self.input.compressed_pos() {
-            Some(c) => e.context(format!(
-                "(in the gzip-compressed file, {c} bytes of it read: bytes and lines count \
+            Some(c) if e.downcast_ref::<InputError>().is_none() => e.context(format!(
+                "in the gzip-compressed file ({c} bytes of it read; bytes and lines count \
                  the decompressed data)"
             )),
-            None => e,
+            _ => e,
         });
         if !matches!(next, Ok(Some(_))) {
             self.done = true;
@@ -361,16 +363,27 @@ impl Iterator for Reader<'_> {
 
 /// A read error: the decompressor's, naming the byte of the compressed
 /// file, or the system's.
+#[derive(Debug)]
+struct InputError(String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
 fn input_error(input: &Input, e: &io::Error, start: u64) -> anyhow::Error {
-    match input.compressed_pos() {
-        Some(c) => anyhow!(
+    anyhow::Error::new(InputError(match input.compressed_pos() {
+        Some(c) => format!(
             "the file is gzip-compressed, and the compressed data is damaged or cut off: found \
              at byte {c} of the file ({} bytes decompressed before it; the entry there starts \
              at byte {start}): {e}",
             input.pos
         ),
-        None => anyhow!("reading at byte {start}: {e}"),
-    }
+        None => format!("reading at byte {start}: {e}"),
+    }))
 }
 
 fn header(line: &[u8]) -> Result<Header> {
