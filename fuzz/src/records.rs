@@ -89,6 +89,7 @@ pub fn run_through_the_pipeline(records: Vec<Record>) {
         count: None,
         dedup_window: Duration::from_secs(10),
         alerts_file: None,
+        color: true,
     };
     let mut pipeline = Pipeline::new(
         rules(),

@@ -83,6 +83,18 @@ pub enum Command {
         #[command(flatten)]
         alerts: AlertArgs,
     },
+    /// Write a capture of made-up records, timing the record side (for
+    /// `cargo xtask bench`; not for users, so hidden).
+    #[command(hide = true)]
+    SynthCapture {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Time the capture writer alone, without rules and filters.
+        #[arg(long)]
+        writer_only: bool,
+    },
     /// Print a shell completion script, e.g. `pfnwatch completions bash >
     /// /etc/bash_completion.d/pfnwatch`.
     Completions {

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: boots each selected kernel once with
 //! `pfnwatch.mode=bench` (pfnwatch-testbed/src/guest/bench_mode.rs), reads
-//! its `pfnwatch-bench:` result lines, and writes BENCHMARKS.md.
+//! its `pfnwatch-bench:` result lines, measures record and replay on the
+//! host (bench/replay.rs), and writes BENCHMARKS.md. `--host-only` measures
+//! the host part alone and rewrites only its section.
 //!
 //! It is no test: nothing here passes or fails on a figure. A boot fails
 //! only when the guest could not measure (a FAIL line, no verdict, an oops).
@@ -8,6 +10,7 @@
 mod host;
 pub(crate) use pfnwatch_testbed_protocol::bench as lines;
 mod render;
+pub mod replay;
 mod stats;
 mod summary;
 
@@ -38,6 +41,8 @@ pub struct Options {
     pub runs: u32,
     pub timeout: Duration,
     pub guest_dir: Option<PathBuf>,
+    /// Only the host's record and replay figures: no VM.
+    pub host_only: bool,
 }
 
 /// One kernel's benchmark, or why there is none.
@@ -50,6 +55,9 @@ pub struct KernelBench {
 }
 
 pub fn run(options: &Options) -> Result<bool> {
+    if options.host_only {
+        return run_host_only(options);
+    }
     preflight::install_missing()?;
     let paths = Paths::discover()?;
     // The benchmark plays no bad driver: no modules.
@@ -64,12 +72,38 @@ pub fn run(options: &Options) -> Result<bool> {
         }
         benches.push(bench);
     }
-    let text = render::markdown(&machine, &benches, options.runs);
+    // The guest's pfnwatch is static and runs on the host as it is.
+    let pfnwatch = crate::replay_check::host_pfnwatch(&paths, options.guest_dir.as_deref());
+    let host =
+        replay::measure(&pfnwatch, &replay::work_dir(&paths.root)).map_err(|e| format!("{e:#}"));
+    if let Err(reason) = &host {
+        println!("[host] FAILED: {reason}");
+    }
+    let text = render::markdown(&machine, &benches, options.runs, &host);
     let path = paths.root.join("BENCHMARKS.md");
     fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", summary::summary(&benches));
     println!("wrote {}", path.display());
-    Ok(benches.iter().all(|b| b.outcome.is_ok()))
+    Ok(benches.iter().all(|b| b.outcome.is_ok()) && host.is_ok())
+}
+
+/// The record and replay figures alone, into their section of the
+/// BENCHMARKS.md there is.
+fn run_host_only(options: &Options) -> Result<bool> {
+    let paths = Paths::discover()?;
+    let binaries = match &options.guest_dir {
+        Some(dir) => crate::build::prebuilt_guest(dir)?,
+        None => crate::build::build_guest(&paths)?,
+    };
+    let figures = replay::measure(&binaries.pfnwatch, &replay::work_dir(&paths.root))?;
+    let mut section = String::new();
+    replay::section(&mut section, &figures);
+    let path = paths.root.join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    fs::write(&path, replay::splice(&old, &section))
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote the host section of {}", path.display());
+    Ok(true)
 }
 
 fn bench_kernel(

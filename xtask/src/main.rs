@@ -88,6 +88,10 @@ enum Task {
         runs: u32,
         #[command(flatten)]
         guest: GuestArgs,
+        /// Only the host's record and replay figures (no VM): rewrites
+        /// their section of BENCHMARKS.md and leaves the rest.
+        #[arg(long)]
+        host_only: bool,
     },
     /// Install what is missing, build, and run pfnwatch's demo on the newest kernel.
     Demo {
@@ -193,11 +197,13 @@ fn main() -> ExitCode {
             kernel,
             runs,
             guest,
+            host_only,
         } => bench::run(&bench::Options {
             kernels: select(&kernel),
             runs,
             timeout: Duration::from_secs(guest.timeout),
             guest_dir: guest.guest_dir,
+            host_only,
         }),
         Task::Demo { guest } => demo::run(&demo::Options {
             timeout: Duration::from_secs(guest.timeout),

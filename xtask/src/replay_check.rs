@@ -18,7 +18,7 @@ use crate::{build::GUEST_TARGET, paths::Paths, protocol::CheckResult};
 use pfnwatch_testbed_protocol::files::GuestFiles;
 
 /// The files trace_checks.rs sends.
-const CAPTURE: &str = "capture.jsonl.gz";
+const CAPTURE: &str = "capture.gz";
 const LIVE: &str = "live.jsonl.gz";
 
 /// The pfnwatch that replays: the one `--guest-dir` names, or the one the
@@ -149,23 +149,32 @@ fn compare(pfnwatch: &Path, capture: &Path, live_gz: &[u8]) -> Result<Vec<CheckR
     Ok(checks)
 }
 
-/// The capture cut short: replay must refuse it, name the place, print nothing.
+/// The capture cut short: replay must show what it holds (its ready line
+/// and summary at least), then fail naming the place.
 fn damaged(pfnwatch: &Path, capture: &Path) -> Result<()> {
     let data = std::fs::read(capture).with_context(|| format!("reading {}", capture.display()))?;
-    let plain = gunzip(&data)?;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&data[..])
+        .read_to_end(&mut plain)
+        .context("gunzip")?;
     let cut = capture.with_extension("cut");
     let keep = plain.len().saturating_sub(10);
-    std::fs::write(&cut, &plain.as_bytes()[..keep])
-        .with_context(|| format!("writing {}", cut.display()))?;
+    std::fs::write(&cut, &plain[..keep]).with_context(|| format!("writing {}", cut.display()))?;
     let out = Command::new(pfnwatch)
         .args(["replay", "--json"])
         .arg(&cut)
         .output()
         .with_context(|| format!("running {}", pfnwatch.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || !out.stdout.is_empty() || !stderr.contains("cut off") {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .last()
+        .is_some_and(|l| l.contains("\"type\":\"summary\""));
+    if out.status.success() || !summary || !stderr.contains("cut off") {
         bail!(
-            "replay of {} cut short: {}, {} bytes on stdout, stderr {:?}",
+            "replay of {} cut short: {}, {} bytes on stdout (a summary last: {summary}), \
+             stderr {:?}",
             cut.display(),
             out.status,
             out.stdout.len(),

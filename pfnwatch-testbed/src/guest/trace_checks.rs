@@ -605,7 +605,7 @@ fn record(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     );
 
     let capture = std::fs::read(CAPTURE).with_context(|| format!("reading {CAPTURE}"))?;
-    rep.send_file("capture.jsonl.gz", &gzip(&capture)?);
+    rep.send_file("capture.gz", &gzip(&capture)?);
     rep.send_file("live.jsonl.gz", &gzip(text_of(&lines).as_bytes())?);
     Ok(())
 }

@@ -72,7 +72,9 @@ pub fn write_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     let root = command(None)?;
     let mut written = Vec::new();
     // `help` is clap's, and pfnwatch(1) already says what it does.
-    let subcommands = root.get_subcommands().filter(|c| c.get_name() != "help");
+    let subcommands = root
+        .get_subcommands()
+        .filter(|c| c.get_name() != "help" && !c.is_hide_set());
     for cmd in std::iter::once(root.clone()).chain(subcommands.cloned()) {
         let man = clap_mangen::Man::new(cmd);
         let path = man
@@ -171,7 +173,10 @@ mod tests {
         assert!(names.contains(&"pfnwatch.1".to_owned()), "{names:?}");
         assert!(names.contains(&"pfnwatch-replay.1".to_owned()), "{names:?}");
         assert!(!names.contains(&"pfnwatch-help.1".to_owned()), "{names:?}");
-        let commands = Cli::command().get_subcommands().count();
+        let commands = Cli::command()
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .count();
         assert_eq!(
             names.len(),
             commands + 1,

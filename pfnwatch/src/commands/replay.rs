@@ -5,69 +5,88 @@ use crate::pipeline::alert::Clock;
 use crate::pipeline::{self, Hosts, Pipeline, Sink};
 use crate::rules::{Context, RuleConfig, RuleSet};
 use crate::sinks::alerts_file::AlertsFile;
-use crate::views::capture::{self, Capture, Entry};
+use crate::views::capture::{self, Entry, Reader};
 use crate::views::line::{FORMAT_VERSION, Line, Source};
 use crate::views::summary::Summary;
 use crate::views::{View, ViewOptions};
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Replays `path` into `out`. The whole file is read and checked first,
-/// so a damaged capture prints nothing but the error.
+/// Replays `path` into `out` as it is read. A capture cut off or damaged
+/// mid-way replays every whole entry before the place, prints the summary
+/// of those, then fails naming the place.
 pub fn replay(
     path: &Path,
     config: RuleConfig,
     opts: ViewOptions,
     out: impl Write,
 ) -> Result<Summary> {
-    replay_capture(capture::read(path)?, config, opts, out)
+    let reader = capture::Reader::open(path)
+        .with_context(|| format!("{} is not a usable capture", path.display()))?;
+    replay_from(reader, config, opts, out).with_context(|| path.display().to_string())
 }
 
-/// [`replay`] of a capture already read and checked: the file's part left
-/// out, so the fuzz targets (`fuzz/`) can replay hostile captures from
-/// memory through the same pipeline and views.
-pub fn replay_capture(
-    cap: Capture,
+/// [`replay`] of a capture from any reader: the fuzz targets (`fuzz/`)
+/// replay hostile captures from memory through the same pipeline and views.
+pub fn replay_from(
+    mut reader: Reader,
     config: RuleConfig,
     opts: ViewOptions,
     out: impl Write,
 ) -> Result<Summary> {
+    let header = reader.header().clone();
     // The rules judge the capture host: its architecture, its clock.
     let rules = RuleSet::new(
         config,
         Context {
-            arch_pte_special: cap.header.pte_special,
+            arch_pte_special: header.pte_special,
         },
     );
-    let clock = Clock::with_offset(i128::from(cap.header.clock_offset_ns));
+    let clock = Clock::with_offset(i128::from(header.clock_offset_ns));
     let mut alerts_file = AlertsFile::open(opts.alerts_file.as_deref())?;
-    let mut view = View::new(out, &opts, clock);
+    let mut view = View::new(out, &opts, clock).buffered();
     let mut pipeline = Pipeline::new(rules, opts.filter, Hosts::Given, opts.dedup_window, clock);
     view.ready(Line::Ready {
         version: FORMAT_VERSION,
         source: Source::Replay,
-        release: cap.header.kernel.clone(),
-        programs: cap.header.programs.clone(),
-        recorded_at: Some(cap.header.recorded_at.clone()),
+        release: header.kernel,
+        programs: header.programs,
+        recorded_at: Some(header.recorded_at),
     })?;
-    for entry in cap.entries {
-        if view.done() {
-            break;
-        }
+    let mut failure = None;
+    while !view.done() {
+        let entry = match reader.next_entry() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
         let mut sinks: [&mut dyn Sink; 2] = [&mut alerts_file, &mut view];
         match entry {
             Entry::Record { record, host } => {
-                pipeline.feed(*record, Some(host), &mut sinks)?;
+                let (_, record, host) =
+                    pipeline.feed_and_return(*record, Some(host), &mut sinks)?;
+                if let Some(host) = host {
+                    reader.recycle(record, host);
+                }
             }
             Entry::Lost { lost, total } => pipeline::lost(&mut sinks, lost, total)?,
             Entry::Counts { counts } => pipeline::counts(&mut sinks, &counts)?,
-            // capture::read keeps the end line out of the entries.
+            // The reader checks the end entry and does not hand it out.
             Entry::End { .. } => break,
         }
     }
+    // What was read is replayed whole, pending alerts and summary included,
+    // before the place of the damage is told.
     pipeline.finish(&mut [&mut alerts_file, &mut view])?;
-    view.finish(pipeline.filtered)
+    let summary = view.finish(pipeline.filtered)?;
+    match failure {
+        None => Ok(summary),
+        Some(e) => Err(e.context(format!("{} records replayed, then", reader.records()))),
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +106,7 @@ mod tests {
     };
     use pfnwatch_common::{Class, Hook, vm_flags};
     use std::path::PathBuf;
+    use std::sync::Arc;
     use std::time::Duration;
 
     const S: u64 = 1_000_000_000;
@@ -177,14 +197,17 @@ mod tests {
                 cgroup: Some("/system.slice/x.service".into()),
                 container: None,
                 handlers: None,
-                stack: vec!["bpf_trampoline_1+0x5".into(), "zap_pte_range+0x1f0".into()],
+                stack: Arc::from(vec![
+                    "bpf_trampoline_1+0x5".to_owned(),
+                    "zap_pte_range+0x1f0".to_owned(),
+                ]),
             };
             w.record(r, &host).unwrap();
         }
         for e in tail {
             w.entry(e).unwrap();
         }
-        w.finish().unwrap();
+        w.finish_file().unwrap();
         path
     }
 
@@ -196,6 +219,7 @@ mod tests {
             count: None,
             dedup_window: Duration::from_secs(10),
             alerts_file: None,
+            color: true,
         }
     }
 
@@ -287,13 +311,16 @@ mod tests {
         let mut path = write_capture("arch", &every_rule()[6..7], &[]);
         assert_eq!(run(&path, opts(Format::Json)).0.rules[&RuleId::R7], 1);
         // The same record from an arch without pte_special breaks no rule.
-        let text = std::fs::read_to_string(&path).unwrap().replacen(
+        // The header is the first line, JSON.
+        let bytes = std::fs::read(&path).unwrap();
+        let end = bytes.iter().position(|b| *b == b'\n').unwrap();
+        let header = std::str::from_utf8(&bytes[..end]).unwrap().replacen(
             "\"pte_special\":true",
             "\"pte_special\":false",
             1,
         );
         path.set_extension("nospecial");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, [header.as_bytes(), &bytes[end..]].concat()).unwrap();
         assert!(run(&path, opts(Format::Json)).0.rules.is_empty());
     }
 
@@ -457,18 +484,40 @@ mod tests {
     }
 
     #[test]
-    fn damaged_captures_print_nothing() {
+    fn a_cut_capture_replays_what_it_holds_then_fails_naming_the_place() {
         let path = write_capture("damaged", &every_rule(), &[]);
         let bytes = std::fs::read(&path).unwrap();
+        let full = run(&path, opts(Format::Json)).1;
+        // Cut inside the last record: the ten before it replay, with their
+        // alerts and the summary, then the error.
         let cut = path.with_extension("cut");
-        std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
         let mut out = Vec::new();
-        let err = replay(&cut, RuleConfig::default(), opts(Format::Text), &mut out).unwrap_err();
+        let err = replay(&cut, RuleConfig::default(), opts(Format::Json), &mut out).unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains(&cut.display().to_string()), "{msg}");
-        assert!(msg.contains("line 12") && msg.contains("cut off"), "{msg}");
-        assert!(out.is_empty(), "nothing half-applied");
+        assert!(msg.starts_with(&cut.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("10 records replayed, then: the capture is cut off at byte")
+                && msg.contains("after record 10"),
+            "{msg}"
+        );
+        let lines = json_lines(&String::from_utf8(out).unwrap());
+        let records = |lines: &[Line]| {
+            lines
+                .iter()
+                .filter(|l| matches!(l, Line::Record { .. }))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let all = json_lines(&full);
+        assert_eq!(records(&lines)[..], records(&all)[..10]);
+        let Some(Line::Summary { summary }) = lines.last() else {
+            panic!("no summary: {:?}", lines.last());
+        };
+        assert_eq!(summary.records, 10);
+        // A file that is no capture prints nothing.
         let missing = path.with_extension("nope");
+        let mut out = Vec::new();
         let msg = format!(
             "{:#}",
             replay(
@@ -480,6 +529,7 @@ mod tests {
             .unwrap_err()
         );
         assert!(msg.contains("reading") && msg.contains("nope"), "{msg}");
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::views::line::{FORMAT_VERSION, Line, Source};
 use crate::views::summary::Summary;
 use crate::views::{View, ViewOptions};
 use anyhow::Result;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,8 +41,18 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
         None => None,
     };
     let mut alerts_file = AlertsFile::open(opts.view.alerts_file.as_deref())?;
-    let out = anstream::AutoStream::new(std::io::stdout().lock(), opts.color);
-    let mut view = View::new(out, &opts.view, clock);
+    // Plain text goes into a buffer, flushed after each batch: a write per
+    // line, or anstream stripping codes never written, cannot keep up with
+    // a busy ring buffer.
+    let out: Box<dyn Write> = if opts.view.color {
+        Box::new(anstream::AutoStream::new(
+            std::io::stdout().lock(),
+            opts.color,
+        ))
+    } else {
+        Box::new(BufWriter::with_capacity(64 << 10, std::io::stdout().lock()))
+    };
+    let mut view = View::new(out, &opts.view, clock).buffered();
     let mut session = Session::start(&opts.session)?;
     if let (Some(c), Some((_, args))) = (&mut capture, &opts.record) {
         c.header(&header(&opts.session, &session, &clock, args))?;
@@ -60,6 +71,8 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
         programs: session.watcher.programs.clone(),
         recorded_at: None,
     })?;
+    // Whoever waits for the ready line sees it now.
+    view.flush()?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,6 +93,11 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
             }
             pipeline.feed(r, None, &mut [&mut capture, &mut alerts_file, &mut view])?;
         }
+        // A batch at a time: a recorder killed outright leaves every batch
+        // before the last whole (a write per record could not keep up).
+        if let Some(c) = &mut capture {
+            c.flush()?;
+        }
         let mut sinks: [&mut dyn Sink; 3] = [&mut capture, &mut alerts_file, &mut view];
         // Say how many the kernel lost as soon as it does.
         let drops = Counts::read_drops(&session.watcher.ebpf)?;
@@ -94,6 +112,8 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
             Wake::Snapshot => pipeline::counts(&mut sinks, &session.counts()?)?,
             Wake::Stop => break,
         }
+        // The batch's lines, its losses and counters, out together.
+        view.flush()?;
     }
     let mut sinks: [&mut dyn Sink; 3] = [&mut capture, &mut alerts_file, &mut view];
     pipeline::counts(&mut sinks, &session.counts()?)?;
@@ -105,7 +125,7 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
     }
     pipeline.finish(&mut sinks)?;
     if let Some(c) = capture {
-        c.finish()?;
+        c.finish_file()?;
     }
     // Dropping the session (after this) detaches every program.
     view.finish(pipeline.filtered)

@@ -12,6 +12,11 @@ pub use kallsyms::Kallsyms;
 
 use crate::kernel::decode::Record;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+fn no_frames(stack: &Arc<[String]>) -> bool {
+    stack.is_empty()
+}
 
 /// Host context for one record. Captures carry it as it was looked up on
 /// the capture host; trace's JSON lines show it with the record.
@@ -31,8 +36,10 @@ pub struct Enrichment {
     /// The record's `stack`, symbolised, innermost first, from the first
     /// frame outside pfnwatch's program, its trampoline and the hooked
     /// function itself.
-    #[serde(rename = "call_path", default, skip_serializing_if = "Vec::is_empty")]
-    pub stack: Vec<String>,
+    /// Shared: a capture's records share a few call paths, and replay
+    /// hands each record its path without copying it.
+    #[serde(rename = "call_path", default, skip_serializing_if = "no_frames")]
+    pub stack: Arc<[String]>,
 }
 
 /// Caches of host lookups; live mode reads the running system, replay
@@ -85,7 +92,7 @@ impl Enricher {
             cgroup,
             driver,
             handlers: (!handlers.is_empty()).then(|| handlers.join(" ")),
-            stack: callers(symbols, r.hook.function()),
+            stack: callers(symbols.into(), r.hook.function()),
         }
     }
 }
@@ -101,7 +108,7 @@ fn module_of(symbol: &str) -> Option<String> {
 /// what the kernel was doing), addresses no symbol covers, and the hooked
 /// function's own frame (`hook`, or a name starting with it: 6.1's
 /// vmf_insert_pfn_pmd_prot). All of it when nothing else is left.
-pub fn callers(frames: Vec<String>, hook: &str) -> Vec<String> {
+pub fn callers(frames: Arc<[String]>, hook: &str) -> Arc<[String]> {
     let plumbing = |f: &String| {
         f.starts_with("bpf_")
             || f.starts_with("0x")
@@ -110,10 +117,10 @@ pub fn callers(frames: Vec<String>, hook: &str) -> Vec<String> {
                 .is_some_and(|rest| rest.starts_with('+') || rest.starts_with("_prot+"))
     };
     let skip = frames.iter().take_while(|f| plumbing(f)).count();
-    if skip == frames.len() {
+    if skip == 0 || skip == frames.len() {
         frames
     } else {
-        frames[skip..].to_vec()
+        frames[skip..].into()
     }
 }
 
@@ -131,7 +138,10 @@ mod tests {
             "zap_pte_range+0x1f0",
             "0xffffffff81000000",
         ]);
-        assert_eq!(callers(all.clone(), "vm_normal_page"), &all[3..]);
+        assert_eq!(
+            callers(all.as_slice().into(), "vm_normal_page").to_vec(),
+            &all[3..]
+        );
         // 6.1 and 6.12: the fentry trampoline is called from the hooked
         // function's own prologue, which then shows as the first frame.
         let remap = frames(&[
@@ -140,15 +150,27 @@ mod tests {
             "mmap_mem+0x9",
             "mmap_region+0x2a",
         ]);
-        assert_eq!(callers(remap.clone(), "remap_pfn_range"), &remap[2..]);
+        assert_eq!(
+            callers(remap.as_slice().into(), "remap_pfn_range").to_vec(),
+            &remap[2..]
+        );
         let prot = frames(&["vmf_insert_pfn_pmd_prot+0x5", "huge_fault+0x1"]);
-        assert_eq!(callers(prot.clone(), "vmf_insert_pfn_pmd"), &prot[1..]);
+        assert_eq!(
+            callers(prot.as_slice().into(), "vmf_insert_pfn_pmd").to_vec(),
+            &prot[1..]
+        );
         // A caller whose name merely starts like the hook stays.
         let other = frames(&["remap_pfn_range_notrack+0x10", "x+0x1"]);
-        assert_eq!(callers(other.clone(), "remap_pfn_range"), other);
+        assert_eq!(
+            callers(other.as_slice().into(), "remap_pfn_range").to_vec(),
+            other
+        );
         let only_bpf = frames(&["bpf_trampoline_1+0x5"]);
-        assert_eq!(callers(only_bpf.clone(), "vm_normal_page"), only_bpf);
-        assert!(callers(Vec::new(), "vm_normal_page").is_empty());
+        assert_eq!(
+            callers(only_bpf.as_slice().into(), "vm_normal_page").to_vec(),
+            only_bpf
+        );
+        assert!(callers(Arc::default(), "vm_normal_page").is_empty());
         assert_eq!(
             module_of("sigbus_fault [pfnwatch_badmod]").as_deref(),
             Some("pfnwatch_badmod")

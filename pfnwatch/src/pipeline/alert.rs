@@ -100,7 +100,7 @@ impl Alert {
             pfn: r.pfn,
             vm_pgoff: r.vm_pgoff,
             expected_pfn: r.rule_pfn(),
-            stack: host.stack,
+            stack: host.stack.to_vec(),
             explanation: hit.rule.explanation.to_owned(),
         }
     }
@@ -251,7 +251,11 @@ mod tests {
             driver: Some("misc".into()),
             handlers: None,
             // As host context hands it over: from the first caller.
-            stack: vec!["zap_pte_range+0x1f0".into(), "unmap_page_range+0x2".into()],
+            stack: vec![
+                "zap_pte_range+0x1f0".to_owned(),
+                "unmap_page_range+0x2".to_owned(),
+            ]
+            .into(),
         };
         let a = Alert::new(
             hit,

@@ -55,6 +55,9 @@ pub const WINDOWS_OPEN: usize = 4096;
 pub struct Dedup {
     window_ns: u64,
     open: HashMap<Key, Open>,
+    /// No open window ends before this: expire need not look at them
+    /// (it runs once per record).
+    next_end: u64,
     vmas: HashSet<VmaKey>,
     vma_order: VecDeque<VmaKey>,
 }
@@ -64,6 +67,7 @@ impl Dedup {
         Dedup {
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             open: HashMap::new(),
+            next_end: u64::MAX,
             vmas: HashSet::new(),
             vma_order: VecDeque::new(),
         }
@@ -98,11 +102,13 @@ impl Dedup {
                 if self.open.len() >= WINDOWS_OPEN {
                     out.extend(self.close_soonest());
                 }
+                let window_end = alert.first_ns.saturating_add(self.window_ns);
+                self.next_end = self.next_end.min(window_end);
                 self.open.insert(
                     key,
                     Open {
                         pending: None,
-                        window_end: alert.first_ns.saturating_add(self.window_ns),
+                        window_end,
                     },
                 );
                 out.push(alert);
@@ -146,13 +152,19 @@ impl Dedup {
     /// Closes the windows that ended by `now_ns`; returns their follow-ups.
     pub fn expire(&mut self, now_ns: u64) -> Vec<Alert> {
         let mut due = Vec::new();
+        if now_ns < self.next_end {
+            return due;
+        }
+        let mut next_end = u64::MAX;
         self.open.retain(|_, open| {
             if open.window_end > now_ns {
+                next_end = next_end.min(open.window_end);
                 return true;
             }
             due.extend(open.pending.take());
             false
         });
+        self.next_end = next_end;
         due.sort_by_key(|a| a.first_ns);
         due
     }

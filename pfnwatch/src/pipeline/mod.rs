@@ -112,10 +112,22 @@ impl Pipeline {
         given: Option<Enrichment>,
         sinks: &mut [&mut dyn Sink],
     ) -> Result<bool> {
+        self.feed_and_return(record, given, sinks)
+            .map(|(passed, _, _)| passed)
+    }
+
+    /// [`Pipeline::feed`], handing the record and its host context back
+    /// when done, for a source that reuses their buffers (replay).
+    pub fn feed_and_return(
+        &mut self,
+        record: Record,
+        given: Option<Enrichment>,
+        sinks: &mut [&mut dyn Sink],
+    ) -> Result<(bool, Record, Option<Enrichment>)> {
         let hits = self.rules.evaluate(&record);
         if !self.filter.matches(&record, &hits) {
             self.filtered += 1;
-            return Ok(false);
+            return Ok((false, record, given));
         }
         let host = match (given, &mut self.hosts) {
             // A capture of an older pfnwatch may hold the BPF frames still.
@@ -137,7 +149,7 @@ impl Pipeline {
             due.extend(self.dedup.push(alert));
         }
         alerts(sinks, &due)?;
-        Ok(true)
+        Ok((true, outcome.record, Some(outcome.host)))
     }
 
     /// Closes duplicate windows that ended by `now_ns` (CLOCK_MONOTONIC).

@@ -51,16 +51,19 @@ impl RuleSet {
         let special = self.context.arch_pte_special;
         let mut hits: Vec<Hit> = self
             .enabled()
-            .filter(|r| r.needs.iter().all(|n| n.holds(record, special)))
             .filter_map(|rule| {
                 // The most severe of the matches the call meets; an
                 // operator's severity for the rule wins over all of them.
+                // Hook and class first: bit tests, which rule most out.
                 let by_match = rule
                     .matches
                     .iter()
                     .filter(|m| m.matches(record.hook, record.class))
                     .map(|m| rule.severity_of(m, special))
                     .max()?;
+                if !rule.needs.iter().all(|n| n.holds(record, special)) {
+                    return None;
+                }
                 let severity = self
                     .config
                     .severity

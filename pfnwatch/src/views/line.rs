@@ -13,6 +13,7 @@ use crate::pipeline::alert::{Alert, Clock};
 use crate::rules::{RuleId, Severity};
 use pfnwatch_common::vm_flags;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// The JSON schema's version, on the ready line. It changes when a field
@@ -114,6 +115,25 @@ pub fn wall_time(clock: &Clock, mono_ns: u64) -> String {
     humantime::format_rfc3339_micros(time).to_string()
 }
 
+/// [`wall_time`]'s time of day, HH:MM:SS.ffffff, appended to `out`
+/// without the date (text lines show no more, and it costs no allocation).
+pub fn day_time(clock: &Clock, mono_ns: u64, out: &mut String) {
+    use super::numbers::two;
+    let real = u64::try_from(i128::from(mono_ns) + clock.offset_ns()).unwrap_or(0);
+    let secs = real / 1_000_000_000;
+    let micros = real % 1_000_000_000 / 1000;
+    let day = secs % 86_400;
+    two(out, day / 3600);
+    out.push(':');
+    two(out, day / 60 % 60);
+    out.push(':');
+    two(out, day % 60);
+    out.push('.');
+    two(out, micros / 10_000);
+    two(out, micros / 100 % 100);
+    two(out, micros % 100);
+}
+
 impl Line {
     /// A record line. `stack`: show the call path, by symbol (kernel
     /// addresses never leave pfnwatch).
@@ -137,7 +157,7 @@ impl Line {
                 stack: if stack {
                     host.stack.clone()
                 } else {
-                    Vec::new()
+                    Arc::default()
                 },
                 ..host.clone()
             },
@@ -158,13 +178,18 @@ impl Line {
         }
     }
 
-    /// The line as printed; text may carry colour, which the caller's
+    /// The line as printed; text carries colour, which the caller's
     /// stream strips when it is not a terminal.
     pub fn render(&self, format: Format) -> String {
+        self.render_styled(format, true)
+    }
+
+    /// [`Line::render`], text in colour only when `color`.
+    pub fn render_styled(&self, format: Format, color: bool) -> String {
         match format {
             // Serializing these plain data types cannot fail.
             Format::Json => serde_json::to_string(self).unwrap_or_default(),
-            Format::Text => text::render(self),
+            Format::Text => text::render(self, color),
         }
     }
 }
@@ -248,7 +273,7 @@ pub(crate) mod tests {
             container: None,
             driver: Some("mem".into()),
             handlers: None,
-            stack: vec!["mmap_mem+0x9".into()],
+            stack: vec!["mmap_mem+0x9".to_owned()].into(),
         };
         let json = line(remap(), &host, true).render(Format::Json);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod line;
+pub mod numbers;
 pub mod summary;
 pub mod text;
 
@@ -13,6 +14,7 @@ use crate::kernel::counters::Counts;
 use crate::pipeline::alert::{Alert, Clock};
 use crate::pipeline::filter::Filter;
 use crate::pipeline::{Outcome, Sink};
+use crate::rules::RuleId;
 use anyhow::Result;
 use line::{Format, Line};
 use std::io::{ErrorKind, Write};
@@ -34,6 +36,9 @@ pub struct ViewOptions {
     pub dedup_window: Duration,
     /// Also write every alert as one JSON object per line to this file.
     pub alerts_file: Option<PathBuf>,
+    /// Text with colour codes (a terminal's stream keeps them, another
+    /// strips them); false writes plain text, no codes to strip.
+    pub color: bool,
 }
 
 /// Prints one line per record, loss and counter snapshot, the alerts
@@ -46,6 +51,15 @@ pub struct View<W: Write> {
     count: Option<u64>,
     clock: Clock,
     summary: Summary,
+    color: bool,
+    /// A record's text line and its time; reused.
+    buf: String,
+    time: String,
+    /// Classes as text, formatted once each (by the class's bits).
+    classes: Vec<Option<String>>,
+    /// Flush after every line: someone watches trace live. A replay is
+    /// flushed at the end (a write per line would cost more than the rest).
+    flush_lines: bool,
     /// The output's reader is gone (a closed pipe): print nothing more.
     closed: bool,
 }
@@ -59,15 +73,26 @@ impl<W: Write> View<W> {
             count: opts.count,
             clock,
             summary: Summary::default(),
+            color: opts.color,
+            buf: String::new(),
+            time: String::new(),
+            classes: Vec::new(),
+            flush_lines: true,
             closed: false,
         }
+    }
+
+    /// Lines are flushed at the end only (and when the buffer is full).
+    pub fn buffered(mut self) -> View<W> {
+        self.flush_lines = false;
+        self
     }
 
     /// The ready line, and the column heads for people.
     pub fn ready(&mut self, ready: Line) -> Result<()> {
         self.emit(&ready)?;
         if self.format == Format::Text {
-            self.write(&text::header())?;
+            self.write(&text::header(self.color))?;
         }
         Ok(())
     }
@@ -84,11 +109,12 @@ impl<W: Write> View<W> {
             summary: Box::new(self.summary.clone()),
         };
         self.emit(&summary)?;
+        self.flush()?;
         Ok(self.summary)
     }
 
     fn emit(&mut self, line: &Line) -> Result<()> {
-        let text = line.render(self.format);
+        let text = line.render_styled(self.format, self.color);
         self.write(&text)
     }
 
@@ -98,7 +124,28 @@ impl<W: Write> View<W> {
         if self.closed {
             return Ok(());
         }
-        match writeln!(self.out, "{text}").and_then(|()| self.out.flush()) {
+        let written = self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"));
+        self.check(written)?;
+        if self.flush_lines {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what [`View::buffered`] holds.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let flushed = self.out.flush();
+        self.check(flushed)
+    }
+
+    fn check(&mut self, done: std::io::Result<()>) -> Result<()> {
+        match done {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {
                 self.closed = true;
@@ -112,8 +159,42 @@ impl<W: Write> View<W> {
 impl<W: Write> Sink for View<W> {
     fn outcome(&mut self, o: &Outcome) -> Result<()> {
         self.summary.shown(&o.record, &o.hits);
-        let line = Line::record(o, &self.clock, self.stack);
-        self.emit(&line)
+        if self.format == Format::Json {
+            let line = Line::record(o, &self.clock, self.stack);
+            return self.emit(&line);
+        }
+        // Text straight from the outcome: what Line::record would hold.
+        let mut time = std::mem::take(&mut self.time);
+        time.clear();
+        line::day_time(&self.clock, o.record.ts_ns, &mut time);
+        let rules: Vec<RuleId> = o.hits.iter().map(|h| h.rule.id).collect();
+        let slot = usize::from(o.record.class.0);
+        // Every class the kernel can send is below SLOTS; a capture's
+        // class is parsed from names, so it is too.
+        if slot < pfnwatch_common::class::SLOTS {
+            if self.classes.len() <= slot {
+                self.classes.resize(slot + 1, None);
+            }
+            if self.classes[slot].is_none() {
+                self.classes[slot] = Some(o.record.class.to_string());
+            }
+        }
+        let extra = text::Extra {
+            time: &time,
+            severity: o.hits.iter().map(|h| h.severity).max(),
+            rules: &rules,
+            class: self.classes.get(slot).and_then(|c| c.as_deref()),
+            driver: o.host.driver.as_deref(),
+            handlers: None,
+            stack: if self.stack { &o.host.stack } else { &[] },
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        text::record_into(&mut buf, &o.record, &extra, self.color);
+        let written = self.write(&buf);
+        self.buf = buf;
+        self.time = time;
+        written
     }
 
     fn alert(&mut self, alert: &Alert) -> Result<()> {

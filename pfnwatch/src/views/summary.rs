@@ -24,8 +24,19 @@ pub struct Summary {
     /// Shown records matching each rule.
     pub rules: BTreeMap<RuleId, u64>,
     /// The alerts raised, after duplicate collapsing, one entry per rule,
-    /// process and file.
+    /// process and file; at most [`ALERT_GROUPS`].
     pub alerts: Vec<AlertGroup>,
+    /// Rule hits in alerts of groups past [`ALERT_GROUPS`]: counted, not
+    /// listed (a capture of millions of processes must not grow replay).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alerts_unlisted: u64,
+}
+
+/// Alert groups a summary lists, like dedup's windows: a bound on memory.
+pub const ALERT_GROUPS: usize = 4096;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Alerts of one rule for one process and file.
@@ -77,10 +88,16 @@ impl Summary {
     }
 
     pub fn alert(&mut self, a: &Alert) {
+        let full = self.alerts.len() >= ALERT_GROUPS;
         match self.alerts.iter_mut().find(|g| g.same(a)) {
             Some(g) => {
-                g.occurrences += a.count;
+                g.occurrences = g.occurrences.saturating_add(a.count);
                 g.lines += 1;
+                return;
+            }
+            None if full => {
+                self.alerts_unlisted = self.alerts_unlisted.saturating_add(a.count);
+                return;
             }
             None => self.alerts.push(AlertGroup {
                 rule: a.rule,
@@ -95,7 +112,8 @@ impl Summary {
                 lines: 1,
             }),
         }
-        // Most severe first, then by rule and process: stable output.
+        // Most severe first, then by rule and process: stable output
+        // (sorted when a group comes in; counts do not move them).
         self.alerts.sort_by(|x, y| {
             (std::cmp::Reverse(x.severity), &x.rule, x.tgid, &x.file).cmp(&(
                 std::cmp::Reverse(y.severity),
@@ -151,6 +169,13 @@ impl Summary {
                 g.occurrences,
                 g.lines,
                 if g.lines == 1 { "" } else { "s" }
+            );
+        }
+        if self.alerts_unlisted > 0 {
+            let _ = write!(
+                s,
+                "\n          and {} more rule hits in alerts past the first {ALERT_GROUPS} groups",
+                self.alerts_unlisted
             );
         }
         s
@@ -219,6 +244,29 @@ mod tests {
         assert_eq!(
             Summary::default().text(),
             "summary: 0 records shown, 0 filtered out, 0 lost"
+        );
+    }
+
+    #[test]
+    fn alert_groups_are_bounded() {
+        let r = remap();
+        let rules = RuleSet::new(
+            RuleConfig::default(),
+            Context {
+                arch_pte_special: true,
+            },
+        );
+        let hit = rules.evaluate(&r)[0];
+        let mut s = Summary::default();
+        for tgid in 0..(ALERT_GROUPS as u32 + 100) {
+            let mut a = Alert::new(hit, &r, Enrichment::default(), &Clock::with_offset(0));
+            a.tgid = tgid;
+            s.alert(&a);
+        }
+        assert_eq!((s.alerts.len(), s.alerts_unlisted), (ALERT_GROUPS, 100));
+        assert!(
+            s.text()
+                .ends_with("and 100 more rule hits in alerts past the first 4096 groups")
         );
     }
 }

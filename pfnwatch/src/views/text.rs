@@ -2,18 +2,21 @@
 //! stream strips the colour when it is not a terminal).
 
 use super::line::{Line, RecordView};
+use super::numbers::{dec, hex};
 use crate::kernel::counters::Counts;
+use crate::kernel::decode::DevNum;
 use crate::kernel::decode::Record;
 use crate::kernel::loader::{ProgramReport, ProgramState};
 use crate::kernel::refusals::errno_name;
 use crate::printable::printable;
-use crate::rules::Severity;
+use crate::rules::{RuleId, Severity};
 use anstyle::{AnsiColor, Style};
-use pfnwatch_common::{Family, Hook, Level};
+use pfnwatch_common::{Family, Hook, Level, vm_flags};
 use std::fmt::Write;
 
-/// A line as text.
-pub fn render(line: &Line) -> String {
+/// A line as text; `color`: with the escape codes of its styles.
+pub fn render(line: &Line, color: bool) -> String {
+    let styled = |style, text: &str| styled(color, style, text);
     match line {
         Line::Ready {
             release,
@@ -21,7 +24,7 @@ pub fn render(line: &Line) -> String {
             recorded_at,
             ..
         } => ready_text(release, programs, recorded_at.as_deref()),
-        Line::Record { record, view, .. } => record_text(record, view),
+        Line::Record { record, view, .. } => record_text(record, view, color),
         Line::Alert { alert } => styled(severity_style(alert.severity), &alert.summary()),
         Line::Lost { lost, total } => styled(
             AnsiColor::Yellow.on_default().bold(),
@@ -36,8 +39,13 @@ pub fn render(line: &Line) -> String {
     }
 }
 
-fn styled(style: Style, text: &str) -> String {
-    format!("{style}{text}{style:#}")
+/// Plain text needs no codes that a stream would strip again.
+fn styled(color: bool, style: Style, text: &str) -> String {
+    if color {
+        format!("{style}{text}{style:#}")
+    } else {
+        text.to_owned()
+    }
 }
 
 fn severity_style(severity: Severity) -> Style {
@@ -83,58 +91,144 @@ const HOOK_W: usize = 19;
 const CLASS_W: usize = 30;
 
 /// The column heads of text output, printed once after the ready line.
-pub fn header() -> String {
+pub fn header(color: bool) -> String {
     let s = format!(
         "{:<TIME_W$} {:<RULES_W$} {:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$} DETAIL",
         "TIME (UTC)", "SEVERITY RULES", "COMM[TGID/PID]", "HOOK", "CLASS"
     );
-    styled(Style::new().bold(), &s)
+    styled(color, Style::new().bold(), &s)
 }
 
-fn record_text(r: &Record, v: &RecordView) -> String {
-    // HH:MM:SS.ffffff out of the RFC 3339 time.
-    let time = v.time.get(11..26).unwrap_or(&v.time);
-    let rules = match v.severity {
-        Some(sev) => {
-            let ids: Vec<&str> = v.hits.iter().map(|h| h.rule.as_str()).collect();
-            let text = format!("{sev} {}", ids.join(","));
-            // Pad outside the escape codes, so the columns stay aligned.
-            let pad = RULES_W.saturating_sub(text.len());
-            format!("{}{:pad$}", styled(severity_style(sev), &text), "")
-        }
-        None => format!("{:<RULES_W$}", "-"),
+/// What a record's text line shows beyond the record itself.
+pub struct Extra<'a> {
+    /// HH:MM:SS.ffffff, UTC.
+    pub time: &'a str,
+    /// The most severe hit's, and the rules hit.
+    pub severity: Option<Severity>,
+    pub rules: &'a [RuleId],
+    /// The record's class as text, when the caller keeps it formatted.
+    pub class: Option<&'a str>,
+    pub driver: Option<&'a str>,
+    pub handlers: Option<&'a str>,
+    /// The call path, when asked for.
+    pub stack: &'a [String],
+}
+
+fn record_text(r: &Record, v: &RecordView, color: bool) -> String {
+    let rules: Vec<RuleId> = v.hits.iter().map(|h| h.rule).collect();
+    let extra = Extra {
+        // HH:MM:SS.ffffff out of the RFC 3339 time.
+        time: v.time.get(11..26).unwrap_or(&v.time),
+        severity: v.severity,
+        rules: &rules,
+        class: None,
+        driver: v.host.driver.as_deref(),
+        handlers: v.host.handlers.as_deref(),
+        stack: &v.host.stack,
     };
-    let who = format!("{}[{}/{}]", printable(&r.comm), r.tgid, r.pid);
-    let mut s = format!(
-        "{time:<TIME_W$} {rules} {who:<WHO_W$} {:<HOOK_W$} {:<CLASS_W$}",
-        r.hook.function(),
-        r.class.to_string(),
-    );
+    let mut s = String::new();
+    record_into(&mut s, r, &extra, color);
+    s
+}
+
+/// Pads what was written to `s` since `start` to `width` characters.
+fn pad(s: &mut String, start: usize, width: usize) {
+    let text = &s[start..];
+    let written = if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    };
+    s.extend(std::iter::repeat_n(' ', width.saturating_sub(written)));
+}
+
+/// A record's line, appended to `s`: what the view writes for each record
+/// (straight from the record, no line built first: replay prints up to a
+/// million a second).
+pub fn record_into(s: &mut String, r: &Record, x: &Extra, color: bool) {
     // Writing to a String cannot fail.
-    let flags: Vec<&str> = v
-        .vm_flags_names
-        .iter()
-        .map(|f| f.strip_prefix("VM_").unwrap_or(f))
-        .collect();
-    let _ = write!(
-        s,
-        " vma {:#x}-{:#x} {}",
-        r.vm_start,
-        r.vm_end,
-        flags.join("|")
-    );
-    let _ = write!(s, " pgoff {:#x}", r.vm_pgoff);
+    let at = s.len();
+    s.push_str(x.time);
+    pad(s, at, TIME_W);
+    s.push(' ');
+    match x.severity {
+        Some(sev) => {
+            let at = s.len();
+            let _ = write!(s, "{sev} ");
+            for (i, id) in x.rules.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(id.as_str());
+            }
+            // Pad outside the escape codes, so the columns stay aligned.
+            let text_len = s[at..].chars().count();
+            if color {
+                let text = s.split_off(at);
+                s.push_str(&styled(color, severity_style(sev), &text));
+            }
+            s.extend(std::iter::repeat_n(' ', RULES_W.saturating_sub(text_len)));
+        }
+        None => {
+            let at = s.len();
+            s.push('-');
+            pad(s, at, RULES_W);
+        }
+    }
+    s.push(' ');
+    let at = s.len();
+    s.push_str(&printable(&r.comm));
+    s.push('[');
+    dec(s, r.tgid);
+    s.push('/');
+    dec(s, r.pid);
+    s.push(']');
+    pad(s, at, WHO_W);
+    s.push(' ');
+    let at = s.len();
+    s.push_str(r.hook.function());
+    pad(s, at, HOOK_W);
+    s.push(' ');
+    let at = s.len();
+    match x.class {
+        Some(text) => s.push_str(text),
+        None => {
+            let _ = write!(s, "{}", r.class);
+        }
+    }
+    pad(s, at, CLASS_W);
+    s.push_str(" vma ");
+    hex(s, r.vm_start);
+    s.push('-');
+    hex(s, r.vm_end);
+    s.push(' ');
+    for (i, flag) in vm_flags::names(r.vm_flags).enumerate() {
+        if i > 0 {
+            s.push('|');
+        }
+        s.push_str(flag.strip_prefix("VM_").unwrap_or(flag));
+    }
+    s.push_str(" pgoff ");
+    hex(s, r.vm_pgoff);
     if let Some(before) = r.pgoff_before.filter(|b| *b != r.vm_pgoff) {
         let _ = write!(s, " (was {before:#x})");
     }
-    let _ = write!(s, " addr {:#x}", r.addr);
+    s.push_str(" addr ");
+    hex(s, r.addr);
     match r.pfn {
         Some(pfn) if r.hook.family().maps_pfns() => {
-            let _ = write!(s, " pfn {pfn:#x} size {:#x}", r.size);
+            s.push_str(" pfn ");
+            hex(s, pfn);
+            s.push_str(" size ");
+            hex(s, r.size);
         }
         Some(pfn) => {
-            let mark = if pfn == v.expected_pfn { "==" } else { "!=" };
-            let _ = write!(s, " pfn {pfn:#x} {mark} expected {:#x}", v.expected_pfn);
+            let expected = r.rule_pfn();
+            s.push_str(" pfn ");
+            hex(s, pfn);
+            s.push_str(if pfn == expected { " == " } else { " != " });
+            s.push_str("expected ");
+            hex(s, expected);
         }
         None => s.push_str(" pfn ?"),
     }
@@ -145,46 +239,55 @@ fn record_text(r: &Record, v: &RecordView) -> String {
         Level::Pte => {}
     }
     if let Some(f) = &r.file {
-        let _ = write!(s, " file ");
+        s.push_str(" file ");
         // The parent dentry names the PCI device of a BAR file; the root of
         // a filesystem (devtmpfs for /dev/mem) says nothing.
         if f.parent != "/" && !f.parent.is_empty() {
             let _ = write!(s, "{}/", printable(&f.parent));
         }
         s.push_str(&printable(&f.name));
+        if f.rdev != (DevNum { major: 0, minor: 0 }) {
+            s.push_str(" dev ");
+            dec(s, f.rdev.major);
+            s.push(':');
+            dec(s, f.rdev.minor);
+        }
     }
-    if let Some(dev) = &v.device {
-        let _ = write!(s, " dev {dev}");
+    if let Some(driver) = x.driver {
+        s.push_str(" driver ");
+        s.push_str(&printable(driver));
     }
-    if let Some(driver) = &v.host.driver {
-        let _ = write!(s, " driver {}", printable(driver));
-    }
-    if let Some(handlers) = &v.host.handlers {
+    if let Some(handlers) = x.handlers {
         let _ = write!(s, " {}", printable(handlers));
     }
-    let _ = write!(s, " ret {}", result(r));
-    for frame in &v.host.stack {
+    s.push_str(" ret ");
+    result_into(s, r);
+    for frame in x.stack {
         let _ = write!(s, "\n    at {}", printable(frame));
     }
-    s
 }
 
 /// A call's return value as its hook means it.
-fn result(r: &Record) -> String {
-    match r.hook.family() {
-        Family::Lookup | Family::Walk => if r.ret == 0 { "NULL" } else { "page" }.to_owned(),
+fn result_into(s: &mut String, r: &Record) {
+    let _ = match r.hook.family() {
+        Family::Lookup | Family::Walk => {
+            s.push_str(if r.ret == 0 { "NULL" } else { "page" });
+            Ok(())
+        }
         Family::Remap | Family::Follow if r.ret < 0 => {
-            format!("{} ({})", r.ret, errno_name(-(r.ret as i32)))
+            write!(s, "{} ({})", r.ret, errno_name(-(r.ret as i32)))
         }
         // The kernel BUG()s right after: there is no return value.
-        Family::Insert if r.at_entry => "BUG".to_owned(),
+        Family::Insert if r.at_entry => write!(s, "BUG"),
         // vm_fault_t: VM_FAULT_NOPAGE (0x100) is success for inserts.
-        Family::Insert if r.ret != 0 && r.hook.returns_vm_fault() => format!("{:#x}", r.ret),
-        Family::VmaCreated if r.fork => "created (fork)".to_owned(),
-        Family::VmaCreated => "created".to_owned(),
-        Family::VmaGone => "gone".to_owned(),
-        Family::Remap | Family::Follow | Family::Insert | Family::BadMap => r.ret.to_string(),
-    }
+        Family::Insert if r.ret != 0 && r.hook.returns_vm_fault() => write!(s, "{:#x}", r.ret),
+        Family::VmaCreated if r.fork => write!(s, "created (fork)"),
+        Family::VmaCreated => write!(s, "created"),
+        Family::VmaGone => write!(s, "gone"),
+        Family::Remap | Family::Follow | Family::Insert | Family::BadMap => {
+            write!(s, "{}", r.ret)
+        }
+    };
 }
 
 fn counts_text(c: &Counts) -> String {
@@ -218,6 +321,12 @@ fn counts_text(c: &Counts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result(r: &Record) -> String {
+        let mut s = String::new();
+        result_into(&mut s, r);
+        s
+    }
     use crate::enrich::Enrichment;
     use crate::views::line::Format;
     use crate::views::line::Source;
@@ -312,10 +421,11 @@ mod tests {
         let host = Enrichment {
             driver: Some("bochs-drm".into()),
             stack: vec![
-                "bpf_trampoline_6442+0x5d".into(),
-                "pci_mmap_resource_range+0x91".into(),
-                "mmap_region+0x2a".into(),
-            ],
+                "bpf_trampoline_6442+0x5d".to_owned(),
+                "pci_mmap_resource_range+0x91".to_owned(),
+                "mmap_region+0x2a".to_owned(),
+            ]
+            .into(),
             ..Enrichment::default()
         };
         let text = plain(&line(r.clone(), &host, true).render(Format::Text));
@@ -373,7 +483,7 @@ mod tests {
             lost.starts_with("pfnwatch: the kernel lost 1 record (9 so far)"),
             "{lost}"
         );
-        assert!(plain(&header()).starts_with("TIME (UTC)      SEVERITY RULES"));
+        assert!(plain(&header(true)).starts_with("TIME (UTC)      SEVERITY RULES"));
     }
 
     #[test]
@@ -421,5 +531,80 @@ mod tests {
         assert!(text.contains("remap_pfn_range: errno 22 x1"), "{text}");
         assert!(text.contains("2 records lost"), "{text}");
         assert_eq!(counts_text(&Counts::default()), "counts: none");
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    //! The view writes record lines straight from the outcome: they must
+    //! be the lines [`Line::record`] renders.
+
+    use super::*;
+    use crate::enrich::Enrichment;
+    use crate::pipeline::alert::Clock;
+    use crate::pipeline::filter::Filter;
+    use crate::pipeline::{Outcome, Sink};
+    use crate::views::line::tests::{clock, remap, rules};
+    use crate::views::line::{Format, day_time, wall_time};
+    use crate::views::{View, ViewOptions};
+    use pfnwatch_common::{Class, class};
+
+    fn view_line(outcome: &Outcome, stack: bool, color: bool) -> String {
+        let opts = ViewOptions {
+            format: Format::Text,
+            stack,
+            filter: Filter::default(),
+            count: None,
+            dedup_window: std::time::Duration::from_secs(10),
+            alerts_file: None,
+            color,
+        };
+        let mut out = Vec::new();
+        let mut view = View::new(&mut out, &opts, clock());
+        view.outcome(outcome).unwrap();
+        drop(view);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_views_record_lines_are_line_records_rendered() {
+        let host = Enrichment {
+            driver: Some("bochs-drm".into()),
+            handlers: Some("fault:f mmap:m".into()),
+            stack: vec!["mmap_region+0x2a".to_owned()].into(),
+            ..Enrichment::default()
+        };
+        let mut plain_hit = remap();
+        plain_hit.comm = "café\n".into();
+        let mut no_hit = remap();
+        no_hit.class = Class(class::PFNMAP | class::PFN_MATCH);
+        no_hit.pfn = None;
+        for r in [remap(), plain_hit, no_hit] {
+            let outcome = Outcome {
+                hits: rules().evaluate(&r),
+                record: r,
+                host: host.clone(),
+            };
+            for (stack, color) in [(false, false), (true, false), (true, true)] {
+                let want =
+                    Line::record(&outcome, &clock(), stack).render_styled(Format::Text, color);
+                assert_eq!(view_line(&outcome, stack, color), format!("{want}\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn day_time_is_wall_times_time_of_day() {
+        for (offset, mono) in [
+            (1_700_000_000_000_000_000i128, 12_345_678_901u64),
+            (0, 0),
+            (-5, 3),
+            (1_700_000_000_000_000_000, u64::MAX / 2),
+        ] {
+            let clock = Clock::with_offset(offset);
+            let mut s = String::new();
+            day_time(&clock, mono, &mut s);
+            assert_eq!(s, wall_time(&clock, mono)[11..26], "{offset} {mono}");
+        }
     }
 }

@@ -10,7 +10,12 @@ use super::{
     summary::{self, ANON, PFNMAP},
 };
 
-pub fn markdown(machine: &Machine, benches: &[KernelBench], runs: u32) -> String {
+pub fn markdown(
+    machine: &Machine,
+    benches: &[KernelBench],
+    runs: u32,
+    host: &Result<super::replay::ReplayFigures, String>,
+) -> String {
     let mut md = String::new();
     let labels: Vec<&str> = benches.iter().map(|b| b.label).collect();
     let _ = writeln!(md, "# pfnwatch benchmarks\n");
@@ -23,6 +28,12 @@ pub fn markdown(machine: &Machine, benches: &[KernelBench], runs: u32) -> String
     );
     machine_section(&mut md, machine, benches);
     summary::section(&mut md, benches);
+    match host {
+        Ok(figures) => super::replay::section(&mut md, figures),
+        Err(reason) => {
+            let _ = writeln!(md, "{}\n\nNot measured: {reason}\n", super::replay::HEADING);
+        }
+    }
     let cycles = benches
         .iter()
         .find_map(|b| b.outcome.as_ref().ok())
@@ -228,7 +239,7 @@ mod tests {
 
     #[test]
     fn the_document_carries_machine_versions_ratios_and_memory() {
-        let md = markdown(&machine(), &benches(), 2);
+        let md = markdown(&machine(), &benches(), 2, &Err("not run".to_owned()));
         for want in [
             "`cargo xtask bench --kernel 6.12,newest --runs 2` on 2026-11-25",
             "| host CPU | AMD EPYC (2 cores) |",
