@@ -93,7 +93,7 @@ pub struct WireRecord {
     pub level: u8,
     pub file: Option<WireFile>,
     pub vma_id: u64,
-    /// [`AT_ENTRY`], [`ZERO_PAGE`], [`FORK`].
+    /// [`AT_ENTRY`], [`ZERO_PAGE`], [`FORK`], [`EXISTING`].
     pub flags: u8,
     pub cgroup: Option<u32>,
     pub container: Option<u32>,
@@ -105,6 +105,7 @@ pub struct WireRecord {
 pub const AT_ENTRY: u8 = 1;
 pub const ZERO_PAGE: u8 = 2;
 pub const FORK: u8 = 4;
+pub const EXISTING: u8 = 8;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireFile {

@@ -477,3 +477,44 @@ fn recycled_buffers_change_nothing_read() {
     }
     assert_eq!(n, records.len());
 }
+
+#[test]
+fn every_record_flag_reads_back() {
+    let flagged = [
+        Record {
+            at_entry: true,
+            ..record(1)
+        },
+        Record {
+            zero_page: true,
+            ..record(2)
+        },
+        Record {
+            fork: true,
+            ..record(3)
+        },
+        Record {
+            existing: true,
+            ..record(4)
+        },
+    ];
+    let mut w = Writer::new(Vec::new(), "memory".into());
+    w.header(&header()).unwrap();
+    for r in &flagged {
+        w.record(r, &Enrichment::default()).unwrap();
+    }
+    let cap = parse(&w.finish().unwrap()).unwrap();
+    let read: Vec<Record> = cap
+        .entries
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Record { record, .. } => Some(*record),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<Record> = flagged
+        .iter()
+        .map(Record::without_kernel_addresses)
+        .collect();
+    assert_eq!(read, want);
+}

@@ -1,6 +1,8 @@
 //! Writes version 2 (frame.rs): the JSON header line, then frames.
 
-use super::frame::{self, AT_ENTRY, FORK, Frame, Limits, WireFile, WireRecord, ZERO_PAGE};
+use super::frame::{
+    self, AT_ENTRY, EXISTING, FORK, Frame, Limits, WireFile, WireRecord, ZERO_PAGE,
+};
 use super::{Entry, Header, MODE};
 use crate::enrich::Enrichment;
 use crate::kernel::counters::Counts;
@@ -127,6 +129,7 @@ impl<W: Write> Writer<W> {
             (record.at_entry, AT_ENTRY),
             (record.zero_page, ZERO_PAGE),
             (record.fork, FORK),
+            (record.existing, EXISTING),
         ]
         .iter()
         .filter(|(set, _)| *set)
