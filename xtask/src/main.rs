@@ -9,6 +9,7 @@ mod chroot;
 mod cmd;
 mod demo;
 mod deploy_checks;
+mod fuzz;
 mod guest;
 mod headers;
 mod initramfs;
@@ -54,11 +55,25 @@ enum Task {
         #[command(flatten)]
         guest: GuestArgs,
     },
-    /// Install what is missing, then fmt, clippy, unit tests and vm-test on every kernel.
+    /// Install what is missing, then fmt, clippy, unit tests, the deploy/
+    /// checks, a short fuzz run and vm-test on every kernel.
     Test {
         /// Seconds one boot may take before qemu is killed.
         #[arg(long, value_name = "SECS", default_value_t = 480)]
         timeout: u64,
+        /// Seconds of fuzzing per fuzz target (0: none).
+        #[arg(long, value_name = "SECS", default_value_t = test::FUZZ_SECONDS)]
+        fuzz_seconds: u64,
+    },
+    /// Run every fuzz target (fuzz/, cargo-fuzz on the nightly toolchain,
+    /// both installed if missing) from its committed corpus; fails on any crash.
+    Fuzz {
+        /// Seconds of fuzzing per target.
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Targets to run; repeat or comma-separate for several [default: all].
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<String>,
     },
     /// The deploy/ checks of `test` alone: the Debian package, the systemd
     /// unit, the Prometheus config and rules.
@@ -152,7 +167,22 @@ fn main() -> ExitCode {
             prior: Vec::new(),
             soak_secs,
         }),
-        Task::Test { timeout } => test::run(Duration::from_secs(timeout)),
+        Task::Test {
+            timeout,
+            fuzz_seconds,
+        } => test::run(Duration::from_secs(timeout), fuzz_seconds),
+        Task::Fuzz { seconds, target } => paths::Paths::discover().map(|paths| {
+            let mut summary = protocol::Summary::default();
+            summary.add(&fuzz::run(
+                &paths,
+                &fuzz::Options {
+                    seconds,
+                    targets: target,
+                },
+            ));
+            println!("{summary}");
+            summary.failed == 0
+        }),
         Task::CheckDeploy => paths::Paths::discover().map(|paths| {
             let mut summary = protocol::Summary::default();
             summary.add(&deploy_checks::run(&paths));
@@ -239,6 +269,38 @@ mod tests {
         assert!(keep_going);
         assert_eq!(guest.timeout, 480);
         assert!(Cli::try_parse_from(["xtask", "vm-test", "--kernel", "5.10"]).is_err());
+    }
+
+    #[test]
+    fn fuzz_takes_a_time_bound_and_targets() {
+        let Task::Fuzz { seconds, target } = Cli::try_parse_from(["xtask", "fuzz"]).unwrap().task
+        else {
+            panic!("not fuzz");
+        };
+        assert_eq!((seconds, target.len()), (20, 0));
+        let Task::Fuzz { seconds, target } = Cli::try_parse_from([
+            "xtask",
+            "fuzz",
+            "--seconds",
+            "600",
+            "--target",
+            "capture_read,config_file",
+        ])
+        .unwrap()
+        .task
+        else {
+            panic!("not fuzz");
+        };
+        assert_eq!((seconds, target.len()), (600, 2));
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--seconds", "0"]).is_err());
+        let Task::Test { fuzz_seconds, .. } =
+            Cli::try_parse_from(["xtask", "test", "--fuzz-seconds", "0"])
+                .unwrap()
+                .task
+        else {
+            panic!("not test");
+        };
+        assert_eq!(fuzz_seconds, 0);
     }
 
     #[test]

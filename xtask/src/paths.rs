@@ -1,5 +1,5 @@
 //! Where xtask keeps things: everything it downloads or generates lives under
-//! `<target>/vmtest`, so `cargo clean` removes it and git never sees it.
+//! `<target>/vmtest` (and `<target>/fuzz`), so `cargo clean` removes it and git never sees it.
 
 use pfnwatch_testbed_protocol::mode::Mode;
 use std::{
@@ -31,6 +31,11 @@ impl Paths {
             root,
             vmtest: target.join("vmtest"),
         })
+    }
+
+    /// `<target>/fuzz`: the corpora the fuzz runs grow, and their logs.
+    pub fn fuzz(&self) -> PathBuf {
+        self.vmtest.with_file_name("fuzz")
     }
 
     /// The private apt root for one suite.

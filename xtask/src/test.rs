@@ -1,14 +1,15 @@
 //! `cargo xtask test`: what CI runs, from a fresh machine: install what is
-//! missing, then fmt, clippy, the unit tests and the deploy/ checks on the
-//! host, then the VM tests on every kernel. One summary line closes it all.
+//! missing, then fmt, clippy, the unit tests, the deploy/ checks and a
+//! short fuzz run on the host, then the VM tests on every kernel. One
+//! summary line closes it all.
 
 use std::{env, process::Command, time::Duration};
 
 use anyhow::Result;
 
 use crate::{
-    cmd::describe, deploy_checks, kernels::KERNELS, paths::Paths, preflight, protocol::CheckResult,
-    vmtest,
+    cmd::describe, deploy_checks, fuzz, kernels::KERNELS, paths::Paths, preflight,
+    protocol::CheckResult, vmtest,
 };
 
 /// The host steps, as cargo invocations.
@@ -28,7 +29,12 @@ const STEPS: [(&str, &[&str]); 3] = [
     ("unit-tests", &["test", "--workspace"]),
 ];
 
-pub fn run(timeout: Duration) -> Result<bool> {
+/// Seconds CI fuzzes each target: enough to replay the committed corpus
+/// (its seeds and every input that once crashed) and mutate it a little;
+/// the long runs are `cargo xtask fuzz --seconds N`.
+pub const FUZZ_SECONDS: u64 = 15;
+
+pub fn run(timeout: Duration, fuzz_seconds: u64) -> Result<bool> {
     preflight::install_missing()?;
     // cargo sets CARGO for the programs it runs: use the same toolchain.
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -52,7 +58,17 @@ pub fn run(timeout: Duration) -> Result<bool> {
         });
     }
     // deploy/: the Debian package, the systemd unit, the Prometheus rules.
-    host.extend(deploy_checks::run(&Paths::discover()?));
+    let paths = Paths::discover()?;
+    host.extend(deploy_checks::run(&paths));
+    if fuzz_seconds > 0 {
+        host.extend(fuzz::run(
+            &paths,
+            &fuzz::Options {
+                seconds: fuzz_seconds,
+                targets: Vec::new(),
+            },
+        ));
+    }
     vmtest::run(&vmtest::Options {
         kernels: KERNELS.to_vec(),
         keep_going: true,

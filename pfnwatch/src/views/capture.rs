@@ -189,14 +189,29 @@ const GZIP: [u8; 2] = [0x1f, 0x8b];
 
 pub fn parse(bytes: &[u8]) -> Result<Capture> {
     if bytes.starts_with(&GZIP) {
-        let mut plain = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut plain)
-            .context("the file is gzip-compressed, and the compressed data is damaged")?;
-        return parse_lines(&plain)
+        return parse_lines(&gunzip(bytes)?)
             .context("(in the gzip-compressed file; lines and bytes count the decompressed data)");
     }
     parse_lines(bytes)
+}
+
+/// Decompresses every gzip member; damage is an error naming the byte of
+/// the compressed file where it was found, like any other damage.
+fn gunzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    // The bufread decoder takes from the slice only what it decoded, so
+    // what is left says where it stopped.
+    let mut decoder = flate2::bufread::MultiGzDecoder::new(bytes);
+    let mut plain = Vec::new();
+    match decoder.read_to_end(&mut plain) {
+        Ok(_) => Ok(plain),
+        Err(e) => bail!(
+            "the file is gzip-compressed, and the compressed data is damaged: found at byte {} \
+             of {} ({} bytes decompressed before it): {e}",
+            bytes.len() - decoder.get_ref().len(),
+            bytes.len(),
+            plain.len()
+        ),
+    }
 }
 
 /// Where a line starts, for error messages.
@@ -421,6 +436,35 @@ pub(crate) mod tests {
         assert_eq!(parse(&gz).unwrap(), parse(&sample()).unwrap());
         let e = err(&gz[..gz.len() / 2]);
         assert!(e.contains("gzip-compressed"), "{e}");
+    }
+
+    #[test]
+    fn damaged_gzip_is_an_error_naming_the_byte() {
+        // Found by fuzzing (fuzz/corpus/capture_read/crash-1a0fe428...):
+        // a damaged gzip file was refused without saying where.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&sample()).unwrap();
+        let gz = enc.finish().unwrap();
+        let cut = &gz[..gz.len() / 2];
+        let e = err(cut);
+        assert!(
+            e.contains(&format!(
+                "damaged: found at byte {} of {}",
+                cut.len(),
+                cut.len()
+            )),
+            "{e}"
+        );
+        // A wrong checksum: the trailer's 8 bytes end the file.
+        let mut bad_crc = gz.clone();
+        let at = gz.len() - 8;
+        bad_crc[at] ^= 0xff;
+        let e = err(&bad_crc);
+        assert!(
+            e.contains(&format!("found at byte {} of {}", gz.len(), gz.len())),
+            "{e}"
+        );
+        assert!(e.contains("bytes decompressed before it"), "{e}");
     }
 
     #[test]

@@ -127,7 +127,8 @@ impl<W: Write> Sink for View<W> {
     }
 
     fn lost(&mut self, lost: u64, total: u64) -> Result<()> {
-        self.summary.lost += lost;
+        // A capture's numbers are any the file says: saturate, never wrap.
+        self.summary.lost = self.summary.lost.saturating_add(lost);
         self.emit(&Line::Lost { lost, total })
     }
 

@@ -64,11 +64,7 @@ impl Server {
             .with_context(|| format!("listening on {addr} (web.listen_address)"))?;
         let addr = listener.local_addr().unwrap_or(addr);
         let (web, current) = watch::channel(web);
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/", get(index))
-            .with_state(scrapes)
-            .layer(middleware::from_fn_with_state(current.clone(), guard));
+        let app = router(scrapes, current.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(accept(listener, app, current, stopped));
         Ok(Server {
@@ -101,6 +97,18 @@ impl Server {
             .await
             .with_context(|| format!("the HTTP task on {} panicked", self.addr))
     }
+}
+
+/// The routes behind the web configuration's guard (basic auth, headers):
+/// `/metrics` asks the daemon loop through `scrapes`, `/` points at it,
+/// anything else is 404. Public so the fuzz targets (`fuzz/`) can serve
+/// hostile requests without a socket.
+pub fn router(scrapes: mpsc::Sender<Scrape>, web: watch::Receiver<Arc<WebConfig>>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(index))
+        .with_state(scrapes)
+        .layer(middleware::from_fn_with_state(web, guard))
 }
 
 async fn accept(

@@ -102,7 +102,9 @@ impl Sink for Tally {
                 *self.mappings.entry((origin, source.clone())).or_default() += 1;
                 let live = self.live.entry(source.clone()).or_default();
                 live.0 += 1;
-                live.1 += r.size;
+                // A record's size is whatever the kernel wrote: saturate,
+                // never wrap (the gauge shows i64::MAX past it anyway).
+                live.1 = live.1.saturating_add(r.size);
                 // The kernel tracks as many: more means gone records were
                 // lost, and the oldest vma is the likeliest gone.
                 if self.live_ids.len() >= INVENTORY_SLOTS {
@@ -249,6 +251,23 @@ pub(super) mod tests {
         }
         assert_eq!(tally.live_ids.len(), INVENTORY_SLOTS);
         assert_eq!(tally.live_ids.keys().next(), Some(&11), "the oldest go");
+    }
+
+    #[test]
+    fn live_bytes_saturate() {
+        // Found reviewing what the fuzz targets feed in (the input is
+        // fuzz/corpus/record_decode/live-bytes-overflow.events): two created
+        // records of 2^63 bytes each overflowed the sum.
+        let mut tally = Tally::default();
+        let dev = DevNum { major: 1, minor: 1 };
+        for id in [1, 2] {
+            let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP);
+            created.vma_id = id;
+            created.size = 1 << 63;
+            tally.outcome(&outcome(created, Some("mem"))).unwrap();
+        }
+        let mem = ("pfnmap", "mem".to_owned(), "1:1".to_owned());
+        assert_eq!(tally.live[&mem], (2, u64::MAX));
     }
 
     #[test]
