@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod chroot;
 mod cmd;
+mod deb;
 mod demo;
 mod deploy_checks;
 mod fuzz;
@@ -75,9 +76,12 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         target: Vec<String>,
     },
-    /// The deploy/ checks of `test` alone: the Debian package, the systemd
-    /// unit, the Prometheus config and rules.
+    /// The deploy/ checks of `test` alone: the Debian package (and lintian),
+    /// the systemd unit, the Prometheus config and rules.
     CheckDeploy,
+    /// Build the Debian package (man pages and completions generated first)
+    /// into target/vmtest/deb/.
+    Deb,
     /// Measure pfnwatch's cost in a guest per kernel and write BENCHMARKS.md.
     Bench {
         /// Kernels to boot; repeat or comma-separate for several.
@@ -189,6 +193,12 @@ fn main() -> ExitCode {
             println!("{summary}");
             summary.failed == 0
         }),
+        Task::Deb => paths::Paths::discover()
+            .and_then(|paths| deb::build(&paths))
+            .map(|deb| {
+                println!("{}", deb.display());
+                true
+            }),
         Task::Bench {
             kernel,
             runs,

@@ -30,7 +30,7 @@ struct Requirement {
     package: &'static str,
 }
 
-const REQUIREMENTS: [Requirement; 8] = [
+const REQUIREMENTS: [Requirement; 10] = [
     Requirement {
         probe: Probe::Command("qemu-system-x86_64"),
         package: "qemu-system-x86",
@@ -68,6 +68,17 @@ const REQUIREMENTS: [Requirement; 8] = [
     Requirement {
         probe: Probe::Command("systemd-analyze"),
         package: "systemd",
+    },
+    // The Debian package is checked with lintian (deploy_checks.rs).
+    Requirement {
+        probe: Probe::Command("lintian"),
+        package: "lintian",
+    },
+    // deploy-test's disk image: `mkfs.ext4 -d` fills it from the root's
+    // tree without mounting anything (1.43 and newer).
+    Requirement {
+        probe: Probe::File("/usr/sbin/mkfs.ext4"),
+        package: "e2fsprogs",
     },
 ];
 
