@@ -60,6 +60,7 @@ pub fn run(paths: &Paths) -> Vec<CheckResult> {
         },
     ));
     checks.push(result("systemd-security", security(paths)));
+    checks.push(result("kubernetes-validate", kubernetes(paths)));
     let dir = paths.root.join("deploy/prometheus");
     match promtool::ensure(paths) {
         Ok(promtool) => {
@@ -175,6 +176,44 @@ fn lintian(deb: &Path) -> Result<()> {
             describe(&command),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// deploy/kubernetes/ against the Kubernetes API's schemas, strictly (an
+/// unknown field is an error). The PodMonitor is a Prometheus Operator
+/// custom resource, which has no schema there: kubernetes-validate warns
+/// and skips it.
+fn kubernetes(paths: &Paths) -> Result<()> {
+    let program = crate::preflight::kubernetes_validate(&paths.vmtest.join("venv"))?;
+    let dir = paths.root.join("deploy/kubernetes");
+    let mut manifests: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    let mut command = Command::new(program);
+    command.arg("--strict").args(&manifests);
+    println!("[host] + {}", describe(&command));
+    let out = command
+        .output()
+        .with_context(|| format!("running {}", describe(&command)))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines() {
+        println!("[host]   {line}");
+    }
+    let validated = text.lines().filter(|l| l.starts_with("INFO ")).count();
+    if !out.status.success() || validated == 0 {
+        bail!(
+            "{} failed ({}), {validated} resources passed",
+            describe(&command),
+            out.status
         );
     }
     Ok(())
