@@ -91,6 +91,9 @@ enum Task {
         /// Seconds one suite's boot may take before qemu is killed.
         #[arg(long, value_name = "SECS", default_value_t = deploy::TIMEOUT_DEFAULT)]
         timeout: u64,
+        /// Build the package, image and roots, boot nothing.
+        #[arg(long)]
+        prepare_only: bool,
     },
     /// The deploy/ checks of `test` alone: the Debian package (and lintian),
     /// the systemd unit, the Prometheus config and rules.
@@ -227,12 +230,18 @@ fn main() -> ExitCode {
             deploy: deploy::Options {
                 suites: select_suites(&deploy_suite),
                 timeout: Duration::from_secs(deploy::TIMEOUT_DEFAULT),
+                prepare_only: false,
             },
         }),
-        Task::DeployTest { suite, timeout } => {
+        Task::DeployTest {
+            suite,
+            timeout,
+            prepare_only,
+        } => {
             let checks = deploy::run(&deploy::Options {
                 suites: select_suites(&suite),
                 timeout: Duration::from_secs(timeout),
+                prepare_only,
             });
             let mut summary = protocol::Summary::default();
             summary.add(&checks);
@@ -353,7 +362,7 @@ mod tests {
                 .map(|s| s.suite)
                 .collect()
         };
-        let Task::DeployTest { suite, timeout } =
+        let Task::DeployTest { suite, timeout, .. } =
             Cli::try_parse_from(["xtask", "deploy-test"]).unwrap().task
         else {
             panic!("not deploy-test");
