@@ -23,7 +23,7 @@ const RECIPE: &str = "deploy root recipe 1";
 /// podman. No initramfs generator is named: the guest boots a mini initrd
 /// xtask writes (boot_files.rs), and the kernel package pulls in its suite's
 /// default generator anyway.
-const COMMON: [&str; 7] = [
+const COMMON: [&str; 8] = [
     "systemd",
     "systemd-sysv",
     "udev",
@@ -31,6 +31,10 @@ const COMMON: [&str; 7] = [
     "prometheus",
     "podman",
     "kmod",
+    // The package's one dependency (its unit reloads with /bin/kill); a
+    // Debian host has it, a minbase root does not, and the guest installs
+    // offline.
+    "procps",
 ];
 
 /// Packages a suite needs named explicitly. bookworm's containers-common

@@ -201,7 +201,18 @@ pub fn reload(rep: &mut Reporter) -> Result<()> {
     std::fs::write(CONFIG, changed).with_context(|| format!("writing {CONFIG}"))?;
     let reloads = |s: &Scrape| s.get(metrics::RELOADS.name, &[("result", "success")]);
     let before = scrape(PORT).ok().and_then(|s| reloads(&s)).unwrap_or(0.0);
-    host::run("systemctl", &["reload", "pfnwatch"])?;
+    if let Err(e) = host::run("systemctl", &["reload", "pfnwatch"]) {
+        let journal = host::run(
+            "journalctl",
+            &["-u", "pfnwatch", "-b", "--no-pager", "-n", "6"],
+        )
+        .unwrap_or_default();
+        rep.fail(
+            "reload",
+            &format!("{e:#}; journal: {}", host::tail(&journal, 6)),
+        );
+        return Ok(());
+    }
     let reloaded = host::wait_for(Duration::from_secs(30), || {
         scrape(PORT)
             .ok()
