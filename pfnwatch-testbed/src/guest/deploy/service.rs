@@ -240,43 +240,64 @@ pub fn reload(rep: &mut Reporter) -> Result<()> {
     Ok(())
 }
 
+/// The tracing programs and links loaded since `before`, and the maps
+/// those programs use: pfnwatch's. systemd's own BPF (the cgroup programs
+/// and maps of units with IPAddressDeny= or DevicePolicy=, started and
+/// stopped at any time) is left out.
+fn tracing_since(before: &Objects) -> Result<Objects> {
+    let mut progs = BTreeSet::new();
+    let mut maps = BTreeSet::new();
+    for p in aya::programs::loaded_programs() {
+        let p = p.context("listing the kernel's BPF programs")?;
+        if before.progs.contains(&p.id())
+            || format!("{:?}", p.program_type()) != "BPF_PROG_TYPE_TRACING"
+        {
+            continue;
+        }
+        progs.insert(p.id());
+        maps.extend(p.map_ids().ok().flatten().unwrap_or_default());
+    }
+    let mut links = BTreeSet::new();
+    for l in aya::programs::loaded_links() {
+        let l = l.context("listing the kernel's BPF links")?;
+        if !before.links.contains(&l.id())
+            && matches!(l.link_type(), Ok(aya::programs::links::LinkType::Tracing))
+        {
+            links.insert(l.id());
+        }
+    }
+    Ok(Objects { progs, links, maps })
+}
+
 /// `stop`: `systemctl stop pfnwatch` leaves none of the programs, links and
-/// maps that were loaded while it ran and not before.
+/// maps it had loaded.
 pub fn stop(rep: &mut Reporter, before: &Objects) -> Result<()> {
-    let during = reliability::objects()?;
-    let new = |now: &Objects| Objects {
-        progs: now.progs.difference(&before.progs).copied().collect(),
-        links: now.links.difference(&before.links).copied().collect(),
-        maps: now.maps.difference(&before.maps).copied().collect(),
-    };
-    let ran = new(&during);
+    let ran = tracing_since(before)?;
     host::run("systemctl", &["stop", "pfnwatch"])?;
     let state = host::systemctl(&["is-active", "pfnwatch"]);
+    let still = |now: &Objects| Objects {
+        progs: now.progs.intersection(&ran.progs).copied().collect(),
+        links: now.links.intersection(&ran.links).copied().collect(),
+        maps: now.maps.intersection(&ran.maps).copied().collect(),
+    };
     // The kernel frees a closed program's trampoline through RCU.
-    let left = host::wait_for(FREED, || {
-        let now = reliability::objects().ok()?;
-        let left = new(&now);
-        let still = Objects {
-            progs: left.progs.intersection(&ran.progs).copied().collect(),
-            links: left.links.intersection(&ran.links).copied().collect(),
-            maps: left.maps.intersection(&ran.maps).copied().collect(),
-        };
-        (still.progs.is_empty() && still.links.is_empty() && still.maps.is_empty()).then_some(())
+    let gone = host::wait_for(FREED, || {
+        let left = still(&reliability::objects().ok()?);
+        (left.progs.is_empty() && left.links.is_empty() && left.maps.is_empty()).then_some(())
     });
-    let after = reliability::objects()?;
-    let still = new(&after);
+    let left = still(&reliability::objects()?);
     rep.check(
         "stop",
-        left.is_some() && state != "active" && !ran.progs.is_empty(),
+        gone.is_some() && state != "active" && !ran.progs.is_empty(),
         &format!(
-            "{state}; while running: {} programs, {} links, {} maps more than before install; \
+            "{state}; while running: {} tracing programs, {} links, {} maps; \
              left after stop: programs {:?}, links {:?}, maps {:?}",
             ran.progs.len(),
             ran.links.len(),
             ran.maps.len(),
-            still.progs.intersection(&ran.progs).collect::<Vec<_>>(),
-            still.links.intersection(&ran.links).collect::<Vec<_>>(),
-            still.maps.intersection(&ran.maps).collect::<Vec<_>>(),
+            left.progs,
+            left.links,
+            left.maps,
         ),
     );
     Ok(())
