@@ -101,7 +101,7 @@ fn layer(pfnwatch: &Path, busybox: &Path) -> Result<Vec<u8>> {
     for dir in DIRS {
         append_dir(&mut tar, dir)?;
     }
-    for dir in ["proc/", "sys/", "dev/", "tmp/"] {
+    for dir in ["proc/", "sys/", "dev/", "tmp/", "run/"] {
         append_dir(&mut tar, dir)?;
     }
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
