@@ -124,12 +124,17 @@ pub fn rule_hit(rep: &mut Reporter, since: Instant) {
     rep.check("prometheus/PfnwatchRuleHit", ok, &detail);
 }
 
-/// `prometheus/PfnwatchHookNotAttached`: vmf_insert_mixed's trampoline
-/// filled with other programs and the service restarted: the kernel
-/// refuses pfnwatch's program there, and the alert fires for that hook.
+/// `prometheus/PfnwatchHookNotAttached`: the service stopped,
+/// vmf_insert_mixed's trampoline filled with other programs, the service
+/// started: the kernel refuses pfnwatch's program there, and the alert
+/// fires for that hook. (Filled while pfnwatch runs, the trampoline would
+/// get pfnwatch's own slots back when it restarts.)
 pub fn hook_not_attached(rep: &mut Reporter) -> Result<()> {
+    let before = service::tracing_now()?;
+    host::run("systemctl", &["stop", "pfnwatch"])?;
+    service::wait_gone(&before);
     let held = occupy(OCCUPIED)?;
-    host::run("systemctl", &["restart", "pfnwatch"])?;
+    host::run("systemctl", &["start", "pfnwatch"])?;
     let since = Instant::now();
     let gap = host::wait_for(Duration::from_secs(120), || {
         let s = super::super::daemon::scrape(PORT).ok()?;

@@ -269,26 +269,47 @@ fn tracing_since(before: &Objects) -> Result<Objects> {
     Ok(Objects { progs, links, maps })
 }
 
+/// The tracing programs, links and maps loaded now: pfnwatch's, while it
+/// runs.
+pub fn tracing_now() -> Result<Objects> {
+    tracing_since(&Objects {
+        progs: BTreeSet::new(),
+        links: BTreeSet::new(),
+        maps: BTreeSet::new(),
+    })
+}
+
+/// Waits up to [`FREED`] until none of `ran` is left; what is left.
+pub fn wait_gone(ran: &Objects) -> Objects {
+    let still = |now: &Objects| Objects {
+        progs: now.progs.intersection(&ran.progs).copied().collect(),
+        links: now.links.intersection(&ran.links).copied().collect(),
+        maps: now.maps.intersection(&ran.maps).copied().collect(),
+    };
+    host::wait_for(FREED, || {
+        let left = still(&reliability::objects().ok()?);
+        (left.progs.is_empty() && left.links.is_empty() && left.maps.is_empty()).then_some(left)
+    })
+    .map(|(left, _)| left)
+    .unwrap_or_else(|| {
+        reliability::objects()
+            .map(|now| still(&now))
+            .unwrap_or_else(|_| ran.clone())
+    })
+}
+
 /// `stop`: `systemctl stop pfnwatch` leaves none of the programs, links and
 /// maps it had loaded.
 pub fn stop(rep: &mut Reporter, before: &Objects) -> Result<()> {
     let ran = tracing_since(before)?;
     host::run("systemctl", &["stop", "pfnwatch"])?;
     let state = host::systemctl(&["is-active", "pfnwatch"]);
-    let still = |now: &Objects| Objects {
-        progs: now.progs.intersection(&ran.progs).copied().collect(),
-        links: now.links.intersection(&ran.links).copied().collect(),
-        maps: now.maps.intersection(&ran.maps).copied().collect(),
-    };
     // The kernel frees a closed program's trampoline through RCU.
-    let gone = host::wait_for(FREED, || {
-        let left = still(&reliability::objects().ok()?);
-        (left.progs.is_empty() && left.links.is_empty() && left.maps.is_empty()).then_some(())
-    });
-    let left = still(&reliability::objects()?);
+    let left = wait_gone(&ran);
+    let gone = left.progs.is_empty() && left.links.is_empty() && left.maps.is_empty();
     rep.check(
         "stop",
-        gone.is_some() && state != "active" && !ran.progs.is_empty(),
+        gone && state != "active" && !ran.progs.is_empty(),
         &format!(
             "{state}; while running: {} tracing programs, {} links, {} maps; \
              left after stop: programs {:?}, links {:?}, maps {:?}",
