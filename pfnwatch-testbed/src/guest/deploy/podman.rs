@@ -31,7 +31,12 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     .with_context(|| format!("parsing {}", spec.display()))?;
     let image = payload(IMAGE).to_string_lossy().into_owned();
     let loaded = host::run("podman", &["load", "-q", "-i", &image])?;
-    rep.info(&format!("podman load: {}", loaded.trim()));
+    let version = host::run("podman", &["--version"]).unwrap_or_default();
+    rep.info(&format!(
+        "{}; podman load: {}",
+        version.trim(),
+        loaded.trim()
+    ));
 
     let profile = payload(SECCOMP_PROFILE);
     let mut options: Vec<String> = run.options.clone();
