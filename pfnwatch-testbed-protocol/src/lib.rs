@@ -7,6 +7,7 @@
 //! - `files`: `pfnwatch-vmtest: FILE <name> <index> <base64>` chunks and a
 //!   closing `END` line with length and CRC;
 //! - `bench`: `pfnwatch-bench: <json>` result lines of `cargo xtask bench`;
+//! - `deploy`: `cargo xtask deploy-test`'s checks and payload files;
 //! - `kmods`: the kernel modules xtask packs for the guest, and where;
 //! - `mode`: what the host asks the guest to do (`pfnwatch.mode=` on the
 //!   kernel command line).
@@ -17,6 +18,7 @@
 
 pub mod bench;
 pub mod checks;
+pub mod deploy;
 pub mod files;
 pub mod kmods;
 pub mod mode;

@@ -14,11 +14,14 @@
 //!    capture file.
 //! 7. `commands/`: `check`, `run`, `trace`/`record`, `replay`, `man` and
 //!    `completions`, on top of `cli.rs`.
+//!
+//! `logging.rs` sends the log to the journal under systemd, else to stderr.
 
 pub mod cli;
 pub mod commands;
 pub mod enrich;
 pub mod kernel;
+pub mod logging;
 pub mod pipeline;
 pub mod printable;
 pub mod rules;

@@ -3,22 +3,13 @@ use pfnwatch::cli::{Cli, Command, LiveArgs};
 use pfnwatch::commands::{check, manual, replay, run as daemon, synth, trace};
 use pfnwatch::rules::{self, RuleConfig};
 use pfnwatch::views::ViewOptions;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for people: journald and pipes get plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    pfnwatch::logging::init();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -28,11 +28,14 @@ pub struct GuestBinaries {
     /// Become `/bin/pfnwatch` and `/bin/pfnwatch-scenario`.
     pub pfnwatch: PathBuf,
     pub scenario: PathBuf,
+    /// The systemd guest's checks (deploy-test); not in the initramfs.
+    pub deploy_checks: Option<PathBuf>,
 }
 
 const INIT: &str = "pfnwatch-guest-init";
 const PFNWATCH: &str = "pfnwatch";
 const SCENARIO: &str = "pfnwatch-scenario";
+const DEPLOY_CHECKS: &str = pfnwatch_testbed_protocol::deploy::PROGRAM;
 
 /// RUSTFLAGS for static executables: the caller's, plus `+crt-static`. The
 /// Debian package (deploy_checks.rs) builds with the same, so one build
@@ -95,6 +98,7 @@ pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
         init: take(INIT)?,
         pfnwatch: take(PFNWATCH)?,
         scenario: take(SCENARIO)?,
+        deploy_checks: Some(take(DEPLOY_CHECKS)?),
     };
     binaries.check_static()?;
     Ok(binaries)
@@ -115,6 +119,7 @@ pub fn prebuilt_guest(dir: &Path) -> Result<GuestBinaries> {
         init: find(INIT)?,
         pfnwatch: find(PFNWATCH)?,
         scenario: find(SCENARIO)?,
+        deploy_checks: find(DEPLOY_CHECKS).ok(),
     };
     binaries.check_static()?;
     Ok(binaries)
@@ -122,7 +127,10 @@ pub fn prebuilt_guest(dir: &Path) -> Result<GuestBinaries> {
 
 impl GuestBinaries {
     fn check_static(&self) -> Result<()> {
-        for path in [&self.init, &self.pfnwatch, &self.scenario] {
+        for path in [&self.init, &self.pfnwatch, &self.scenario]
+            .into_iter()
+            .chain(&self.deploy_checks)
+        {
             ensure_static(path)?;
         }
         Ok(())

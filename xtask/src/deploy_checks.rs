@@ -1,43 +1,56 @@
-//! The host steps that check deploy/: the Debian package (built with
-//! cargo-deb, its contents listed), the systemd unit (`systemd-analyze
+//! The host steps that check deploy/: the Debian package (deb.rs; its
+//! contents listed, lintian without errors), the systemd unit (`systemd-analyze
 //! verify` against the package's own files, and its `security` exposure
 //! against the README's figure), and the Prometheus files (`promtool check
 //! config`, `check rules`, `test rules`).
 
 use std::{
-    env, fs,
+    fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    build,
-    cmd::{describe, ensure_success},
+    cmd::describe,
+    deb::{self, output},
     paths::Paths,
     promtool,
     protocol::CheckResult,
 };
 
-/// cargo-deb from crates.io, pinned; installed once per machine into
-/// cargo's bin directory (about two minutes on two cores), then reused.
-const CARGO_DEB: &str = "3.8.0";
 const UNIT: &str = "pfnwatch.service";
 /// What the package must carry.
-const PACKAGED: [&str; 3] = [
+const PACKAGED: [&str; 9] = [
     "./usr/bin/pfnwatch",
     "./etc/pfnwatch/pfnwatch.toml",
     "/systemd/system/pfnwatch.service",
+    "./usr/share/man/man1/pfnwatch.1.gz",
+    "./usr/share/man/man1/pfnwatch-run.1.gz",
+    "./usr/share/bash-completion/completions/pfnwatch",
+    "./usr/share/zsh/vendor-completions/_pfnwatch",
+    "./usr/share/fish/vendor_completions.d/pfnwatch.fish",
+    "./usr/share/doc/pfnwatch/changelog.Debian.gz",
 ];
 
 pub fn run(paths: &Paths) -> Vec<CheckResult> {
     let mut checks = Vec::new();
-    let (deb, root) = match package(paths) {
-        Ok(deb) => (Ok(()), Some(verify_root(paths, &deb))),
-        Err(err) => (Err(err), None),
-    };
-    checks.push(result("deb", deb));
+    let deb = package(paths);
+    let root = deb.as_ref().ok().map(|deb| verify_root(paths, deb));
+    checks.push(result(
+        "deb",
+        deb.as_ref()
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("{e:#}")),
+    ));
+    checks.push(result(
+        "lintian",
+        match &deb {
+            Ok(deb) => lintian(deb),
+            Err(_) => Err(anyhow::anyhow!("needs the package (see deb)")),
+        },
+    ));
     checks.push(result(
         "systemd-verify",
         match root {
@@ -47,6 +60,7 @@ pub fn run(paths: &Paths) -> Vec<CheckResult> {
         },
     ));
     checks.push(result("systemd-security", security(paths)));
+    checks.push(result("kubernetes-validate", kubernetes(paths)));
     let dir = paths.root.join("deploy/prometheus");
     match promtool::ensure(paths) {
         Ok(promtool) => {
@@ -88,43 +102,9 @@ fn report(check: CheckResult) -> CheckResult {
     check
 }
 
-/// `cargo deb -p pfnwatch` with the static binary the guest uses (same
-/// target and flags as build.rs, so the guest build reuses it); lists the
-/// package and checks what it must hold.
+/// The package (deb.rs), listed, and what it must hold checked.
 fn package(paths: &Paths) -> Result<PathBuf> {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    ensure_cargo_deb(&cargo)?;
-    let out_dir = paths.vmtest.join("deb");
-    if out_dir.exists() {
-        fs::remove_dir_all(&out_dir).with_context(|| format!("clearing {}", out_dir.display()))?;
-    }
-    let mut command = Command::new(&cargo);
-    command
-        .current_dir(&paths.root)
-        .args([
-            "deb",
-            "--locked",
-            "-p",
-            "pfnwatch",
-            "--target",
-            build::GUEST_TARGET,
-        ])
-        .arg("--output")
-        .arg(&out_dir)
-        .env("RUSTFLAGS", build::guest_rustflags())
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    println!("[host] + {}", describe(&command));
-    let status = command
-        .status()
-        .with_context(|| format!("running {}", describe(&command)))?;
-    if !status.success() {
-        bail!("{} failed ({status})", describe(&command));
-    }
-    let deb = fs::read_dir(&out_dir)
-        .with_context(|| format!("listing {}", out_dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|path| path.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("cargo deb left no .deb in {}", out_dir.display()))?;
+    let deb = deb::build(paths)?;
     let contents = output(Command::new("dpkg-deb").arg("--contents").arg(&deb))?;
     let info = output(Command::new("dpkg-deb").arg("--info").arg(&deb))?;
     println!("[host] {}:", deb.display());
@@ -155,8 +135,10 @@ fn package(paths: &Paths) -> Result<PathBuf> {
         .lines()
         .find_map(|l| l.trim_start().strip_prefix("Depends:"))
         .unwrap_or("");
-    if !depends.trim().is_empty() {
-        bail!("the package depends on something; its binary should be static:\n{info}");
+    // procps for the unit's /bin/kill, nothing else: a library there would
+    // mean the binary is not static.
+    if depends.trim() != "procps" {
+        bail!("the package should depend on procps alone (its binary is static):\n{info}");
     }
     let postinst = output(
         Command::new("dpkg-deb")
@@ -170,35 +152,78 @@ fn package(paths: &Paths) -> Result<PathBuf> {
     Ok(deb)
 }
 
-fn ensure_cargo_deb(cargo: &std::ffi::OsStr) -> Result<()> {
-    let version = Command::new(cargo)
-        .args(["deb", "--version"])
-        .stderr(Stdio::null())
+/// `lintian` on the package: errors fail, warnings and the rest are shown.
+/// Its overrides ship in the package (deploy/debian/lintian-overrides).
+fn lintian(deb: &Path) -> Result<()> {
+    let mut command = Command::new("lintian");
+    command
+        .args(["--pedantic", "--display-info", "--no-tag-display-limit"])
+        .arg(deb);
+    println!("[host] + {}", describe(&command));
+    let out = command
         .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
-    if version.as_deref().is_some_and(|v| v.contains(CARGO_DEB)) {
-        return Ok(());
+        .with_context(|| format!("running {}", describe(&command)))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        println!("[host]   {line}");
     }
-    let mut install = Command::new(cargo);
-    install.args(["install", "--locked", "cargo-deb", "--version", CARGO_DEB]);
-    println!("[host] + {}", describe(&install));
-    let status = install
-        .status()
-        .with_context(|| format!("running {}", describe(&install)))?;
-    if !status.success() {
-        bail!("{} failed ({status})", describe(&install));
+    let errors = lintian_errors(&text);
+    if !errors.is_empty() {
+        bail!("lintian reports errors:\n{}", errors.join("\n"));
+    }
+    // lintian exits 2 for a run that failed (not for tags it found).
+    if out.status.code().is_none_or(|code| code > 1) {
+        bail!(
+            "{} failed ({}): {}",
+            describe(&command),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
 
-fn output(command: &mut Command) -> Result<String> {
+/// deploy/kubernetes/ against the Kubernetes API's schemas, strictly (an
+/// unknown field is an error). The PodMonitor is a Prometheus Operator
+/// custom resource, which has no schema there: kubernetes-validate warns
+/// and skips it.
+fn kubernetes(paths: &Paths) -> Result<()> {
+    let program = crate::preflight::kubernetes_validate(&paths.vmtest.join("venv"))?;
+    let dir = paths.root.join("deploy/kubernetes");
+    let mut manifests: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    let mut command = Command::new(program);
+    command.arg("--strict").args(&manifests);
+    println!("[host] + {}", describe(&command));
     let out = command
         .output()
-        .with_context(|| format!("running {}", describe(command)))?;
-    ensure_success(command, &out)?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .with_context(|| format!("running {}", describe(&command)))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in text.lines() {
+        println!("[host]   {line}");
+    }
+    let validated = text.lines().filter(|l| l.starts_with("INFO ")).count();
+    if !out.status.success() || validated == 0 {
+        bail!(
+            "{} failed ({}), {validated} resources passed",
+            describe(&command),
+            out.status
+        );
+    }
+    Ok(())
+}
+
+/// The `E:` tags of lintian's output.
+fn lintian_errors(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("E: ")).collect()
 }
 
 /// A root for `systemd-analyze verify --root`: the package unpacked as it
@@ -369,5 +394,18 @@ mod tests {
         assert_eq!(recorded_exposure("no figure"), None);
         let readme = include_str!("../../README.md");
         assert!(recorded_exposure(readme).is_some_and(|n| n < 10.0));
+    }
+
+    #[test]
+    fn only_lintian_errors_fail() {
+        let text = "E: pfnwatch: malformed-contact Maintainer pfnwatch\n\
+                    W: pfnwatch: empty-field Depends\n\
+                    I: pfnwatch: no-md5sums-control-file\n\
+                    N: E: not a tag\n";
+        assert_eq!(
+            lintian_errors(text),
+            ["E: pfnwatch: malformed-contact Maintainer pfnwatch"]
+        );
+        assert!(lintian_errors("W: pfnwatch: x\n").is_empty());
     }
 }

@@ -245,6 +245,7 @@ mod tests {
             init: scratch_file("init", b"\x7fELF init"),
             pfnwatch: scratch_file("pfnwatch", b"pfnwatch body"),
             scenario: scratch_file("scenario", b"scenario body, odd length"),
+            deploy_checks: None,
         };
         let busybox = scratch_file("busybox", b"busybox");
         let modules = [

@@ -427,7 +427,7 @@ impl ModInfo {
 }
 
 /// The module as the kernel loads it, whatever the package compressed it with.
-fn decompress(rel: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
+pub fn decompress(rel: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     if rel.ends_with(".ko.xz") {
         xz2::read::XzDecoder::new(raw.as_slice()).read_to_end(&mut out)?;

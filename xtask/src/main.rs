@@ -7,7 +7,9 @@ mod bench;
 mod build;
 mod chroot;
 mod cmd;
+mod deb;
 mod demo;
+mod deploy;
 mod deploy_checks;
 mod fuzz;
 mod guest;
@@ -64,6 +66,10 @@ enum Task {
         /// Seconds of fuzzing per fuzz target (0: none).
         #[arg(long, value_name = "SECS", default_value_t = test::FUZZ_SECONDS)]
         fuzz_seconds: u64,
+        /// The deploy-test suites to run (`all` for bookworm, trixie and
+        /// testing; `none` to skip).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "trixie")]
+        deploy_suite: Vec<SuiteChoice>,
     },
     /// Run every fuzz target (fuzz/, cargo-fuzz on the nightly toolchain,
     /// both installed if missing) from its committed corpus; fails on any crash.
@@ -75,9 +81,26 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         target: Vec<String>,
     },
-    /// The deploy/ checks of `test` alone: the Debian package, the systemd
-    /// unit, the Prometheus config and rules.
+    /// Deploy pfnwatch as users do, in a Debian root per suite booted with
+    /// systemd: the package under systemd, the journal, Debian's Prometheus,
+    /// the OCI image under podman with the DaemonSet's security context.
+    DeployTest {
+        /// Suites to boot; repeat or comma-separate for several.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "trixie")]
+        suite: Vec<SuiteChoice>,
+        /// Seconds one suite's boot may take before qemu is killed.
+        #[arg(long, value_name = "SECS", default_value_t = deploy::TIMEOUT_DEFAULT)]
+        timeout: u64,
+        /// Build the package, image and roots, boot nothing.
+        #[arg(long)]
+        prepare_only: bool,
+    },
+    /// The deploy/ checks of `test` alone: the Debian package (and lintian),
+    /// the systemd unit, the Prometheus config and rules.
     CheckDeploy,
+    /// Build the Debian package (man pages and completions generated first)
+    /// into target/vmtest/deb/.
+    Deb,
     /// Measure pfnwatch's cost in a guest per kernel and write BENCHMARKS.md.
     Bench {
         /// Kernels to boot; repeat or comma-separate for several.
@@ -116,6 +139,36 @@ struct GuestArgs {
     /// building them (static executables, or scripts for /bin/sh).
     #[arg(long, value_name = "DIR")]
     guest_dir: Option<PathBuf>,
+}
+
+/// A Debian suite of deploy-test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SuiteChoice {
+    /// Debian 12: systemd 252, Prometheus 2.42, podman 4.3, kernel 6.1
+    Bookworm,
+    /// Debian 13: systemd 257, Prometheus 2.53, podman 5.4, kernel 6.12
+    Trixie,
+    /// Debian testing: its systemd, Prometheus, podman and kernel
+    Testing,
+    All,
+    None,
+}
+
+/// The selected suites, once each, oldest first.
+fn select_suites(choices: &[SuiteChoice]) -> Vec<KernelSpec> {
+    let all = choices.contains(&SuiteChoice::All);
+    KERNELS
+        .into_iter()
+        .filter(|spec| {
+            all || choices.iter().any(|choice| match choice {
+                SuiteChoice::Bookworm => spec.suite == "bookworm",
+                SuiteChoice::Trixie => spec.suite == "trixie",
+                SuiteChoice::Testing => spec.suite == "testing",
+                SuiteChoice::All | SuiteChoice::None => false,
+            })
+        })
+        .filter_map(|spec| deploy::suite(spec.suite))
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -174,7 +227,31 @@ fn main() -> ExitCode {
         Task::Test {
             timeout,
             fuzz_seconds,
-        } => test::run(Duration::from_secs(timeout), fuzz_seconds),
+            deploy_suite,
+        } => test::run(&test::Options {
+            timeout: Duration::from_secs(timeout),
+            fuzz_seconds,
+            deploy: deploy::Options {
+                suites: select_suites(&deploy_suite),
+                timeout: Duration::from_secs(deploy::TIMEOUT_DEFAULT),
+                prepare_only: false,
+            },
+        }),
+        Task::DeployTest {
+            suite,
+            timeout,
+            prepare_only,
+        } => {
+            let checks = deploy::run(&deploy::Options {
+                suites: select_suites(&suite),
+                timeout: Duration::from_secs(timeout),
+                prepare_only,
+            });
+            let mut summary = protocol::Summary::default();
+            summary.add(&checks);
+            println!("{summary}");
+            Ok(summary.failed == 0)
+        }
         Task::Fuzz { seconds, target } => paths::Paths::discover().map(|paths| {
             let mut summary = protocol::Summary::default();
             summary.add(&fuzz::run(
@@ -193,6 +270,12 @@ fn main() -> ExitCode {
             println!("{summary}");
             summary.failed == 0
         }),
+        Task::Deb => paths::Paths::discover()
+            .and_then(|paths| deb::build(&paths))
+            .map(|deb| {
+                println!("{}", deb.display());
+                true
+            }),
         Task::Bench {
             kernel,
             runs,
@@ -275,6 +358,36 @@ mod tests {
         assert!(keep_going);
         assert_eq!(guest.timeout, 480);
         assert!(Cli::try_parse_from(["xtask", "vm-test", "--kernel", "5.10"]).is_err());
+    }
+
+    #[test]
+    fn deploy_suites_default_to_trixie_and_take_all() {
+        let suites = |choices: &[SuiteChoice]| -> Vec<&str> {
+            select_suites(choices)
+                .into_iter()
+                .map(|s| s.suite)
+                .collect()
+        };
+        let Task::DeployTest { suite, timeout, .. } =
+            Cli::try_parse_from(["xtask", "deploy-test"]).unwrap().task
+        else {
+            panic!("not deploy-test");
+        };
+        assert_eq!(suites(&suite), ["trixie"]);
+        assert_eq!(timeout, deploy::TIMEOUT_DEFAULT);
+        assert_eq!(
+            suites(&[SuiteChoice::All]),
+            ["bookworm", "trixie", "testing"]
+        );
+        assert!(suites(&[SuiteChoice::None]).is_empty());
+        let Task::Test { deploy_suite, .. } =
+            Cli::try_parse_from(["xtask", "test", "--deploy-suite", "all"])
+                .unwrap()
+                .task
+        else {
+            panic!("not test");
+        };
+        assert_eq!(suites(&deploy_suite).len(), 3);
     }
 
     #[test]

@@ -22,6 +22,9 @@ enum Probe {
     /// /bin/busybox, which must be the static build: the `busybox` package puts a
     /// dynamic one at the same path.
     StaticBusybox,
+    /// Debian's python3 with its venv module (and ensurepip, which Debian
+    /// splits into python3-venv).
+    PythonVenv,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +33,7 @@ struct Requirement {
     package: &'static str,
 }
 
-const REQUIREMENTS: [Requirement; 8] = [
+const REQUIREMENTS: [Requirement; 11] = [
     Requirement {
         probe: Probe::Command("qemu-system-x86_64"),
         package: "qemu-system-x86",
@@ -69,7 +72,50 @@ const REQUIREMENTS: [Requirement; 8] = [
         probe: Probe::Command("systemd-analyze"),
         package: "systemd",
     },
+    // The Debian package is checked with lintian (deploy_checks.rs).
+    Requirement {
+        probe: Probe::Command("lintian"),
+        package: "lintian",
+    },
+    // deploy-test's disk image: `mkfs.ext4 -d` fills it from the root's
+    // tree without mounting anything (1.43 and newer).
+    Requirement {
+        probe: Probe::File("/usr/sbin/mkfs.ext4"),
+        package: "e2fsprogs",
+    },
+    // The venv kubernetes-validate is installed in (see below).
+    Requirement {
+        probe: Probe::PythonVenv,
+        package: "python3-venv",
+    },
 ];
+
+/// kubernetes-validate from PyPI, pinned: deploy/kubernetes/ checked
+/// against the Kubernetes API's schemas (deploy_checks.rs). Debian packages
+/// no Kubernetes schemas, so it lives in a venv of its own under
+/// target/vmtest/, made once per machine (`python3 -m venv`, Debian's
+/// python3-venv).
+const KUBERNETES_VALIDATE: &str = "1.37.0";
+
+/// The venv's `kubernetes-validate`, installed first if missing.
+pub fn kubernetes_validate(venv: &Path) -> Result<std::path::PathBuf> {
+    let program = venv.join("bin/kubernetes-validate");
+    let version = Command::new(&program).arg("--version").output();
+    if version.is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(KUBERNETES_VALIDATE)) {
+        return Ok(program);
+    }
+    let mut make = Command::new("/usr/bin/python3");
+    make.args(["-m", "venv"]).arg(venv);
+    println!("[host] + {}", describe(&make));
+    run_inherited(&mut make)?;
+    let mut install = Command::new(venv.join("bin/pip"));
+    install
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}"));
+    println!("[host] + {}", describe(&install));
+    run_inherited(&mut install)?;
+    Ok(program)
+}
 
 /// Not needed by xtask (it writes the cpio itself) but handy for looking inside
 /// target/vmtest/initramfs.cpio, so the demo installs it too.
@@ -82,6 +128,13 @@ impl Probe {
                 .is_none()
                 .then(|| format!("`{program}` is not on PATH")),
             Probe::File(path) => (!Path::new(path).is_file()).then(|| format!("{path} is missing")),
+            Probe::PythonVenv => {
+                let ok = Command::new("/usr/bin/python3")
+                    .args(["-c", "import ensurepip, venv"])
+                    .output()
+                    .is_ok_and(|out| out.status.success());
+                (!ok).then(|| "python3's venv module (with ensurepip) is missing".to_owned())
+            }
             Probe::StaticBusybox => {
                 if !Path::new(BUSYBOX).is_file() {
                     Some(format!("{BUSYBOX} is missing"))

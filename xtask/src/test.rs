@@ -8,7 +8,7 @@ use std::{env, process::Command, time::Duration};
 use anyhow::Result;
 
 use crate::{
-    cmd::describe, deploy_checks, fuzz, kernels::KERNELS, paths::Paths, preflight,
+    cmd::describe, deploy, deploy_checks, fuzz, kernels::KERNELS, paths::Paths, preflight,
     protocol::CheckResult, vmtest,
 };
 
@@ -34,7 +34,19 @@ const STEPS: [(&str, &[&str]); 3] = [
 /// the long runs are `cargo xtask fuzz --seconds N`.
 pub const FUZZ_SECONDS: u64 = 15;
 
-pub fn run(timeout: Duration, fuzz_seconds: u64) -> Result<bool> {
+pub struct Options {
+    pub timeout: Duration,
+    pub fuzz_seconds: u64,
+    /// The systemd guests (deploy-test): trixie's by default.
+    pub deploy: deploy::Options,
+}
+
+pub fn run(options: &Options) -> Result<bool> {
+    let Options {
+        timeout,
+        fuzz_seconds,
+        ..
+    } = *options;
     preflight::install_missing()?;
     // cargo sets CARGO for the programs it runs: use the same toolchain.
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -69,6 +81,8 @@ pub fn run(timeout: Duration, fuzz_seconds: u64) -> Result<bool> {
             },
         ));
     }
+    // The package under systemd, Prometheus and podman, booted per suite.
+    host.extend(deploy::run(&options.deploy));
     vmtest::run(&vmtest::Options {
         kernels: KERNELS.to_vec(),
         keep_going: true,

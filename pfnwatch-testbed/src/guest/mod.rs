@@ -6,6 +6,8 @@
 mod bench_mode;
 // The correct-driver scenarios' devices and alerts (correct.rs).
 mod correct;
+// `cargo xtask deploy-test`'s in-guest checks (pfnwatch-deploy-checks).
+pub mod deploy;
 // pfnwatch run as a child, its log and /metrics (daemon.rs).
 mod daemon;
 mod demo_mode;

@@ -32,7 +32,7 @@ const SOAK_PORT: u16 = 19473;
 const STOP: Duration = Duration::from_secs(30);
 /// The kernel frees a closed program's trampoline through RCU and a
 /// workqueue: give it time.
-const FREED: Duration = Duration::from_secs(15);
+pub(super) const FREED: Duration = Duration::from_secs(15);
 
 pub fn run(rep: &mut Reporter, kernel: KernelVersion, soak_secs: u64) -> Result<()> {
     signals(rep, kernel)?;
@@ -43,13 +43,13 @@ pub fn run(rep: &mut Reporter, kernel: KernelVersion, soak_secs: u64) -> Result<
 
 /// The BPF objects the kernel holds, by id.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Objects {
-    progs: BTreeSet<u32>,
-    links: BTreeSet<u32>,
-    maps: BTreeSet<u32>,
+pub(super) struct Objects {
+    pub(super) progs: BTreeSet<u32>,
+    pub(super) links: BTreeSet<u32>,
+    pub(super) maps: BTreeSet<u32>,
 }
 
-fn objects() -> Result<Objects> {
+pub(super) fn objects() -> Result<Objects> {
     let links = aya::programs::loaded_links()
         .map(|l| l.map(|l| l.id()).context("listing the kernel's BPF links"))
         .collect::<Result<_>>()?;
@@ -211,12 +211,12 @@ fn counted_as_expected(
 const TRAMP_LINKS: usize = 38;
 /// A function every supported kernel has, whose loss pfnwatch survives
 /// (no coverage gap: it is not a lookup or a remap).
-const OCCUPIED: &str = "vmf_insert_mixed";
+pub(super) const OCCUPIED: &str = "vmf_insert_mixed";
 
 /// Fills `function`'s trampoline with empty fexit programs, so the kernel
 /// refuses the next one (E2BIG), as when other tracers hold it. Stops at
 /// the kernel's first E2BIG: the slots another program holds count too.
-fn occupy(function: &str) -> Result<Vec<Ebpf>> {
+pub(super) fn occupy(function: &str) -> Result<Vec<Ebpf>> {
     let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
     let name = pfnwatch_ebpf::BENCH_EMPTY_PROGRAM;
     let mut held = Vec::new();
