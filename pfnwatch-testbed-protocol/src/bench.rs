@@ -89,7 +89,8 @@ pub fn parse(line: &str) -> Option<Result<Line, String>> {
     Some(serde_json::from_str(json).map_err(|e| format!("bad bench line {json:?}: {e}")))
 }
 
-/// Lines as a guest printed them in a real run (6.12, two rounds), for
+/// Lines as a guest printed them in a real run (6.12, two rounds; the
+/// run-mapped and lookups lines from a later 6.12 run), for
 /// the host's and the guest's tests.
 pub const FIXTURE: &str = include_str!("testdata/guest-lines.txt");
 

@@ -82,6 +82,23 @@ pub fn on_demand(rep: &mut Reporter, port: u16) -> Result<Option<Map>> {
     Ok(reattached.map(|_| again))
 }
 
+/// A host with a device in use: one page of the VGA BAR mapped, and the
+/// lookups attached as `scrape` shows them. A bad driver's lookups are
+/// then seen from the first one (with the lookups on demand, a device
+/// mapped and used at once could pass before they attach: README, Cost).
+pub fn device_in_use(scrape: impl Fn() -> Option<Scrape>) -> Result<Map> {
+    let bar = sys::open_rw(PCI_BAR, 0)?;
+    let map = Map::file(&bar, 0, 1, false)?;
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline {
+        if scrape().is_some_and(|s| s.get(ATTACHED, &[]) == Some(1.0)) {
+            return Ok(map);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("the lookups did not attach within {LIMIT:?} of a device mapping")
+}
+
 fn delay_detail(what: &str, scrape: Option<&Scrape>) -> String {
     match scrape {
         Some(s) => format!(

@@ -142,6 +142,8 @@ fn checks(rep: &mut Reporter) -> Result<()> {
             ),
         ),
     }
+    // The R6 lookups come right after the mmap: a device in use first.
+    let _device = super::super::lookups::device_in_use(scrape_inside)?;
     trigger::run(Scenario::ModNormalPfnmap)?;
     let line = host::wait_for(Duration::from_secs(30), || {
         let out = host::output("podman", &["logs", NAME]).ok()?;
