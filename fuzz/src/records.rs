@@ -136,6 +136,7 @@ pub fn run_through_the_pipeline(records: Vec<Record>) {
         tally: &tally,
         undecodable: 0,
         ringbuf_bytes: abi::RINGBUF_BYTES,
+        lookups: Default::default(),
     });
     let page = match page {
         Ok(page) => page,
