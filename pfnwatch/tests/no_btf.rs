@@ -2,6 +2,8 @@
 //! the programs refuses with a message naming the path and what to do, and
 //! a non-zero exit. Runs the binary itself, on the host.
 
+#![allow(clippy::unwrap_used)] // test code
+
 use std::process::Command;
 
 fn pfnwatch(args: &[&str]) -> (bool, String) {
@@ -27,7 +29,7 @@ fn a_missing_btf_is_named_with_what_to_do() {
             "--btf",
             "/nonexistent/vmlinux",
             "--duration",
-            "1",
+            "1s",
         ],
     ] {
         let (ok, stderr) = pfnwatch(args);

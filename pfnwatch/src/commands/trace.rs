@@ -35,10 +35,14 @@ const TICK: Duration = Duration::from_millis(500);
 pub async fn trace(opts: TraceOptions) -> Result<Summary> {
     let clock = Clock::now();
     // Files first: a capture or alerts file that cannot be written fails
-    // before anything is attached.
-    let mut capture = match &opts.record {
-        Some((path, _)) => Some(capture::Writer::create(path)?),
-        None => None,
+    // before anything is attached. The capture keeps a hidden name until
+    // the programs are attached, so a failed start leaves nothing behind.
+    let (mut capture, staged) = match &opts.record {
+        Some((path, _)) => {
+            let (writer, staged) = capture::Writer::stage(path)?;
+            (Some(writer), Some(staged))
+        }
+        None => (None, None),
     };
     let mut alerts_file = AlertsFile::open(opts.view.alerts_file.as_deref())?;
     // Plain text goes into a buffer, flushed after each batch: a write per
@@ -56,6 +60,9 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
     let mut session = Session::start(&opts.session)?;
     if let (Some(c), Some((_, args))) = (&mut capture, &opts.record) {
         c.header(&header(&opts.session, &session, &clock, args))?;
+    }
+    if let Some(staged) = staged {
+        staged.commit()?;
     }
     let mut pipeline = Pipeline::new(
         opts.session.rules.clone(),

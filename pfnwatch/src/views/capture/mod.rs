@@ -21,7 +21,7 @@ mod writer;
 
 pub use frame::Limits;
 pub use reader::Reader;
-pub use writer::Writer;
+pub use writer::{Staged, Writer};
 
 use crate::enrich::Enrichment;
 use crate::kernel::counters::Counts;

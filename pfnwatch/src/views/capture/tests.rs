@@ -518,3 +518,30 @@ fn every_record_flag_reads_back() {
         .collect();
     assert_eq!(read, want);
 }
+
+#[test]
+fn a_staged_capture_is_named_on_commit_and_gone_if_dropped() {
+    let dir = std::env::temp_dir().join(format!("pfnwatch-staged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c");
+    // An earlier capture there survives a start that fails.
+    std::fs::write(&path, b"earlier").unwrap();
+    let (w, staged) = Writer::stage(&path).unwrap();
+    drop(w);
+    drop(staged);
+    assert_eq!(std::fs::read(&path).unwrap(), b"earlier");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "nothing else left"
+    );
+    // Committed, the new capture takes the name.
+    let (mut w, staged) = Writer::stage(&path).unwrap();
+    w.header(&header()).unwrap();
+    staged.commit().unwrap();
+    w.finish_file().unwrap();
+    let cap = parse(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(cap.header, header());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

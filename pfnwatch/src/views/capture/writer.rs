@@ -65,6 +65,29 @@ impl Writer<BufWriter<File>> {
         ))
     }
 
+    /// Like [`Writer::create`], but under a hidden name beside `path`
+    /// until [`Staged::commit`]: a `record` that fails to start leaves
+    /// `path` as it was (an earlier capture there is not lost) and nothing
+    /// else behind.
+    pub fn stage(path: &Path) -> Result<(Writer<BufWriter<File>>, Staged)> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("the capture path {} names no file", path.display()))?;
+        let mut hidden = std::ffi::OsString::from(".");
+        hidden.push(name);
+        hidden.push(".partial");
+        let tmp = path.with_file_name(hidden);
+        let writer = Writer::create(&tmp)
+            .with_context(|| format!("creating the capture file {}", path.display()))?;
+        let writer = Writer::new(writer.out, path.display().to_string());
+        let staged = Staged {
+            tmp,
+            dest: path.to_owned(),
+            committed: false,
+        };
+        Ok((writer, staged))
+    }
+
     /// The end entry, then the file on disk.
     pub fn finish_file(self) -> Result<()> {
         let name = self.name.clone();
@@ -72,6 +95,34 @@ impl Writer<BufWriter<File>> {
         out.get_ref()
             .sync_all()
             .with_context(|| format!("syncing {name}"))
+    }
+}
+
+/// A capture file under its hidden name until committed; dropped
+/// uncommitted, the file goes.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Gives the file its name (replacing a file there).
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
