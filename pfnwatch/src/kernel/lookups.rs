@@ -254,6 +254,9 @@ impl Lookups {
 
     /// Attaches every lookup program; `wanted_ns`: when the kernel asked.
     fn attach(&mut self, ebpf: &mut Ebpf, wanted_ns: Option<u64>) -> Result<()> {
+        // How long the wake-up took to reach us, and how long the kernel
+        // took to attach: the two parts of the delay.
+        let woken_ns = monotonic_ns();
         for spec in &self.programs {
             match loader::attach(ebpf, spec) {
                 Ok(link) => self.links.push((spec, link)),
@@ -273,6 +276,8 @@ impl Lookups {
         tracing::info!(
             watched = self.stats.watched,
             delay_us = self.stats.last_attach_delay.map(|d| d.as_micros()),
+            woken_after_us = wanted_ns.map(|ns| woken_ns.saturating_sub(ns) / 1000),
+            attach_us = monotonic_ns().saturating_sub(woken_ns) / 1000,
             "page-table lookups attached"
         );
         Ok(())
