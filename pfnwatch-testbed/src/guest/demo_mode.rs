@@ -27,9 +27,11 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     println!("\n$ insmod pfnwatch_badmod.ko   # a test driver that breaks the rules");
     super::module::load(rep, kernel);
 
-    println!("\n$ pfnwatch trace &   # rule hits and every pfn mapping created");
+    // Each scenario maps its device and uses it at once: the lookups stay
+    // attached throughout rather than on demand (README, Cost).
+    println!("\n$ pfnwatch trace --lookups always &   # rule hits and every pfn mapping created");
     let mut trace = Command::new("/bin/pfnwatch")
-        .arg("trace")
+        .args(["trace", "--lookups", "always"])
         .stdout(Stdio::piped())
         .spawn()
         .context("starting pfnwatch trace")?;
