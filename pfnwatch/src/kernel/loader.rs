@@ -253,6 +253,7 @@ fn load_and_attach(
     }
 }
 
+/// Loads `spec`'s program for `target`, then attaches it.
 fn try_attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
@@ -262,18 +263,11 @@ fn try_attach(
     let program = ebpf
         .program_mut(spec.name)
         .ok_or(ProgramError::UnexpectedProgramType)?;
-    Ok(match spec.attach {
-        Attach::Fentry => {
-            let p: &mut FEntry = program.try_into()?;
-            p.load(target, btf)?;
-            Link::Fentry(p.attach()?)
-        }
-        Attach::Fexit => {
-            let p: &mut FExit = program.try_into()?;
-            p.load(target, btf)?;
-            Link::Fexit(p.attach()?)
-        }
-    })
+    match spec.attach {
+        Attach::Fentry => <&mut FEntry>::try_from(program)?.load(target, btf)?,
+        Attach::Fexit => <&mut FExit>::try_from(program)?.load(target, btf)?,
+    }
+    attach(ebpf, spec)
 }
 
 /// Attaches a loaded program again.
