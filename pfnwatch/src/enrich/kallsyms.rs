@@ -7,6 +7,7 @@
 //! gives back, where a heap of 150,000 small strings grew with every
 //! module load (the soak test's RSS on 7.2).
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -93,9 +94,20 @@ impl Kallsyms {
         }
     }
 
-    fn parse(text: &str) -> Table {
+    /// Reads the table line by line: /proc/kallsyms is 10 to 20 MB of
+    /// text, never held whole (a buffer that size, freed, would also raise
+    /// glibc's mmap threshold and leave the heap to grow in its place).
+    fn parse(mut input: impl BufRead) -> std::io::Result<Table> {
         let mut table = Table::default();
-        for line in text.lines() {
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            buf.clear();
+            if input.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            // A module may name a symbol anything: its bytes are kept as
+            // text, the invalid ones replaced, rather than losing the file.
+            let line = String::from_utf8_lossy(&buf);
             let mut parts = line.split_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
             else {
@@ -142,7 +154,7 @@ impl Kallsyms {
         table.entries.sort_by_key(|e| e.addr);
         table.entries.shrink_to_fit();
         table.names.shrink_to_fit();
-        table
+        Ok(table)
     }
 
     /// Rereads the symbols if the module list changed since the last read
@@ -161,11 +173,13 @@ impl Kallsyms {
         if !self.symbols.is_empty() && modules == self.modules {
             return;
         }
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                // The old table goes first: never two in memory at once.
-                self.symbols = Table::default();
-                self.symbols = Kallsyms::parse(&text);
+        // The old table goes first: never two in memory at once.
+        self.symbols = Table::default();
+        let read = std::fs::File::open(&self.path)
+            .and_then(|f| Kallsyms::parse(std::io::BufReader::with_capacity(64 << 10, f)));
+        match read {
+            Ok(table) => {
+                self.symbols = table;
                 self.restricted =
                     !self.symbols.is_empty() && self.symbols.entries.iter().all(|e| e.addr == 0);
                 self.modules = modules;
@@ -306,6 +320,18 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
             "not a function's start"
         );
         assert_eq!(k.name_at(0), None);
+    }
+
+    #[test]
+    fn invalid_utf8_in_one_name_loses_only_that_byte() {
+        let mut text = b"ffffffff81000000 T _stext\nffffffffc0001000 t bad_".to_vec();
+        text.extend_from_slice(&[0xff, b'x', b'\t']);
+        text.extend_from_slice(b"[odd]\nffffffffc0002000 t last\t[odd]");
+        let table = Kallsyms::parse(&text[..]).unwrap();
+        assert_eq!(table.entries.len(), 3, "the last line has no newline");
+        let names: Vec<&str> = table.entries.iter().map(|e| table.symbol(e).name).collect();
+        assert_eq!(names, ["_stext", "bad_\u{fffd}x", "last"]);
+        assert_eq!(table.symbol(&table.entries[2]).module, Some("odd"));
     }
 
     #[test]
