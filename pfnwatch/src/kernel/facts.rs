@@ -53,14 +53,23 @@ pub struct KernelAddresses {
 
 impl KernelAddresses {
     pub fn read() -> KernelAddresses {
-        std::fs::read_to_string("/proc/kallsyms")
-            .map(|text| KernelAddresses::parse(&text))
+        std::fs::File::open("/proc/kallsyms")
+            .map(|f| KernelAddresses::parse(std::io::BufReader::with_capacity(64 << 10, f)))
             .unwrap_or_default()
     }
 
-    pub fn parse(kallsyms: &str) -> KernelAddresses {
+    /// Line by line, as [`crate::enrich::kallsyms`] reads the file: 10 to
+    /// 20 MB never held whole.
+    pub fn parse(mut kallsyms: impl std::io::BufRead) -> KernelAddresses {
         let mut found = KernelAddresses::default();
-        for line in kallsyms.lines() {
+        let mut buf = Vec::with_capacity(256);
+        loop {
+            buf.clear();
+            match kallsyms.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf);
             let mut words = line.split_whitespace();
             let (Some(addr), Some(_), Some(name)) = (words.next(), words.next(), words.next())
             else {
@@ -239,7 +248,7 @@ mod tests {
                     ffffffff82000100 d special_mapping_vmops\n\
                     ffffffffc0001000 d zero_pfn\t[some_module]\n\
                     ffffffff81000000 T _stext\n";
-        let a = KernelAddresses::parse(text);
+        let a = KernelAddresses::parse(text.as_bytes());
         assert_eq!(a.physical_mask, 0xffff_ffff_8242_bf20);
         assert_eq!(
             a.zero_pfn, 0xffff_ffff_82c3_dea0,
@@ -247,10 +256,10 @@ mod tests {
         );
         assert_eq!(a.special_mapping_vmops, 0xffff_ffff_8200_0100);
         // 7.x names the zero pfn zero_page_pfn.
-        let seven = KernelAddresses::parse("ffffffff82b48fc0 R zero_page_pfn\n");
+        let seven = KernelAddresses::parse(&b"ffffffff82b48fc0 R zero_page_pfn\n"[..]);
         assert_eq!(seven.zero_pfn, 0xffff_ffff_82b4_8fc0);
         // kptr_restrict: zeros, which the programs take as unknown.
-        let hidden = KernelAddresses::parse("0000000000000000 D physical_mask\n");
+        let hidden = KernelAddresses::parse(&b"0000000000000000 D physical_mask\n"[..]);
         assert_eq!(hidden, KernelAddresses::default());
     }
 
