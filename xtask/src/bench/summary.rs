@@ -85,9 +85,12 @@ pub fn section(md: &mut String, benches: &[KernelBench]) {
     let _ = writeln!(
         md,
         "\nThe kernel's own accounting (kernel.bpf_stats_enabled) of pfnwatch's vm_normal_page \
-         program against the empty one, and what the daemon holds:\n\n\
-         | kernel | instructions per run vs empty, ordinary memory | the same, PFNMAP | daemon VmRSS | daemon VmHWM | BPF maps and programs |\n\
-         |---|---:|---:|---:|---:|---:|"
+         program against the empty one, what the daemon holds, and how long a start takes \
+         (exec to ready, guest time: `run` loads every program and attaches all but the \
+         page-table lookups, which wait on standby; `trace --all --lookups always` attaches \
+         every one):\n\n\
+         | kernel | instructions per run vs empty, ordinary memory | the same, PFNMAP | daemon VmRSS | daemon VmHWM | BPF maps and programs | run: start to ready | trace, every program: start to ready |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (b, k) in &measured {
         let rss = k.processes.get("run");
@@ -99,14 +102,26 @@ pub fn section(md: &mut String, benches: &[KernelBench]) {
             .map_or("?".to_owned(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {median_rss} | {hwm} | {} |",
+            "| {} | {} | {} | {median_rss} | {hwm} | {} | {} | {} |",
             b.label,
             vs_empty(k, ANON),
             vs_empty(k, PFNMAP),
             bpf_memory(k, "run"),
+            start_to_ready(k, "run"),
+            start_to_ready(k, "trace"),
         );
     }
     let _ = writeln!(md);
+}
+
+/// Median exec-to-ready time of a configuration over rounds, with the range.
+fn start_to_ready(k: &KernelFigures, config: &str) -> String {
+    k.processes
+        .get(config)
+        .and_then(|p| Spread::of(&p.iter().map(|p| p.attach_ms as f64).collect::<Vec<_>>()))
+        .map_or("?".to_owned(), |s| {
+            format!("{:.0} ms ({:.0}–{:.0})", s.median, s.min, s.max)
+        })
 }
 
 /// pfnwatch's vm_normal_page program's run time per run over the empty one's.
