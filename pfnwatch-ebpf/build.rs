@@ -1,5 +1,5 @@
 //! Compiles the kernel programs into one CO-RE object with clang, and the
-//! benchmark's yardstick (an empty program) into a second one.
+//! benchmark's yardstick (an empty program) and its naive peer into two more.
 //!
 //! The ABI header is generated from pfnwatch-common first, so the C side
 //! never carries its own copy of the record layout or constants.
@@ -12,12 +12,14 @@ const SOURCES: &[&str] = &[
     "src/bpf/pfnwatch.bpf.c",
     "src/bpf/kernel_types.h",
     "src/bpf/bench.bpf.c",
+    "src/bpf/naive.bpf.c",
 ];
 
 /// (source, object in OUT_DIR); lib.rs embeds each object.
 const OBJECTS: &[(&str, &str)] = &[
     ("src/bpf/pfnwatch.bpf.c", "pfnwatch.bpf.o"),
     ("src/bpf/bench.bpf.c", "bench.bpf.o"),
+    ("src/bpf/naive.bpf.c", "naive.bpf.o"),
 ];
 
 fn main() {

@@ -13,6 +13,9 @@ static ALIGNED: &Aligned<[u8]> =
 static BENCH_ALIGNED: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/bench.bpf.o")));
 
+static NAIVE_ALIGNED: &Aligned<[u8]> =
+    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/naive.bpf.o")));
+
 /// The compiled BPF object (ELF, little endian, with BTF and CO-RE relocations).
 pub static OBJECT: &[u8] = &ALIGNED.0;
 
@@ -23,3 +26,12 @@ pub static BENCH_OBJECT: &[u8] = &BENCH_ALIGNED.0;
 
 /// The program in [`BENCH_OBJECT`] (also its name in the kernel: < 16 bytes).
 pub const BENCH_EMPTY_PROGRAM: &str = "empty_exit";
+
+/// `cargo xtask bench`'s naive peer: [`NAIVE_PROGRAM`], an fexit on
+/// `vm_normal_page` sending every call through the ring buffer
+/// [`NAIVE_RING`], its losses counted in [`NAIVE_LOST`]. Never loaded by
+/// pfnwatch itself.
+pub static NAIVE_OBJECT: &[u8] = &NAIVE_ALIGNED.0;
+pub const NAIVE_PROGRAM: &str = "naive_exit";
+pub const NAIVE_RING: &str = "naive_events";
+pub const NAIVE_LOST: &str = "naive_lost";

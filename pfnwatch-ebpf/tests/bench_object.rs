@@ -39,3 +39,28 @@ fn bench_object_is_one_empty_fexit_on_vm_normal_page() {
     assert_eq!(code[8], 0x95, "exit: {code:02x?}");
     assert!(elf.section_by_name(".maps").is_none());
 }
+
+#[test]
+fn naive_object_is_one_fexit_with_its_ring_and_loss_counter() {
+    let elf = object::File::parse(pfnwatch_ebpf::NAIVE_OBJECT).expect("naive object parses");
+    let programs: Vec<String> = elf
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.is_global())
+        .map(|s| s.name().unwrap().to_owned())
+        .collect();
+    assert_eq!(programs, [pfnwatch_ebpf::NAIVE_PROGRAM]);
+    assert!(pfnwatch_ebpf::NAIVE_PROGRAM.len() < 16);
+    assert!(elf.section_by_name("fexit/vm_normal_page").is_some());
+    let maps: Vec<String> = elf
+        .symbols()
+        .filter(|s| {
+            s.section_index()
+                .and_then(|i| elf.section_by_index(i).ok())
+                .is_some_and(|sec| sec.name().ok() == Some(".maps"))
+        })
+        .map(|s| s.name().unwrap().to_owned())
+        .collect();
+    for map in [pfnwatch_ebpf::NAIVE_RING, pfnwatch_ebpf::NAIVE_LOST] {
+        assert!(maps.iter().any(|m| m == map), "{map} in {maps:?}");
+    }
+}

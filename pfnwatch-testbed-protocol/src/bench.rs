@@ -72,6 +72,14 @@ pub enum Line {
     /// `pfnwatch run` with the lookups on demand attached them for a
     /// device mapping `attach_delay_ns` of guest time after its mmap.
     Lookups { round: u32, attach_delay_ns: u64 },
+    /// A peer tracer's records over a round's workloads: taken from its
+    /// ring buffer, and lost to a full one.
+    Peer {
+        round: u32,
+        config: String,
+        records: u64,
+        lost: u64,
+    },
 }
 
 /// The console line for `line`.

@@ -4,8 +4,9 @@
 //! per fork+exit (workload.rs): ordinary memory, where pfnwatch's filter
 //! returns after one load, and a VM_PFNMAP, where every call is classified.
 //! Each round times them with nothing attached, with an empty fexit program
-//! on vm_normal_page, with `pfnwatch run`, and (the PFNMAP) with `pfnwatch
-//! trace --all`, which sends a record per call. Rounds repeat the whole
+//! on vm_normal_page, with `pfnwatch run`, (the PFNMAP) with `pfnwatch
+//! trace --all`, which sends a record per call, and with the naive peer,
+//! which sends every call of both workloads. Rounds repeat the whole
 //! sequence, every other one backwards, so drift in the emulator shows as
 //! spread, not as a ratio.
 //!
@@ -157,7 +158,14 @@ fn phase(
         measure(rep, round, config, *kind, worker, &progs)?;
     }
     let Some(pid) = pid else {
-        attached.stop()?;
+        if let Some(peer) = attached.stop()? {
+            emit(&Line::Peer {
+                round,
+                config: config.name().to_owned(),
+                records: peer.records,
+                lost: peer.lost.unwrap_or(0),
+            });
+        }
         return Ok(());
     };
     let cpu_ms = readings::cpu_ms(pid)?.saturating_sub(cpu_before.unwrap_or(0));

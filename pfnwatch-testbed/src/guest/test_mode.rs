@@ -142,6 +142,10 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGTERM) };
     let status = run.wait()?;
     log.extend(rx.iter());
+    // The attach delay's parts (wake-up, attach), for the cost issue.
+    for line in log.iter().filter(|l| l.contains("page-table lookups attached")) {
+        rep.info(&format!("lookups: {line}"));
+    }
     let alerts: Vec<Alert> = std::fs::read_to_string(alerts_file)
         .unwrap_or_default()
         .lines()

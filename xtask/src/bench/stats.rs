@@ -69,6 +69,8 @@ pub struct KernelFigures {
     pub code: Vec<Line>,
     /// From a device mapping's mmap to the lookups attached, per round.
     pub attach_delays_ns: Vec<u64>,
+    /// Peer config -> (records taken, records lost) per round.
+    pub peers: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -200,6 +202,16 @@ impl KernelFigures {
                 Line::Lookups {
                     attach_delay_ns, ..
                 } => k.attach_delays_ns.push(*attach_delay_ns),
+                Line::Peer {
+                    config,
+                    records,
+                    lost,
+                    ..
+                } => k
+                    .peers
+                    .entry(config.clone())
+                    .or_default()
+                    .push((*records, *lost)),
             }
         }
         k
@@ -213,6 +225,22 @@ impl KernelFigures {
         let ratios: Vec<f64> = over
             .iter()
             .filter_map(|(round, o)| Some(o / base.get(round)?))
+            .collect();
+        Spread::of(&ratios)
+    }
+
+    /// How many times `ours`'s added fork+exit time `peer`'s is, both over
+    /// `base` in the same round, with the spread over rounds.
+    pub fn cost_ratio(&self, workload: &str, peer: &str, ours: &str, base: &str) -> Option<Spread> {
+        let of = |config: &str| self.fork_ns.get(&(workload.to_owned(), config.to_owned()));
+        let (peer, ours, base) = (of(peer)?, of(ours)?, of(base)?);
+        let ratios: Vec<f64> = peer
+            .iter()
+            .filter_map(|(round, p)| {
+                let b = base.get(round)?;
+                let added = ours.get(round)? - b;
+                (added > 0.0).then(|| (p - b) / added)
+            })
             .collect();
         Spread::of(&ratios)
     }
@@ -256,6 +284,32 @@ impl KernelFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cost_ratio_compares_what_each_adds_over_the_base_round_by_round() {
+        let k = KernelFigures::from_lines(&[
+            timing(0, "pfnmap-fork", "none", &[1000]),
+            timing(0, "pfnmap-fork", "run", &[1500]),
+            timing(0, "pfnmap-fork", "naive", &[3000]),
+            timing(1, "pfnmap-fork", "none", &[2000]),
+            timing(1, "pfnmap-fork", "run", &[2400]),
+            timing(1, "pfnmap-fork", "naive", &[4400]),
+            Line::Peer {
+                round: 0,
+                config: "naive".into(),
+                records: 10,
+                lost: 90,
+            },
+        ]);
+        let r = k.cost_ratio("pfnmap-fork", "naive", "run", "none").unwrap();
+        assert_eq!((r.min, r.max, r.rounds), (4.0, 6.0, 2));
+        // A configuration that added nothing has no ratio, not infinity.
+        assert!(
+            k.cost_ratio("pfnmap-fork", "naive", "none", "none")
+                .is_none()
+        );
+        assert_eq!(k.peers["naive"], [(10, 90)]);
+    }
 
     fn timing(round: u32, workload: &str, config: &str, ns: &[u64]) -> Line {
         Line::Timing {

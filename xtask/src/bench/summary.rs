@@ -14,6 +14,8 @@ pub const ANON: &str = "anon-fork";
 pub const PFNMAP: &str = "pfnmap-fork";
 /// `pfnwatch run` while a device mapping keeps its lookups attached.
 pub const RUN_MAPPED: &str = "run-mapped";
+/// The naive peer (pfnwatch-ebpf's naive.bpf.c).
+pub const NAIVE: &str = "naive";
 
 pub fn section(md: &mut String, benches: &[KernelBench]) {
     let measured: Vec<(&KernelBench, &KernelFigures)> = benches
@@ -59,6 +61,7 @@ pub fn section(md: &mut String, benches: &[KernelBench]) {
             r(PFNMAP, "trace", "none"),
         );
     }
+    peers(md, &measured);
     let _ = writeln!(
         md,
         "\nExtra guest instructions per vm_normal_page call (difference of the median fork+exit \
@@ -112,6 +115,46 @@ pub fn section(md: &mut String, benches: &[KernelBench]) {
         );
     }
     let _ = writeln!(md);
+}
+
+/// The naive peer beside pfnwatch, in the same boot: what each adds to
+/// fork+exit, and what the peer's ring buffer let through.
+fn peers(md: &mut String, measured: &[(&KernelBench, &KernelFigures)]) {
+    if measured.iter().all(|(_, k)| !k.peers.contains_key(NAIVE)) {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nThe naive peer (pfnwatch-ebpf's naive.bpf.c: an fexit on vm_normal_page sending every \
+         call, 64 bytes, through a 256 KiB ring buffer the bench drains and counts) in the same \
+         boot. \"× ours\" is what the peer adds to fork+exit over none divided by what \
+         `pfnwatch run` adds (median over rounds, range in brackets):\n\n\
+         | kernel | PFNMAP: naive/none | naive × ours, PFNMAP | ordinary memory, no device: naive/none | naive's records taken / lost per round (median) |\n\
+         |---|---:|---:|---:|---:|"
+    );
+    for (b, k) in measured {
+        let spread = |s: Option<Spread>| {
+            s.map_or("?".to_owned(), |s| {
+                format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+            })
+        };
+        let flow = k.peers.get(NAIVE).map_or("?".to_owned(), |rounds| {
+            let taken: Vec<f64> = rounds.iter().map(|r| r.0 as f64).collect();
+            let lost: Vec<f64> = rounds.iter().map(|r| r.1 as f64).collect();
+            match (Spread::of(&taken), Spread::of(&lost)) {
+                (Some(t), Some(l)) => format!("{:.0} / {:.0}", t.median, l.median),
+                _ => "?".to_owned(),
+            }
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {flow} |",
+            b.label,
+            spread(k.ratio(PFNMAP, NAIVE, "none")),
+            spread(k.cost_ratio(PFNMAP, NAIVE, "run", "none")),
+            spread(k.ratio(ANON, NAIVE, "none")),
+        );
+    }
 }
 
 /// Median exec-to-ready time of a configuration over rounds, with the range.

@@ -1,7 +1,8 @@
 //! What is attached while a workload runs: nothing, the empty fexit
 //! program, `pfnwatch run` (default rules, the lookups on demand) alone or
-//! while this process holds a device mapping (so they are attached), or
-//! `pfnwatch trace --all`.
+//! while this process holds a device mapping (so they are attached),
+//! `pfnwatch trace --all`, or the naive peer (every call through a ring
+//! buffer, drained and counted here).
 
 use super::super::readings::{self, Prog};
 use crate::guest::daemon::scrape;
@@ -9,11 +10,15 @@ use crate::guest::watch::lines_of;
 use crate::scenario::PCI_BAR;
 use crate::sys::{self, Map};
 use anyhow::{Context, Result, bail};
+use aya::maps::{PerCpuArray, RingBuf};
 use aya::programs::FExit;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,15 +35,18 @@ pub enum Config {
     /// `pfnwatch run` while one page of the VGA BAR is mapped elsewhere.
     RunMapped,
     Trace,
+    /// pfnwatch-ebpf's naive.bpf.c: a record per vm_normal_page call.
+    Naive,
 }
 
 impl Config {
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::None,
         Config::Empty,
         Config::Run,
         Config::RunMapped,
         Config::Trace,
+        Config::Naive,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +56,7 @@ impl Config {
             Config::Run => "run",
             Config::RunMapped => "run-mapped",
             Config::Trace => "trace",
+            Config::Naive => "naive",
         }
     }
 }
@@ -60,6 +69,16 @@ pub enum Attached {
         prog: Prog,
     },
     Pfnwatch(Pfnwatch),
+    Naive(Naive),
+}
+
+/// The naive peer: its object (the program attached while held) and the
+/// thread draining its ring buffer.
+pub struct Naive {
+    ebpf: Ebpf,
+    prog: Prog,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<u64>>,
 }
 
 /// A pfnwatch child and the programs it loaded.
@@ -96,6 +115,7 @@ impl Attached {
                 Ok(Attached::Pfnwatch(run))
             }
             Config::Trace => Pfnwatch::trace(btf).map(Attached::Pfnwatch),
+            Config::Naive => Naive::start(btf).map(Attached::Naive),
         }
     }
 
@@ -104,6 +124,7 @@ impl Attached {
             Attached::None => Vec::new(),
             Attached::Empty { prog, .. } => vec![prog.clone()],
             Attached::Pfnwatch(p) => p.progs.clone(),
+            Attached::Naive(n) => vec![n.prog.clone()],
         }
     }
 
@@ -114,11 +135,13 @@ impl Attached {
         }
     }
 
-    /// Detaches; for trace, what it printed.
+    /// Detaches; for trace, what it printed; for the naive peer, what it
+    /// drained and lost.
     pub fn stop(self) -> Result<Option<TraceOutput>> {
         match self {
             Attached::None | Attached::Empty { .. } => Ok(None),
             Attached::Pfnwatch(p) => p.stop(),
+            Attached::Naive(n) => n.stop().map(Some),
         }
     }
 }
@@ -146,6 +169,88 @@ fn empty(btf: &Btf) -> Result<Attached> {
         function: "vm_normal_page".to_owned(),
     };
     Ok(Attached::Empty { _ebpf: ebpf, prog })
+}
+
+impl Naive {
+    fn start(btf: &Btf) -> Result<Naive> {
+        let name = pfnwatch_ebpf::NAIVE_PROGRAM;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
+            .load(pfnwatch_ebpf::NAIVE_OBJECT)
+            .context("loading the naive peer's object")?;
+        let ring = ebpf
+            .take_map(pfnwatch_ebpf::NAIVE_RING)
+            .context("the naive object has no ring buffer")?;
+        let mut ring = RingBuf::try_from(ring).context("the naive peer's ring buffer")?;
+        let program: &mut FExit = ebpf
+            .program_mut(name)
+            .with_context(|| format!("the naive object has no {name}"))?
+            .try_into()?;
+        program
+            .load("vm_normal_page", btf)
+            .with_context(|| format!("loading {name}"))?;
+        program
+            .attach()
+            .with_context(|| format!("attaching {name}"))?;
+        let id = program.info().context("the naive program's info")?.id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        // What a naive tool's reader does at the least: wake on the ring
+        // buffer, take every record (counted, not classified).
+        let reader = std::thread::spawn(move || {
+            let mut records = 0u64;
+            loop {
+                while ring.next().is_some() {
+                    records += 1;
+                }
+                if stopping.load(Ordering::Relaxed) {
+                    return records;
+                }
+                let mut fd = libc::pollfd {
+                    fd: ring.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the call's duration.
+                unsafe { libc::poll(&mut fd, 1, 20) };
+            }
+        });
+        Ok(Naive {
+            ebpf,
+            prog: Prog {
+                id,
+                name: name.to_owned(),
+                function: "vm_normal_page".to_owned(),
+            },
+            stop,
+            reader: Some(reader),
+        })
+    }
+
+    fn stop(mut self) -> Result<TraceOutput> {
+        self.stop.store(true, Ordering::Relaxed);
+        let records = match self.reader.take().map(JoinHandle::join) {
+            Some(Ok(n)) => n,
+            _ => bail!("the naive peer's reader panicked"),
+        };
+        let lost: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(pfnwatch_ebpf::NAIVE_LOST)
+                .context("the naive object has no loss counter")?,
+        )?;
+        let lost = lost.get(&0, 0).context("reading the naive peer's losses")?;
+        Ok(TraceOutput {
+            records,
+            lost: Some(lost.iter().sum()),
+        })
+    }
+}
+
+/// A phase that fails half-way must not leave the reader spinning.
+impl Drop for Naive {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Pfnwatch {

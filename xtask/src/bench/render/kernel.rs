@@ -12,15 +12,16 @@ use crate::bench::{
 };
 
 /// Differences per call worth a row: (over, base, what it is).
-pub const PER_CALL: [(&str, &str, &str); 4] = [
+pub const PER_CALL: [(&str, &str, &str); 5] = [
     ("empty", "none", "the fexit trampoline"),
     ("run", "empty", "pfnwatch's program"),
     ("run", "none", "all of pfnwatch run"),
     ("trace", "run", "sending and printing records"),
+    ("naive", "none", "the naive peer, a record per call"),
 ];
 
 /// (label, over, base, what it says)
-const RATIOS: [(&str, &str, &str, &str); 5] = [
+const RATIOS: [(&str, &str, &str, &str); 6] = [
     ("ours/none", "run", "none", "what `pfnwatch run` adds"),
     (
         "empty/none",
@@ -45,6 +46,12 @@ const RATIOS: [(&str, &str, &str, &str); 5] = [
         "trace",
         "run",
         "sending and printing the records",
+    ),
+    (
+        "naive/none",
+        "naive",
+        "none",
+        "the naive peer: every call through a ring buffer",
     ),
 ];
 
@@ -90,7 +97,7 @@ fn workload_section(md: &mut String, k: &KernelFigures, workload: &str, title: &
         md,
         "| configuration | fork+exit, million instructions (median over rounds) | range |\n|---|---:|---:|"
     );
-    for config in ["none", "empty", "run", "trace"] {
+    for config in ["none", "empty", "run", "trace", "naive"] {
         if let Some(s) = k.fork_time(workload, config) {
             let _ = writeln!(
                 md,
