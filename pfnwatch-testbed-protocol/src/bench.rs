@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where the bench's initramfs holds bpftrace (`bpftrace`), its dynamic
+/// loader (`ld.so`) and its libraries (`lib/`), for the peer column.
+pub const BPFTRACE_DIR: &str = "/opt/bpftrace";
+
 /// Searched for anywhere in a console line: a printk can land in front.
 pub const MARKER: &str = "pfnwatch-bench: ";
 
@@ -98,7 +102,8 @@ pub fn parse(line: &str) -> Option<Result<Line, String>> {
 }
 
 /// Lines as a guest printed them in a real run (6.12, two rounds; the
-/// run-mapped and lookups lines from a later 6.12 run), for
+/// run-mapped and lookups lines from a later 6.12 run, the naive and
+/// bpftrace peers' from a 7.2 run), for
 /// the host's and the guest's tests.
 pub const FIXTURE: &str = include_str!("testdata/guest-lines.txt");
 

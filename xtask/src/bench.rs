@@ -7,6 +7,7 @@
 //! It is no test: nothing here passes or fails on a figure. A boot fails
 //! only when the guest could not measure (a FAIL line, no verdict, an oops).
 
+mod bpftrace;
 mod host;
 pub(crate) use pfnwatch_testbed_protocol::bench as lines;
 mod render;
@@ -60,8 +61,16 @@ pub fn run(options: &Options) -> Result<bool> {
     }
     preflight::install_missing()?;
     let paths = Paths::discover()?;
-    // The benchmark plays no bad driver: no modules.
-    let initrd = guest::prepare(&paths, options.guest_dir.as_deref(), &[], &[])?;
+    // The benchmark plays no bad driver: no modules. bpftrace rides along
+    // for its peer column; without it the column says so.
+    let peer = match bpftrace::files(&paths) {
+        Ok(files) => files,
+        Err(err) => {
+            println!("bpftrace: none for the peer column: {err:#}");
+            Vec::new()
+        }
+    };
+    let initrd = guest::prepare_with(&paths, options.guest_dir.as_deref(), &[], &[], &peer)?;
     let machine = host::Machine::read();
     let mut benches = Vec::new();
     for spec in &options.kernels {

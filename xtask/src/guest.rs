@@ -19,14 +19,28 @@ pub fn prepare(
     modules: &[Module],
     kernel_modules: &[KernelModules],
 ) -> Result<PathBuf> {
+    prepare_with(paths, guest_dir, modules, kernel_modules, &[])
+}
+
+/// [`prepare`], with `extra` files (path in the guest, file on the host).
+pub fn prepare_with(
+    paths: &Paths,
+    guest_dir: Option<&Path>,
+    modules: &[Module],
+    kernel_modules: &[KernelModules],
+    extra: &[(String, PathBuf)],
+) -> Result<PathBuf> {
     let binaries = match guest_dir {
         Some(dir) => build::prebuilt_guest(dir)?,
         None => build::build_guest(paths).context("building the guest binaries")?,
     };
     let path = paths.initramfs();
-    initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX), modules, kernel_modules)?
-        .write_to(&path)
-        .context("writing the initramfs")?;
+    let mut image =
+        initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX), modules, kernel_modules)?;
+    for (guest, host) in extra {
+        image.file_from(guest, host, 0o755)?;
+    }
+    image.write_to(&path).context("writing the initramfs")?;
     println!("initramfs: {}", path.display());
     Ok(path)
 }

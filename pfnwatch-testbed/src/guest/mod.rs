@@ -77,6 +77,8 @@ fn mount_all() -> anyhow::Result<()> {
         ("devtmpfs", "/dev", "devtmpfs"),
         ("tmpfs", "/tmp", "tmpfs"),
         ("debugfs", "/sys/kernel/debug", "debugfs"),
+        // Where bpftrace (the bench's peer) reads the traceable functions.
+        ("tracefs", "/sys/kernel/tracing", "tracefs"),
         // Alerts name the cgroup: give pfnwatch a hierarchy to resolve ids in.
         ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
     ];

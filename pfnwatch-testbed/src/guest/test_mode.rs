@@ -143,7 +143,10 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     let status = run.wait()?;
     log.extend(rx.iter());
     // The attach delay's parts (wake-up, attach), for the cost issue.
-    for line in log.iter().filter(|l| l.contains("page-table lookups attached")) {
+    for line in log
+        .iter()
+        .filter(|l| l.contains("page-table lookups attached"))
+    {
         rep.info(&format!("lookups: {line}"));
     }
     let alerts: Vec<Alert> = std::fs::read_to_string(alerts_file)

@@ -37,17 +37,26 @@ pub enum Config {
     Trace,
     /// pfnwatch-ebpf's naive.bpf.c: a record per vm_normal_page call.
     Naive,
+    /// Debian's bpftrace counting vm_normal_page calls in a map by class.
+    Bpftrace,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::None,
         Config::Empty,
         Config::Run,
         Config::RunMapped,
         Config::Trace,
         Config::Naive,
+        Config::Bpftrace,
     ];
+
+    /// Whether this guest can run it: bpftrace only where xtask could put
+    /// it in the initramfs.
+    pub fn available(self) -> bool {
+        self != Config::Bpftrace || std::path::Path::new(&bpftrace_path("bpftrace")).exists()
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,6 +66,7 @@ impl Config {
             Config::RunMapped => "run-mapped",
             Config::Trace => "trace",
             Config::Naive => "naive",
+            Config::Bpftrace => "bpftrace",
         }
     }
 }
@@ -70,6 +80,14 @@ pub enum Attached {
     },
     Pfnwatch(Pfnwatch),
     Naive(Naive),
+    Bpftrace(Bpftrace),
+}
+
+/// bpftrace running its one-liner, and the program it attached.
+pub struct Bpftrace {
+    child: Child,
+    prog: Prog,
+    _out: Receiver<String>,
 }
 
 /// The naive peer: its object (the program attached while held) and the
@@ -116,6 +134,7 @@ impl Attached {
             }
             Config::Trace => Pfnwatch::trace(btf).map(Attached::Pfnwatch),
             Config::Naive => Naive::start(btf).map(Attached::Naive),
+            Config::Bpftrace => Bpftrace::start().map(Attached::Bpftrace),
         }
     }
 
@@ -125,6 +144,7 @@ impl Attached {
             Attached::Empty { prog, .. } => vec![prog.clone()],
             Attached::Pfnwatch(p) => p.progs.clone(),
             Attached::Naive(n) => vec![n.prog.clone()],
+            Attached::Bpftrace(b) => vec![b.prog.clone()],
         }
     }
 
@@ -142,6 +162,7 @@ impl Attached {
             Attached::None | Attached::Empty { .. } => Ok(None),
             Attached::Pfnwatch(p) => p.stop(),
             Attached::Naive(n) => n.stop().map(Some),
+            Attached::Bpftrace(b) => b.stop().map(|()| None),
         }
     }
 }
@@ -244,6 +265,110 @@ impl Naive {
             lost: Some(lost.iter().sum()),
         })
     }
+}
+
+/// The path of `name` in the bench's bpftrace directory.
+fn bpftrace_path(name: &str) -> String {
+    format!("{}/{name}", pfnwatch_testbed_protocol::bench::BPFTRACE_DIR)
+}
+
+/// "The same counting with a map per class": every vm_normal_page call
+/// counted by pfn mapping, mixed map, COW and page found, in the kernel.
+const BPFTRACE_PROGRAM: &str = "fexit:vmlinux:vm_normal_page { \
+     @calls[(args.vma->vm_flags & 0x400) != 0, (args.vma->vm_flags & 0x10000000) != 0, \
+     (args.vma->vm_flags & 0x28) == 0x20, retval != 0] = count(); }";
+
+impl Bpftrace {
+    fn start() -> Result<Bpftrace> {
+        let links_before = links();
+        let dir = pfnwatch_testbed_protocol::bench::BPFTRACE_DIR;
+        let mut child = Command::new(bpftrace_path("ld.so"))
+            .args(["--library-path", &format!("{dir}/lib")])
+            .arg(bpftrace_path("bpftrace"))
+            .args(["-e", BPFTRACE_PROGRAM])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting bpftrace")?;
+        let stdout = child.stdout.take().context("bpftrace's stdout")?;
+        let stderr = child.stderr.take().context("bpftrace's stderr")?;
+        let out = lines_of(stdout);
+        let err = lines_of(stderr);
+        // Attached once its program is in the kernel with a new link.
+        let deadline = Instant::now() + READY;
+        let prog = loop {
+            if let Some(status) = child.try_wait()? {
+                let said: Vec<String> = err.try_iter().chain(out.try_iter()).collect();
+                bail!("bpftrace exited {status}: {}", said.join(" | "));
+            }
+            // Its program is the one a new link holds (bpftrace loads
+            // and drops feature probes of its own while it starts).
+            let attached = links()
+                .into_iter()
+                .find(|(id, _)| !links_before.contains_key(id));
+            if let Some((_, prog_id)) = attached {
+                let name = readings::loaded()?
+                    .remove(&prog_id)
+                    .map(|l| l.name)
+                    .unwrap_or_default();
+                break Prog {
+                    id: prog_id,
+                    name,
+                    function: "vm_normal_page".to_owned(),
+                };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("bpftrace did not attach within {READY:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok(Bpftrace {
+            child,
+            prog,
+            _out: out,
+        })
+    }
+
+    /// SIGINT, as an operator stops it: it prints its map and exits.
+    fn stop(mut self) -> Result<()> {
+        // SAFETY: signalling our own child.
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("signalling bpftrace");
+        }
+        let deadline = Instant::now() + STOP;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("bpftrace exited {status}");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("bpftrace did not exit within {STOP:?} of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The kernel's BPF links: id to the program each holds.
+/// A link being made or torn down this instant (EAGAIN: bpftrace probes
+/// features with links of its own while it starts) is left out.
+fn links() -> BTreeMap<u32, u32> {
+    aya::programs::loaded_links()
+        .filter_map(|l| l.ok().map(|l| (l.id(), l.program_id())))
+        .collect()
 }
 
 /// A phase that fails half-way must not leave the reader spinning.

@@ -12,16 +12,17 @@ use crate::bench::{
 };
 
 /// Differences per call worth a row: (over, base, what it is).
-pub const PER_CALL: [(&str, &str, &str); 5] = [
+pub const PER_CALL: [(&str, &str, &str); 6] = [
     ("empty", "none", "the fexit trampoline"),
     ("run", "empty", "pfnwatch's program"),
     ("run", "none", "all of pfnwatch run"),
     ("trace", "run", "sending and printing records"),
     ("naive", "none", "the naive peer, a record per call"),
+    ("bpftrace", "none", "bpftrace, counting by class in a map"),
 ];
 
 /// (label, over, base, what it says)
-const RATIOS: [(&str, &str, &str, &str); 6] = [
+const RATIOS: [(&str, &str, &str, &str); 7] = [
     ("ours/none", "run", "none", "what `pfnwatch run` adds"),
     (
         "empty/none",
@@ -52,6 +53,12 @@ const RATIOS: [(&str, &str, &str, &str); 6] = [
         "naive",
         "none",
         "the naive peer: every call through a ring buffer",
+    ),
+    (
+        "bpftrace/none",
+        "bpftrace",
+        "none",
+        "bpftrace counting by class in a map",
     ),
 ];
 
@@ -97,7 +104,7 @@ fn workload_section(md: &mut String, k: &KernelFigures, workload: &str, title: &
         md,
         "| configuration | fork+exit, million instructions (median over rounds) | range |\n|---|---:|---:|"
     );
-    for config in ["none", "empty", "run", "trace", "naive"] {
+    for config in ["none", "empty", "run", "trace", "naive", "bpftrace"] {
         if let Some(s) = k.fork_time(workload, config) {
             let _ = writeln!(
                 md,
