@@ -19,6 +19,7 @@ use pfnwatch_common::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
@@ -161,7 +162,9 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     urgent.intersect(&mask);
     let self_tgid = std::process::id();
     let (only_pids, only_pid_count) = pid_slots(opts.only_pids)?;
+    let started = Instant::now();
     let addrs = facts::KernelAddresses::read();
+    let kallsyms = started.elapsed();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))
         .override_global(names::SELF_TGID, &self_tgid, true)
@@ -181,13 +184,17 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         .map_max_entries(names::EVENTS, opts.ringbuf_bytes)
         .load(pfnwatch_ebpf::OBJECT)
         .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;
+    let object = started.elapsed() - kallsyms;
+    let mut slowest = (Duration::ZERO, "");
     let can_trace = Caps::current().is_ok_and(Caps::can_trace);
     let mut lookup_links = Vec::new();
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
             let state = if wanted(spec.hook) {
+                let at = Instant::now();
                 let (state, link) = load_and_attach(&mut ebpf, spec, opts.btf, can_trace);
+                slowest = slowest.max((at.elapsed(), spec.name));
                 if let Some(link) = link.filter(|_| lookups::on_demand(spec.hook)) {
                     lookup_links.push((spec, link));
                 }
@@ -204,11 +211,22 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
             ProgramReport::new(spec, |f| facts::has_function(opts.btf, f), state)
         })
         .collect();
+    let hooks = started.elapsed() - kallsyms - object;
     if let Err(e) = load_walk(&mut ebpf, opts.btf) {
         // Without the walk the lookups cannot know when to detach: they
         // stay attached (kernel::lookups), which costs, never blinds.
         tracing::warn!("{e:#}");
     }
+    // Where a start's time goes (the cost issue's startup target).
+    tracing::info!(
+        total_ms = started.elapsed().as_millis(),
+        kallsyms_ms = kallsyms.as_millis(),
+        object_ms = object.as_millis(),
+        hooks_ms = hooks.as_millis(),
+        slowest = slowest.1,
+        slowest_ms = slowest.0.as_millis(),
+        "programs loaded"
+    );
     Ok(Watcher {
         ebpf,
         programs,

@@ -88,7 +88,9 @@ impl Session {
     /// program attached (the errors say why), or if what attached leaves
     /// pfnwatch blind to something it must see.
     pub fn start(opts: &SessionOptions) -> Result<Session> {
+        let at = std::time::Instant::now();
         let (btf, _) = facts::load_btf(opts.btf.as_deref())?;
+        tracing::info!(ms = at.elapsed().as_millis(), "kernel BTF read");
         let mut watcher = loader::load(&LoadOptions {
             btf: &btf,
             selection: opts.selection,
