@@ -177,6 +177,20 @@ impl Session {
 
     /// `None`: the lookups need attention.
     async fn wait_once(&mut self, tick: Option<&mut Interval>) -> Result<Option<Wake>> {
+        // A device mapping waiting for the lookups goes before a record
+        // batch: the first batch of a run can take long (it reads the
+        // symbol table), and every moment until the attach is lookups the
+        // mapping's process makes unseen. The select below stays fair, so
+        // a flood of records starves no signal.
+        let lookups_first = tokio::select! {
+            biased;
+            ready = self.lookups.ready() => Some(ready),
+            () = std::future::ready(()) => None,
+        };
+        if let Some(ready) = lookups_first {
+            ready?;
+            return Ok(None);
+        }
         let tick = async {
             match tick {
                 Some(t) => {
