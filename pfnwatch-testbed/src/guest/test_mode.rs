@@ -142,12 +142,15 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
     unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGTERM) };
     let status = run.wait()?;
     log.extend(rx.iter());
-    // The attach delay's parts (wake-up, attach), for the cost issue.
-    for line in log
-        .iter()
-        .filter(|l| l.contains("page-table lookups attached"))
-    {
-        rep.info(&format!("lookups: {line}"));
+    // For the cost issue: where the start's time went, and the attach
+    // delay's parts (wake-up, attach).
+    let timings = [
+        "kernel BTF read",
+        "programs loaded",
+        "page-table lookups attached",
+    ];
+    for line in log.iter().filter(|l| timings.iter().any(|t| l.contains(t))) {
+        rep.info(&format!("timing: {line}"));
     }
     let alerts: Vec<Alert> = std::fs::read_to_string(alerts_file)
         .unwrap_or_default()

@@ -91,10 +91,11 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         Ok(watcher) => report.programs = watcher.programs.clone(),
         Err(e) => {
             report.load_error = Some(format!("{e:#}"));
+            let functions = kernel::Functions::new(&btf);
             report.programs = PROGRAMS
                 .iter()
                 .map(|spec| {
-                    let found = spec.target_on(|f| kernel::has_function(&btf, f));
+                    let found = spec.target_on(|f| functions.has(f));
                     let state = if found.is_some() {
                         ProgramState::Refused {
                             errno: None,
@@ -104,7 +105,7 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
                     } else {
                         ProgramState::Missing
                     };
-                    ProgramReport::new(spec, |f| kernel::has_function(&btf, f), state)
+                    ProgramReport::new(spec, |f| functions.has(f), state)
                 })
                 .collect();
         }

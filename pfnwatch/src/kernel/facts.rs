@@ -116,6 +116,32 @@ pub fn has_function(btf: &Btf, name: &str) -> bool {
         .is_ok()
 }
 
+/// [`has_function`], each name looked up once: a lookup walks every type
+/// of the kernel's BTF (100,000 and more), and a start asks about each
+/// hook's functions several times.
+pub struct Functions<'b> {
+    btf: &'b Btf,
+    seen: std::cell::RefCell<std::collections::HashMap<String, bool>>,
+}
+
+impl<'b> Functions<'b> {
+    pub fn new(btf: &'b Btf) -> Functions<'b> {
+        Functions {
+            btf,
+            seen: Default::default(),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        if let Some(known) = self.seen.borrow().get(name) {
+            return *known;
+        }
+        let found = has_function(self.btf, name);
+        self.seen.borrow_mut().insert(name.to_owned(), found);
+        found
+    }
+}
+
 /// Capabilities that matter for loading tracing programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Caps {
@@ -219,6 +245,22 @@ pub fn bpf_restrictions() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn functions_answer_as_has_function_and_remember() {
+        use aya_obj::btf::{BtfType, Func, FuncLinkage, FuncProto};
+        let mut btf = Btf::new();
+        let proto = btf.add_type(BtfType::FuncProto(FuncProto::new(Vec::new(), 0)));
+        let name = btf.add_string("vm_normal_page");
+        btf.add_type(BtfType::Func(Func::new(name, proto, FuncLinkage::Global)));
+        let functions = Functions::new(&btf);
+        for _ in 0..2 {
+            assert!(functions.has("vm_normal_page"));
+            assert!(!functions.has("follow_pfnmap_start"));
+        }
+        assert_eq!(functions.seen.borrow().len(), 2, "each name looked up once");
+        assert!(has_function(&btf, "vm_normal_page"));
+    }
 
     #[test]
     fn caps_decode_cap_eff() {

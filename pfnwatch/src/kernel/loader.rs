@@ -187,28 +187,27 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     let object = started.elapsed() - kallsyms;
     let mut slowest = (Duration::ZERO, "");
     let can_trace = Caps::current().is_ok_and(Caps::can_trace);
+    let functions = facts::Functions::new(opts.btf);
     let mut lookup_links = Vec::new();
     let programs = PROGRAMS
         .iter()
         .map(|spec| {
             let state = if wanted(spec.hook) {
                 let at = Instant::now();
-                let (state, link) = load_and_attach(&mut ebpf, spec, opts.btf, can_trace);
+                let (state, link) =
+                    load_and_attach(&mut ebpf, spec, opts.btf, &functions, can_trace);
                 slowest = slowest.max((at.elapsed(), spec.name));
                 if let Some(link) = link.filter(|_| lookups::on_demand(spec.hook)) {
                     lookup_links.push((spec, link));
                 }
                 state
-            } else if spec
-                .target_on(|f| facts::has_function(opts.btf, f))
-                .is_some()
-            {
+            } else if spec.target_on(|f| functions.has(f)).is_some() {
                 ProgramState::Skipped
             } else {
                 // Missing is a fact about the kernel, asked for or not.
                 ProgramState::Missing
             };
-            ProgramReport::new(spec, |f| facts::has_function(opts.btf, f), state)
+            ProgramReport::new(spec, |f| functions.has(f), state)
         })
         .collect();
     let hooks = started.elapsed() - kallsyms - object;
@@ -249,9 +248,10 @@ fn load_and_attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     btf: &Btf,
+    functions: &facts::Functions<'_>,
     can_trace: bool,
 ) -> (ProgramState, Option<Link>) {
-    let Some(target) = spec.target_on(|f| facts::has_function(btf, f)) else {
+    let Some(target) = spec.target_on(|f| functions.has(f)) else {
         return (ProgramState::Missing, None);
     };
     match try_attach(ebpf, spec, target, btf) {

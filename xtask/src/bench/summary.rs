@@ -222,8 +222,10 @@ pub fn bpf_memory(k: &KernelFigures, of: &str) -> BpfMemory {
                 ..
             } if config == of => {
                 memory.charged += memlock;
+                // Every such ring buffer (pfnwatch has three), not the last.
                 if map_type == "RingBuf" && *memlock == 0 {
-                    memory.ring_uncharged = Some(u64::from(*max_entries));
+                    let before = memory.ring_uncharged.unwrap_or(0);
+                    memory.ring_uncharged = Some(before + u64::from(*max_entries));
                 }
             }
             Line::Code {
@@ -239,7 +241,11 @@ impl fmt::Display for BpfMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} memlock", kib(self.charged))?;
         if let Some(ring) = self.ring_uncharged {
-            write!(f, " + {} ring buffer this kernel does not count", kib(ring))?;
+            write!(
+                f,
+                " + {} of ring buffers this kernel does not count",
+                kib(ring)
+            )?;
         }
         Ok(())
     }
@@ -309,13 +315,15 @@ mod tests {
         let lines = [
             map("events", "RingBuf", 262_144, 0),
             map("counts", "PerCpuArray", 4608, 73_728),
+            map("urgent_events", "RingBuf", 65_536, 0),
+            map("lookup_wake", "RingBuf", 4096, 0),
         ];
         let k = KernelFigures::from_lines(&lines);
         let m = bpf_memory(&k, "run");
-        assert_eq!(m.ring_uncharged, Some(262_144));
+        assert_eq!(m.ring_uncharged, Some(331_776), "all three, not the last");
         assert_eq!(
             m.to_string(),
-            "72 KiB memlock + 256 KiB ring buffer this kernel does not count"
+            "72 KiB memlock + 324 KiB of ring buffers this kernel does not count"
         );
     }
 }
