@@ -131,6 +131,16 @@ drift within a round weighs on each alike):
 - **trace** ({PFNMAP} only): `pfnwatch trace --all --format json`, which
   sends a record for every classified call; its output is read and discarded
   by the guest, as `> /dev/null` would.
+- **run-mapped** ({ANON} only): `pfnwatch run` while the bench holds one
+  page of the VGA BAR mapped, so the page-table lookups are attached.
+- **naive** (peer): `pfnwatch-ebpf/src/bpf/naive.bpf.c`, an fexit program on
+  `vm_normal_page` that sends every call (64 bytes: time, task, vma flags and
+  start, address, pte, page) through a 256 KiB ring buffer, which a thread of
+  the bench drains and counts; losses are counted in the kernel.
+- **bpftrace** (peer, where xtask could ship it): Debian 13's bpftrace
+  counting every call in a map keyed by class (`fexit:vmlinux:vm_normal_page
+  {{ @calls[pfn map, mixed map, COW, page found] = count(); }}`), started as an
+  operator would and stopped with SIGINT.
 
 Before the first round the guest idles 5 s and forks each workload untimed
 (background work left from boot made round 0 up to twice as long without
