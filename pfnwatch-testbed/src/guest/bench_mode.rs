@@ -158,6 +158,10 @@ fn phase(
     for kind in kinds {
         measure(rep, round, config, *kind, worker, &progs)?;
     }
+    // The attach delay's parts (wake-up, attach), to tell slow rounds apart.
+    for line in attached.logged("page-table lookups attached") {
+        rep.info(&format!("round {round} {}: {line}", config.name()));
+    }
     let Some(pid) = pid else {
         if let Some(peer) = attached.stop()? {
             emit(&Line::Peer {

@@ -155,6 +155,17 @@ impl Attached {
         }
     }
 
+    /// The lines `pfnwatch run` logged since the last call that contain
+    /// `text` (the rest are dropped).
+    pub fn logged(&self, text: &str) -> Vec<String> {
+        match self {
+            Attached::Pfnwatch(Pfnwatch {
+                _log: Some(log), ..
+            }) => log.try_iter().filter(|l| l.contains(text)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Detaches; for trace, what it printed; for the naive peer, what it
     /// drained and lost.
     pub fn stop(self) -> Result<Option<TraceOutput>> {
