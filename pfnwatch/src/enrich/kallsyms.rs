@@ -7,6 +7,7 @@
 //! gives back, where a heap of 150,000 small strings grew with every
 //! module load (the soak test's RSS on 7.2).
 
+use crate::kernel::facts;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,35 +95,25 @@ impl Kallsyms {
         }
     }
 
-    /// Reads the table line by line: /proc/kallsyms is 10 to 20 MB of
-    /// text, never held whole (a buffer that size, freed, would also raise
-    /// glibc's mmap threshold and leave the heap to grow in its place).
-    fn parse(mut input: impl BufRead) -> std::io::Result<Table> {
+    /// Reads the table line by line ([`facts::kallsyms_lines`]).
+    fn parse(input: impl BufRead) -> std::io::Result<Table> {
         let mut table = Table::default();
-        let mut buf = Vec::with_capacity(256);
-        loop {
-            buf.clear();
-            if input.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            // A module may name a symbol anything: its bytes are kept as
-            // text, the invalid ones replaced, rather than losing the file.
-            let line = String::from_utf8_lossy(&buf);
+        facts::kallsyms_lines(input, |line| {
             let mut parts = line.split_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
             else {
-                continue;
+                return;
             };
             // Text symbols only: the call path is made of return addresses.
             if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
+                return;
             }
             let (Ok(addr), Ok(name_start), Ok(name_len)) = (
                 u64::from_str_radix(addr, 16),
                 u32::try_from(table.names.len()),
                 u16::try_from(name.len()),
             ) else {
-                continue;
+                return;
             };
             let module = match parts.next() {
                 None => 0,
@@ -139,7 +130,7 @@ impl Kallsyms {
                     };
                     match u16::try_from(at + 1) {
                         Ok(index) => index,
-                        Err(_) => continue,
+                        Err(_) => return,
                     }
                 }
             };
@@ -150,7 +141,7 @@ impl Kallsyms {
                 name_len,
                 module,
             });
-        }
+        })?;
         table.entries.sort_by_key(|e| e.addr);
         table.entries.shrink_to_fit();
         table.names.shrink_to_fit();
@@ -175,8 +166,7 @@ impl Kallsyms {
         }
         // The old table goes first: never two in memory at once.
         self.symbols = Table::default();
-        let read = std::fs::File::open(&self.path)
-            .and_then(|f| Kallsyms::parse(std::io::BufReader::with_capacity(64 << 10, f)));
+        let read = facts::open_kallsyms(&self.path).and_then(Kallsyms::parse);
         match read {
             Ok(table) => {
                 self.symbols = table;

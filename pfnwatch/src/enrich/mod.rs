@@ -54,7 +54,7 @@ pub struct Enricher {
 impl Enricher {
     pub fn live() -> Enricher {
         Enricher {
-            kallsyms: Kallsyms::new("/proc/kallsyms"),
+            kallsyms: Kallsyms::new(crate::kernel::facts::KALLSYMS),
             cgroups: Cgroups::discover(),
             devices: Devices::new(),
         }

@@ -4,7 +4,7 @@ use super::lookups::SAFE_FOPS;
 use anyhow::{Context, Result};
 use aya::{Btf, BtfError};
 use pfnwatch_common::abi;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -53,31 +53,24 @@ pub struct KernelAddresses {
 
 impl KernelAddresses {
     pub fn read() -> KernelAddresses {
-        std::fs::File::open("/proc/kallsyms")
-            .map(|f| KernelAddresses::parse(std::io::BufReader::with_capacity(64 << 10, f)))
+        open_kallsyms(Path::new(KALLSYMS))
+            .map(KernelAddresses::parse)
             .unwrap_or_default()
     }
 
-    /// Line by line, as [`crate::enrich::kallsyms`] reads the file: 10 to
-    /// 20 MB never held whole.
-    pub fn parse(mut kallsyms: impl std::io::BufRead) -> KernelAddresses {
+    pub fn parse(kallsyms: impl BufRead) -> KernelAddresses {
         let mut found = KernelAddresses::default();
-        let mut buf = Vec::with_capacity(256);
-        loop {
-            buf.clear();
-            match kallsyms.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let line = String::from_utf8_lossy(&buf);
+        // A read cut short leaves the rest unknown (0), as a missing
+        // symbol does.
+        kallsyms_lines(kallsyms, |line| {
             let mut words = line.split_whitespace();
             let (Some(addr), Some(_), Some(name)) = (words.next(), words.next(), words.next())
             else {
-                continue;
+                return;
             };
             // Module symbols carry a "[module]" column: not these.
             if words.next().is_some() {
-                continue;
+                return;
             }
             let safe = SAFE_FOPS.iter().position(|s| *s == name);
             let slot = match (name, safe) {
@@ -85,11 +78,36 @@ impl KernelAddresses {
                 ("zero_pfn" | "zero_page_pfn", _) => &mut found.zero_pfn,
                 ("special_mapping_vmops", _) => &mut found.special_mapping_vmops,
                 (_, Some(i)) => &mut found.safe_fops[i],
-                _ => continue,
+                _ => return,
             };
             *slot = u64::from_str_radix(addr, 16).unwrap_or(0);
-        }
+        })
+        .unwrap_or_default();
         found
+    }
+}
+
+/// Where the kernel lists its symbols.
+pub const KALLSYMS: &str = "/proc/kallsyms";
+
+/// A kallsyms file opened for [`kallsyms_lines`].
+pub fn open_kallsyms(path: &Path) -> std::io::Result<BufReader<std::fs::File>> {
+    std::fs::File::open(path).map(|f| BufReader::with_capacity(64 << 10, f))
+}
+
+/// Calls `each` with every line of a kallsyms text. The file is 10 to 20 MB
+/// and is read a line at a time, never whole: a buffer that size, freed,
+/// raises glibc's mmap threshold and leaves the heap to grow in its place
+/// (the 7.2 soak's RSS steps). A module may name a symbol anything: invalid
+/// UTF-8 is replaced, not a reason to lose the file.
+pub fn kallsyms_lines(mut input: impl BufRead, mut each: impl FnMut(&str)) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        each(&String::from_utf8_lossy(&buf));
     }
 }
 
