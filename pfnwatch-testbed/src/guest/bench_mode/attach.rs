@@ -179,14 +179,25 @@ impl Attached {
 }
 
 fn empty(btf: &Btf) -> Result<Attached> {
-    let name = pfnwatch_ebpf::BENCH_EMPTY_PROGRAM;
+    let (ebpf, prog) = fexit_on_vm_normal_page(
+        pfnwatch_ebpf::BENCH_OBJECT,
+        pfnwatch_ebpf::BENCH_EMPTY_PROGRAM,
+        btf,
+    )?;
+    Ok(Attached::Empty { _ebpf: ebpf, prog })
+}
+
+/// Loads `object` and attaches its fexit program `name` to vm_normal_page
+/// (the empty yardstick and the naive peer alike); the object holds it
+/// attached.
+fn fexit_on_vm_normal_page(object: &[u8], name: &str, btf: &Btf) -> Result<(Ebpf, Prog)> {
     let mut ebpf = EbpfLoader::new()
         .btf(Some(btf))
-        .load(pfnwatch_ebpf::BENCH_OBJECT)
-        .context("loading the bench object")?;
+        .load(object)
+        .with_context(|| format!("loading the object of {name}"))?;
     let program: &mut FExit = ebpf
         .program_mut(name)
-        .with_context(|| format!("the bench object has no {name}"))?
+        .with_context(|| format!("the object has no {name}"))?
         .try_into()?;
     program
         .load("vm_normal_page", btf)
@@ -194,37 +205,29 @@ fn empty(btf: &Btf) -> Result<Attached> {
     program
         .attach()
         .with_context(|| format!("attaching {name}"))?;
-    let id = program.info().context("the empty program's info")?.id();
+    let id = program
+        .info()
+        .with_context(|| format!("{name}'s info"))?
+        .id();
     let prog = Prog {
         id,
         name: name.to_owned(),
         function: "vm_normal_page".to_owned(),
     };
-    Ok(Attached::Empty { _ebpf: ebpf, prog })
+    Ok((ebpf, prog))
 }
 
 impl Naive {
     fn start(btf: &Btf) -> Result<Naive> {
-        let name = pfnwatch_ebpf::NAIVE_PROGRAM;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
-            .load(pfnwatch_ebpf::NAIVE_OBJECT)
-            .context("loading the naive peer's object")?;
+        let (mut ebpf, prog) = fexit_on_vm_normal_page(
+            pfnwatch_ebpf::NAIVE_OBJECT,
+            pfnwatch_ebpf::NAIVE_PROGRAM,
+            btf,
+        )?;
         let ring = ebpf
             .take_map(pfnwatch_ebpf::NAIVE_RING)
             .context("the naive object has no ring buffer")?;
         let mut ring = RingBuf::try_from(ring).context("the naive peer's ring buffer")?;
-        let program: &mut FExit = ebpf
-            .program_mut(name)
-            .with_context(|| format!("the naive object has no {name}"))?
-            .try_into()?;
-        program
-            .load("vm_normal_page", btf)
-            .with_context(|| format!("loading {name}"))?;
-        program
-            .attach()
-            .with_context(|| format!("attaching {name}"))?;
-        let id = program.info().context("the naive program's info")?.id();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         // What a naive tool's reader does at the least: wake on the ring
@@ -249,11 +252,7 @@ impl Naive {
         });
         Ok(Naive {
             ebpf,
-            prog: Prog {
-                id,
-                name: name.to_owned(),
-                function: "vm_normal_page".to_owned(),
-            },
+            prog,
             stop,
             reader: Some(reader),
         })
