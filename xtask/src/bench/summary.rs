@@ -41,11 +41,7 @@ pub fn section(md: &mut String, benches: &[KernelBench]) {
          |---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (b, k) in &measured {
-        let r = |w: &str, over: &str, base: &str| {
-            k.ratio(w, over, base).map_or("?".to_owned(), |s| {
-                format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
-            })
-        };
+        let r = |w: &str, over: &str, base: &str| ratio_cell(k.ratio(w, over, base));
         let delays: Vec<f64> = k.attach_delays_ns.iter().map(|n| *n as f64 / 1e6).collect();
         let delay = Spread::of(&delays).map_or("?".to_owned(), |s| {
             format!("{:.1} ms ({:.1}–{:.1})", s.median, s.min, s.max)
@@ -119,6 +115,13 @@ pub fn section(md: &mut String, benches: &[KernelBench]) {
     let _ = writeln!(md);
 }
 
+/// A ratio's table cell: the median, the range over rounds in brackets.
+fn ratio_cell(s: Option<Spread>) -> String {
+    s.map_or("?".to_owned(), |s| {
+        format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
+    })
+}
+
 /// The peers beside pfnwatch, in the same boot: what each adds to
 /// fork+exit, and what the naive peer's ring buffer let through.
 fn peers(md: &mut String, measured: &[(&KernelBench, &KernelFigures)]) {
@@ -142,11 +145,6 @@ fn peers(md: &mut String, measured: &[(&KernelBench, &KernelFigures)]) {
          |---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (b, k) in measured {
-        let spread = |s: Option<Spread>| {
-            s.map_or("?".to_owned(), |s| {
-                format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)
-            })
-        };
         let flow = k.peers.get(NAIVE).map_or("?".to_owned(), |rounds| {
             let taken: Vec<f64> = rounds.iter().map(|r| r.0 as f64).collect();
             let lost: Vec<f64> = rounds.iter().map(|r| r.1 as f64).collect();
@@ -159,12 +157,12 @@ fn peers(md: &mut String, measured: &[(&KernelBench, &KernelFigures)]) {
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {flow} |",
             b.label,
-            spread(k.ratio(PFNMAP, BPFTRACE, "none")),
-            spread(k.cost_ratio(PFNMAP, BPFTRACE, "run", "none")),
-            spread(k.ratio(PFNMAP, NAIVE, "none")),
-            spread(k.cost_ratio(PFNMAP, NAIVE, "run", "none")),
-            spread(k.ratio(ANON, BPFTRACE, "none")),
-            spread(k.ratio(ANON, NAIVE, "none")),
+            ratio_cell(k.ratio(PFNMAP, BPFTRACE, "none")),
+            ratio_cell(k.cost_ratio(PFNMAP, BPFTRACE, "run", "none")),
+            ratio_cell(k.ratio(PFNMAP, NAIVE, "none")),
+            ratio_cell(k.cost_ratio(PFNMAP, NAIVE, "run", "none")),
+            ratio_cell(k.ratio(ANON, BPFTRACE, "none")),
+            ratio_cell(k.ratio(ANON, NAIVE, "none")),
         );
     }
 }
