@@ -38,6 +38,7 @@ fn event(u: &mut Unstructured<'_>) -> Result<Event> {
     e.hook = u.int_in_range(0..=Hook::COUNT as u16 - 1)?;
     e.class = u.int_in_range(0..=class::SLOTS as u16 - 1)?;
     e.level = u.int_in_range(0..=2)?;
+    e.page_shift = u16::from(*u.choose(&pfnwatch_common::pgtable::PAGE_SHIFTS)?);
     e.flags = u.arbitrary()?;
     e.pid = u.int_in_range(0..=3)?;
     e.tgid = e.pid;

@@ -11,7 +11,7 @@ use pfnwatch::rules::{Context, RuleConfig, RuleSet};
 use pfnwatch::sinks::metrics::{self, Snapshot, Tally};
 use pfnwatch::views::line::Format;
 use pfnwatch::views::{View, ViewOptions};
-use pfnwatch_common::{Event, Hook, Level, abi, class};
+use pfnwatch_common::{Event, Hook, Level, abi, class, pgtable};
 use std::time::Duration;
 
 /// One ring buffer item: a `pfnwatch_event`.
@@ -41,16 +41,19 @@ pub fn decode(item: &[u8]) -> Option<Record> {
         // Refused only for what the object and this binary disagree on.
         assert!(
             Hook::from_id(event.hook).is_none()
-                || Level::from_raw(event.level).is_none()
+                || Level::from_raw(u32::from(event.level)).is_none()
+                || !u8::try_from(event.page_shift)
+                    .is_ok_and(|shift| pgtable::PAGE_SHIFTS.contains(&shift))
                 || usize::from(event.class) >= class::SLOTS,
-            "a known hook, level and class refused: {event:?}"
+            "a known hook, level, page size and class refused: {event:?}"
         );
         return None;
     };
     let has = |flag: u32| event.flags & flag != 0;
     assert_eq!(record.hook.id(), event.hook);
     assert_eq!(record.class.0, event.class);
-    assert_eq!(record.level.raw(), event.level);
+    assert_eq!(record.level.raw(), u32::from(event.level));
+    assert_eq!(u16::from(record.page_shift), event.page_shift);
     assert_eq!((record.pid, record.tgid), (event.pid, event.tgid));
     assert_eq!(record.pfn, has(abi::EVENT_PFN_KNOWN).then_some(event.pfn));
     assert_eq!(record.file.is_some(), has(abi::EVENT_FILE));

@@ -59,13 +59,16 @@ macro_rules! abi_struct {
             /// The C definition, as the kernel programs see it.
             pub fn c_definition() -> String {
                 let mut out = format!("struct {} {{\n", $cname);
-                $(out.push_str(&format!("\t{};\n", <$ty as CField>::c_decl(stringify!($field))));)*
+                $(out.push_str(&format!("\t{};\n", <$ty as $crate::abi::CField>::c_decl(stringify!($field))));)*
                 out.push_str("};\n");
                 out
             }
         }
     };
 }
+
+/// pgtable.rs declares its [`crate::pgtable::Geometry`] with it too.
+pub(crate) use abi_struct;
 
 pub const COMM_LEN: usize = 16;
 pub const NAME_LEN: usize = 32;
@@ -131,7 +134,10 @@ abi_struct! {
         /// Bytes of `stack` filled by bpf_get_stack (0: not captured).
         pub stack_bytes: u32,
         /// The page-table level of `entry` (0 pte, 1 pmd, 2 pud).
-        pub level: u32,
+        pub level: u16,
+        /// log2 of the kernel's page size ([`crate::pgtable::Geometry`]):
+        /// what turns addresses into the page offsets the pfn rule reads.
+        pub page_shift: u16,
         /// Kernel return addresses, innermost first.
         pub stack: [u64; STACK_DEPTH],
     }
@@ -232,6 +238,9 @@ pub mod names {
     pub const ONLY_PIDS: &str = "only_pids";
     /// `const volatile __u32`: how many of `ONLY_PIDS` are set (0: all).
     pub const ONLY_PID_COUNT: &str = "only_pid_count";
+    /// `const volatile struct pfnw_geometry`: the running kernel's
+    /// page-table layout ([`crate::pgtable::Geometry`]).
+    pub const GEOMETRY: &str = "geometry";
     /// `const volatile __u64`: the address of x86's `physical_mask` (0:
     /// unknown, take bits 0..51).
     pub const PHYSICAL_MASK_ADDR: &str = "physical_mask_addr";

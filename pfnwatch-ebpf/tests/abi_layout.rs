@@ -5,7 +5,7 @@
 
 use btf_rs::{Btf, Type};
 use object::{Object, ObjectSection};
-use pfnwatch_common::{Event, abi};
+use pfnwatch_common::{Event, abi, pgtable::Geometry};
 
 fn object_btf() -> Btf {
     let elf = object::File::parse(pfnwatch_ebpf::OBJECT).expect("object parses as ELF");
@@ -41,11 +41,20 @@ fn size_of_type(btf: &Btf, ty: &Type) -> usize {
 
 #[test]
 fn event_layout_matches_btf() {
+    assert_layout(Event::C_NAME, size_of::<Event>(), Event::FIELDS);
+}
+
+#[test]
+fn geometry_layout_matches_btf() {
+    assert_layout(Geometry::C_NAME, size_of::<Geometry>(), Geometry::FIELDS);
+}
+
+fn assert_layout(c_name: &str, size: usize, fields: &[(&str, usize)]) {
     let btf = object_btf();
-    let Type::Struct(st) = single(&btf, Event::C_NAME) else {
-        panic!("{} is not a struct", Event::C_NAME);
+    let Type::Struct(st) = single(&btf, c_name) else {
+        panic!("{c_name} is not a struct");
     };
-    assert_eq!(st.size(), size_of::<Event>(), "struct size");
+    assert_eq!(st.size(), size, "struct size");
     let got: Vec<(String, usize)> = st
         .members
         .iter()
@@ -57,10 +66,7 @@ fn event_layout_matches_btf() {
             )
         })
         .collect();
-    let want: Vec<(String, usize)> = Event::FIELDS
-        .iter()
-        .map(|(n, o)| (n.to_string(), *o))
-        .collect();
+    let want: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
     assert_eq!(got, want, "field names and byte offsets");
 
     // Offsets alone miss a field that grew into padding-free neighbours'
@@ -97,6 +103,10 @@ fn globals_user_space_sets_have_the_expected_size() {
         found.insert(btf.resolve_name(&v).expect("var name"), var.size());
     }
     assert_eq!(found.get(abi::names::SELF_TGID), Some(&4));
+    assert_eq!(
+        found.get(abi::names::GEOMETRY),
+        Some(&size_of::<Geometry>())
+    );
     assert_eq!(
         found.get(abi::names::RECORD_MASK),
         Some(&(pfnwatch_common::mask::WORDS * 8))

@@ -29,20 +29,22 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Page-table geometry (PFNW_PAGE_SHIFT, PFNW_<level>_SIZE, _PFN_MASK,
- * PFNW_PTE_SPECIAL, PFNW_PTE_PRESENT) comes from pfnwatch-common. */
 /* pfn_t (before 6.16) keeps flags in the top bits of the pfn word. */
 #define PFN_T_FLAGS_MASK 0xfff0000000000000ull
 #define PAGE_MAPPING_ANON 0x1ul
 /* enum vm_fault_reason: VM_FAULT_ERROR = OOM|SIGBUS|SIGSEGV|HWPOISON*|FALLBACK */
 #define VM_FAULT_ERROR 0x873u
-#define PAGE_ALIGN(x) (((x) + PFNW_PTE_SIZE - 1) & ~(PFNW_PTE_SIZE - 1))
+#define PAGE_ALIGN(x) (((x) + geometry.pte_size - 1) & ~(geometry.pte_size - 1))
 
 /* Anchors the record type in the object's BTF, where the layout test and
  * tools such as bpftool find it; the programs only see it through pointers. */
 const struct pfnwatch_event *const pfnw_event_type = 0;
 
 /* Set by user space before load. */
+/* The running kernel's page-table layout (pfnwatch-common's pgtable.rs:
+ * x86-64, or arm64 with its page size and LPA2), so one object serves
+ * every architecture; the verifier sees the values as constants. */
+const volatile struct pfnw_geometry geometry = {};
 const volatile __u32 self_tgid = 0;
 const volatile __u32 capture_stack = 0;
 const volatile __u64 record_mask[PFNW_MASK_WORDS] = {};
@@ -219,28 +221,29 @@ static __always_inline void read_kernel_values(void)
 /* The bytes one entry of a level maps. */
 static __always_inline __u64 entry_size(__u32 level)
 {
-	return level == PFNW_LEVEL_PUD ? PFNW_PUD_SIZE
-	     : level == PFNW_LEVEL_PMD ? PFNW_PMD_SIZE
-				       : PFNW_PTE_SIZE;
+	return level == PFNW_LEVEL_PUD ? geometry.pud_size
+	     : level == PFNW_LEVEL_PMD ? geometry.pmd_size
+				       : geometry.pte_size;
 }
 
 /*
- * The pfn an entry points at, as x86's pte_pfn()/pmd_pfn()/pud_pfn() read
- * it: a PROT_NONE entry (present bit clear, not empty) holds its pfn bits
- * inverted (the L1TF mitigation, protnone_mask()), and physical_mask leaves
- * out the memory-encryption bits (SME C-bit, TDX shared bit, vTOM).
- * pfnwatch-common's Level::pfn is the same algorithm, unit-tested.
+ * The pfn an entry points at, as the kernel's pte_pfn()/pmd_pfn()/pud_pfn()
+ * read it: on x86 a PROT_NONE entry (present bit clear, not empty) holds its
+ * pfn bits inverted (the L1TF mitigation, protnone_mask()), and
+ * physical_mask leaves out the memory-encryption bits (SME C-bit, TDX
+ * shared bit, vTOM); arm64's 52-bit addresses keep their top bits apart.
+ * pfnwatch-common's Geometry::pfn is the same algorithm, unit-tested.
  */
 static __always_inline __u64 entry_pfn(__u64 entry, __u32 level)
 {
-	__u64 mask = level == PFNW_LEVEL_PUD ? PFNW_PUD_PFN_MASK
-		   : level == PFNW_LEVEL_PMD ? PFNW_PMD_PFN_MASK
-					     : PFNW_PTE_PFN_MASK;
+	__u64 low, high;
 
 	read_kernel_values();
-	if (entry && !(entry & PFNW_PTE_PRESENT))
+	if (geometry.invert_unless && entry && !(entry & geometry.invert_unless))
 		entry = ~entry;
-	return (entry & mask & physical_mask) >> PFNW_PAGE_SHIFT;
+	low = entry & geometry.pfn_mask & ~(entry_size(level) - 1);
+	high = (entry & geometry.pfn_high_mask) << geometry.pfn_high_shift;
+	return ((low | high) & physical_mask) >> geometry.page_shift;
 }
 
 /* The anon bit lives in the pointer's low bits. The value is read with a
@@ -291,10 +294,8 @@ static __always_inline __u16 vma_class(struct call *c)
 	if (c->event_flags & PFNW_EVENT_PFN_KNOWN) {
 		__u64 start = c->vma->vm_start;
 		/* A huge entry's pfn is that of its first page: so is the rule's. */
-		__u64 base = c->level == PFNW_LEVEL_PUD ? c->addr & ~(PFNW_PUD_SIZE - 1)
-			   : c->level == PFNW_LEVEL_PMD ? c->addr & ~(PFNW_PMD_SIZE - 1)
-							: c->addr;
-		__u64 off = (base - start) >> PFNW_PAGE_SHIFT;
+		__u64 base = c->addr & ~(entry_size(c->level) - 1);
+		__u64 off = (base - start) >> geometry.page_shift;
 
 		if (c->pfn == c->vma->vm_pgoff + off)
 			class |= PFNW_CLASS_PFN_MATCH;
@@ -427,6 +428,7 @@ static __always_inline void send(void *ctx, struct call *c)
 		e->fault_fn = (__u64)BPF_CORE_READ(ops, huge_fault);
 	fill_file(e, BPF_CORE_READ(vma, vm_file));
 	e->level = c->level;
+	e->page_shift = geometry.page_shift;
 	e->stack_bytes = 0;
 	/* A walk's call path is pfnwatch's own read(): nothing to say. */
 	if (capture_stack && !c->task) {
@@ -502,7 +504,7 @@ static __always_inline int entry_seen(void *ctx, __u16 hook, struct vm_area_stru
 		c.event_flags |= PFNW_EVENT_ZERO_PAGE;
 	c.ret = page != 0;
 	c.class = vma_class(&c);
-	if (entry & PFNW_PTE_SPECIAL)
+	if (entry & geometry.special)
 		c.class |= PFNW_CLASS_SPECIAL;
 	if (!page)
 		c.class |= PFNW_CLASS_NO_PAGE;
@@ -548,7 +550,7 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 	c.vma = vma;
 	c.hook = PFNW_HOOK_FOLIO_WALK_START;
 	c.addr = addr;
-	c.size = PFNW_PTE_SIZE;
+	c.size = geometry.pte_size;
 	c.ret = folio != 0;
 	/* fw is only filled in when a folio is returned. */
 	if (folio) {
@@ -569,7 +571,7 @@ int BPF_PROG(folio_walk_start_exit, struct folio_walk *fw, struct vm_area_struct
 	if (!folio)
 		c.class |= PFNW_CLASS_NO_PAGE;
 	else {
-		if (c.entry & PFNW_PTE_SPECIAL)
+		if (c.entry & geometry.special)
 			c.class |= PFNW_CLASS_SPECIAL;
 		if (mapping_is_anon(BPF_CORE_READ(folio, mapping)))
 			c.class |= PFNW_CLASS_ANON;
@@ -597,7 +599,7 @@ static __always_inline int pfn_followed(void *ctx, __u16 hook, struct vm_area_st
 	c.vma = vma;
 	c.hook = hook;
 	c.addr = addr;
-	c.size = PFNW_PTE_SIZE;
+	c.size = geometry.pte_size;
 	c.ret = ret;
 	if (ret == 0) {
 		c.pfn = pfn;
@@ -630,8 +632,8 @@ int BPF_PROG(follow_phys_exit, struct vm_area_struct *vma, unsigned long address
 		/* *prot is pte_pgprot(pte): x86's pte_flags(), special bit included. */
 		bpf_probe_read_kernel(&flags_of_pte, sizeof(flags_of_pte), prot);
 	}
-	return pfn_followed(ctx, PFNW_HOOK_FOLLOW_PHYS, vma, address, pa >> PFNW_PAGE_SHIFT,
-			    (flags_of_pte & PFNW_PTE_SPECIAL) != 0, ret);
+	return pfn_followed(ctx, PFNW_HOOK_FOLLOW_PHYS, vma, address, pa >> geometry.page_shift,
+			    (flags_of_pte & geometry.special) != 0, ret);
 }
 
 /*
@@ -815,7 +817,7 @@ SEC("fentry/vmf_insert_pfn_prot")
 int BPF_PROG(vmf_insert_pfn_prot_entry, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn)
 {
-	return pfn_insert_entry(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, PFNW_PTE_SIZE,
+	return pfn_insert_entry(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, geometry.pte_size,
 				PFNW_LEVEL_PTE);
 }
 
@@ -823,7 +825,7 @@ SEC("fexit/vmf_insert_pfn_prot")
 int BPF_PROG(vmf_insert_pfn_prot_exit, struct vm_area_struct *vma, unsigned long addr,
 	     unsigned long pfn, __u64 pgprot, unsigned int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, true, PFNW_PTE_SIZE,
+	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PFN_PROT, vma, addr, pfn, true, geometry.pte_size,
 		      PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
 }
 
@@ -832,7 +834,7 @@ int BPF_PROG(vmf_insert_mixed_exit, struct vm_area_struct *vma, unsigned long ad
 	     unsigned int ret)
 {
 	return mapped(ctx, PFNW_HOOK_VMF_INSERT_MIXED, vma, addr, pfn & ~PFN_T_FLAGS_MASK, true,
-		      PFNW_PTE_SIZE, PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
+		      geometry.pte_size, PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
 }
 
 /*
@@ -940,7 +942,7 @@ SEC("fexit/vm_insert_page")
 int BPF_PROG(vm_insert_page_exit, struct vm_area_struct *vma, unsigned long addr,
 	     struct page *page, int ret)
 {
-	return mapped(ctx, PFNW_HOOK_VM_INSERT_PAGE, vma, addr, 0, false, PFNW_PTE_SIZE,
+	return mapped(ctx, PFNW_HOOK_VM_INSERT_PAGE, vma, addr, 0, false, geometry.pte_size,
 		      PFNW_LEVEL_PTE, ret, ret < 0, false);
 }
 
@@ -952,7 +954,7 @@ int BPF_PROG(vm_insert_pages_exit, struct vm_area_struct *vma, unsigned long add
 
 	/* *num is what was not inserted; the size covers the whole request. */
 	bpf_probe_read_kernel(&left, sizeof(left), num);
-	return mapped(ctx, PFNW_HOOK_VM_INSERT_PAGES, vma, addr, 0, false, PFNW_PTE_SIZE,
+	return mapped(ctx, PFNW_HOOK_VM_INSERT_PAGES, vma, addr, 0, false, geometry.pte_size,
 		      PFNW_LEVEL_PTE, ret, ret < 0, false);
 }
 
@@ -961,7 +963,7 @@ int BPF_PROG(vmf_insert_page_mkwrite_exit, struct vm_fault *vmf, struct page *pa
 	     unsigned int ret)
 {
 	return mapped(ctx, PFNW_HOOK_VMF_INSERT_PAGE_MKWRITE, vmf->vma,
-		      vmf->address & ~(PFNW_PTE_SIZE - 1), 0, false, PFNW_PTE_SIZE,
+		      vmf->address & ~(geometry.pte_size - 1), 0, false, geometry.pte_size,
 		      PFNW_LEVEL_PTE, ret, ret & VM_FAULT_ERROR, false);
 }
 
@@ -970,7 +972,7 @@ int BPF_PROG(vmf_insert_folio_pmd_exit, struct vm_fault *vmf, struct folio *foli
 	     unsigned int ret)
 {
 	return mapped(ctx, PFNW_HOOK_VMF_INSERT_FOLIO_PMD, vmf->vma,
-		      vmf->address & ~(PFNW_PMD_SIZE - 1), 0, false, PFNW_PMD_SIZE,
+		      vmf->address & ~(geometry.pmd_size - 1), 0, false, geometry.pmd_size,
 		      PFNW_LEVEL_PMD, ret, ret & VM_FAULT_ERROR, false);
 }
 

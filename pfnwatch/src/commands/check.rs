@@ -19,6 +19,8 @@ pub struct CheckReport {
     pub arch: &'static str,
     /// Why pfnwatch does not run on this architecture, if it does not.
     pub arch_unsupported: Option<String>,
+    /// The page-table layout pfnwatch decodes with here.
+    pub page_tables: Option<String>,
     pub btf: BtfStatus,
     pub capabilities: Option<Caps>,
     pub can_trace: bool,
@@ -42,11 +44,13 @@ pub struct BtfStatus {
 pub fn check(btf_path: Option<&Path>) -> CheckReport {
     let release = kernel::release();
     let capabilities = Caps::current().ok();
+    let geometry = kernel::host_geometry();
     let mut report = CheckReport {
         pte_special: kernel::pte_special(&release),
         release,
         arch: std::env::consts::ARCH,
-        arch_unsupported: kernel::unsupported_arch(),
+        arch_unsupported: geometry.as_ref().err().cloned(),
+        page_tables: geometry.as_ref().ok().map(kernel::describe_geometry),
         btf: BtfStatus {
             found: false,
             path: btf_path.map_or(kernel::SYS_BTF.into(), |p| p.display().to_string()),
@@ -136,6 +140,9 @@ fn text(r: &CheckReport) -> String {
     let _ = writeln!(s, "pfnwatch check: kernel {} ({})", r.release, r.arch);
     if let Some(why) = &r.arch_unsupported {
         let _ = writeln!(s, "  architecture   UNSUPPORTED: {why}");
+    }
+    if let Some(layout) = &r.page_tables {
+        let _ = writeln!(s, "  page tables    {layout}");
     }
     match &r.btf.error {
         None => {

@@ -132,6 +132,7 @@ fn header() -> Header {
         arch: "x86_64".to_owned(),
         pte_special: true,
         pte_special_source: "synth-capture".to_owned(),
+        page_shift: pfnwatch_common::pgtable::PAGE_SHIFT_DEFAULT,
         clock_offset_ns: 1_700_000_000_000_000_000,
         recorded_at: "2023-11-14T22:13:20Z".to_owned(),
         selection: Selection::All,

@@ -148,6 +148,8 @@ fn header(opts: &SessionOptions, session: &Session, clock: &Clock, args: &[Strin
         arch: std::env::consts::ARCH.to_owned(),
         pte_special: special.present,
         pte_special_source: special.source,
+        page_shift: u8::try_from(session.watcher.geometry.page_shift)
+            .unwrap_or(pfnwatch_common::pgtable::PAGE_SHIFT_DEFAULT),
         clock_offset_ns: i64::try_from(clock.offset_ns()).unwrap_or(0),
         recorded_at: alert::now_rfc3339(),
         selection: opts.selection,

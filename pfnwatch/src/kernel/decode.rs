@@ -2,7 +2,7 @@
 //! the kernel's `pfnwatch_event`, with names instead of ids. Everything
 //! downstream (rules, host context, alerts, views, captures) takes this.
 
-use pfnwatch_common::pgtable::PAGE_SHIFT;
+use pfnwatch_common::pgtable::{self, PAGE_SHIFT_DEFAULT};
 use pfnwatch_common::{Class, Event, Hook, Level, abi, class};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -45,6 +45,12 @@ pub struct Record {
     /// Page-table level of `entry` (a number in JSON: 0 pte, 1 pmd, 2 pud).
     #[serde(default, skip_serializing_if = "is_pte")]
     pub level: Level,
+    /// log2 of the recording kernel's page size (12 unless said).
+    #[serde(
+        default = "page_shift_default",
+        skip_serializing_if = "is_page_shift_default"
+    )]
+    pub page_shift: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<MappedFile>,
     /// The vma's fault handler, a kernel address (0: none); host context
@@ -86,6 +92,14 @@ impl Record {
         }
         r
     }
+}
+
+fn page_shift_default() -> u8 {
+    PAGE_SHIFT_DEFAULT
+}
+
+fn is_page_shift_default(shift: &u8) -> bool {
+    *shift == PAGE_SHIFT_DEFAULT
 }
 
 fn is_pte(level: &Level) -> bool {
@@ -189,6 +203,7 @@ impl Record {
             entry: 0,
             ret: 0,
             level: Level::Pte,
+            page_shift: PAGE_SHIFT_DEFAULT,
             file: None,
             fault_fn: 0,
             vma_id: 0,
@@ -200,8 +215,8 @@ impl Record {
         }
     }
 
-    /// Decodes a kernel event. `None` for an unknown hook id, level or
-    /// class bit, which means the object and this binary disagree.
+    /// Decodes a kernel event. `None` for an unknown hook id, level, page
+    /// size or class bit, which means the object and this binary disagree.
     pub fn from_event(e: &Event) -> Option<Record> {
         // A bit no name stands for would print as a class that does not
         // read back: a capture holding it would be refused whole.
@@ -227,7 +242,10 @@ impl Record {
             size: e.size,
             entry: e.entry,
             ret: e.ret,
-            level: Level::from_raw(e.level)?,
+            level: Level::from_raw(u32::from(e.level))?,
+            page_shift: u8::try_from(e.page_shift)
+                .ok()
+                .filter(|shift| pgtable::PAGE_SHIFTS.contains(shift))?,
             stack: {
                 let n = (e.stack_bytes as usize / 8).min(e.stack.len());
                 e.stack[..n].to_vec()
@@ -254,8 +272,9 @@ impl Record {
     /// for a pte, `addr` rounded down to the pmd or pud for a huge entry
     /// (whose pfn is that of its first page).
     pub fn page_offset(&self) -> u64 {
-        let base = self.level.base(self.addr);
-        base.saturating_sub(self.vm_start) >> PAGE_SHIFT
+        let shift = pgtable::level_shift(u32::from(self.page_shift), self.level);
+        let base = self.addr & !((1u64 << shift) - 1);
+        base.saturating_sub(self.vm_start) >> self.page_shift
     }
 
     /// The pfn the remap rule predicts for `addr`: vm_pgoff + page offset.
@@ -323,6 +342,7 @@ mod tests {
         e.comm[..4].copy_from_slice(b"test");
         e.file[..3].copy_from_slice(b"mem");
         e.flags = abi::EVENT_PFN_KNOWN | abi::EVENT_FILE;
+        e.page_shift = 12;
         e
     }
 

@@ -4,6 +4,7 @@ use super::lookups::SAFE_FOPS;
 use anyhow::{Context, Result};
 use aya::{Btf, BtfError};
 use pfnwatch_common::abi;
+use pfnwatch_common::pgtable::{self, Geometry};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -16,22 +17,69 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-/// The architectures whose page-table entries pfnwatch decodes (the pfn
-/// field, the special bit, the huge masks in pfnwatch-common's pgtable).
-/// Elsewhere it refuses to load rather than decode entries wrongly: on
-/// arm64, say, bit 9 is a shareability bit set on nearly every pte.
-pub const SUPPORTED_ARCHES: &[&str] = &["x86_64"];
-
-/// Why pfnwatch cannot run on this architecture, if it cannot.
-pub fn unsupported_arch() -> Option<String> {
+/// The running kernel's page-table layout: the architecture this binary
+/// was built for, the page size, and on arm64 whether LPA2 is on. Where
+/// pfnwatch does not know the layout it refuses to load rather than decode
+/// entries wrongly (on arm64, say, x86's special bit 9 is a shareability
+/// bit set on nearly every pte).
+pub fn host_geometry() -> Result<Geometry, String> {
     let arch = std::env::consts::ARCH;
-    (!SUPPORTED_ARCHES.contains(&arch)).then(|| {
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page_shift = u64::try_from(page_size)
+        .ok()
+        .filter(|size| size.is_power_of_two())
+        .map_or(0, u64::trailing_zeros);
+    let lpa2 = arch == "aarch64" && page_shift < 16 && wide_user_addresses();
+    Geometry::of_host(arch, page_shift, lpa2).ok_or_else(|| {
         format!(
-            "pfnwatch decodes page-table entries for {} only, not {arch}: its rules would \
-             read the wrong bits here",
-            SUPPORTED_ARCHES.join(", ")
+            "pfnwatch decodes page-table entries for {} (arm64 with 4, 16 or 64 KiB pages, \
+             x86-64 with 4 KiB), not {arch} with {page_size}-byte pages: its rules would read \
+             the wrong bits here",
+            pgtable::ARCHES.join(", ")
         )
     })
+}
+
+/// The layout in words, for `check` and the logs.
+pub fn describe_geometry(g: &Geometry) -> String {
+    let lpa2 = if g.pfn_high_mask != 0 && g.page_shift < 16 {
+        ", LPA2 (52-bit physical addresses)"
+    } else {
+        ""
+    };
+    format!(
+        "{}, {} KiB pages{lpa2}, special bit {}",
+        std::env::consts::ARCH,
+        g.pte_size >> 10,
+        g.special.trailing_zeros()
+    )
+}
+
+/// arm64: whether user space may map above 2^48, i.e. the kernel runs with
+/// 52-bit virtual addresses. With 4 or 16 KiB pages those need LPA2, and
+/// the kernel turns both on together or neither (arch/arm64/kernel/pi/
+/// map_kernel.c and idreg-override.c: no LPA2, VA_BITS_MIN). A hint above
+/// 2^48 is honoured only when TASK_SIZE allows it (arch_get_mmap_end).
+fn wide_user_addresses() -> bool {
+    const HINT: usize = 1 << 50;
+    // SAFETY: a private anonymous PROT_NONE mapping at a hint (not
+    // MAP_FIXED): it cannot replace anything, and is unmapped at once.
+    unsafe {
+        let page = libc::mmap(
+            HINT as *mut libc::c_void,
+            1,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if page == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(page, 1);
+        page as usize >= 1 << 48
+    }
 }
 
 /// Kernel addresses the programs read values at (0: unknown), from

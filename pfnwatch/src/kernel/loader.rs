@@ -13,6 +13,7 @@ use aya::programs::fentry::FEntryLinkId;
 use aya::programs::fexit::FExitLinkId;
 use aya::programs::{FEntry, FExit, Iter, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader};
+use pfnwatch_common::pgtable::Geometry;
 use pfnwatch_common::{
     Hook, RecordMask,
     abi::{self, names},
@@ -112,6 +113,8 @@ pub struct LoadOptions<'a> {
 /// detaches everything.
 pub struct Watcher {
     pub ebpf: Ebpf,
+    /// The page-table layout the programs decode with.
+    pub geometry: Geometry,
     pub programs: Vec<ProgramReport>,
     /// The links of the attached lookup programs, which `kernel::lookups`
     /// detaches and attaches again as device mappings come and go.
@@ -146,9 +149,7 @@ fn pid_slots(pids: &[u32]) -> Result<([u32; abi::PID_FILTER_SLOTS], u32)> {
 }
 
 pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
-    if let Some(why) = facts::unsupported_arch() {
-        anyhow::bail!("{why}");
-    }
+    let geometry = facts::host_geometry().map_err(|why| anyhow::anyhow!("{why}"))?;
     let mut mask = rules::record_mask(opts.selection, opts.rules);
     if let Some(narrow) = opts.narrow {
         mask.intersect(narrow);
@@ -168,6 +169,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))
         .override_global(names::SELF_TGID, &self_tgid, true)
+        // aya's Pod is foreign here: hand it the bytes.
+        .override_global(names::GEOMETRY, bytemuck::bytes_of(&geometry), true)
         .override_global(names::PHYSICAL_MASK_ADDR, &addrs.physical_mask, true)
         .override_global(names::ZERO_PFN_ADDR, &addrs.zero_pfn, true)
         .override_global(
@@ -228,6 +231,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     );
     Ok(Watcher {
         ebpf,
+        geometry,
         programs,
         lookup_links,
     })

@@ -57,6 +57,10 @@ pub struct Header {
     /// ptes (rule R7 depends on it), and how that was found out.
     pub pte_special: bool,
     pub pte_special_source: String,
+    /// log2 of the capture host's page size (records' page offsets).
+    /// Captures from before arm64 have none: x86-64's 12.
+    #[serde(default = "page_shift_default")]
+    pub page_shift: u8,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC on the capture host, in ns: turns
     /// record times into wall-clock times.
     pub clock_offset_ns: i64,
@@ -68,6 +72,10 @@ pub struct Header {
     pub args: Vec<String>,
     /// What attached on the capture host.
     pub programs: Vec<ProgramReport>,
+}
+
+fn page_shift_default() -> u8 {
+    pfnwatch_common::pgtable::PAGE_SHIFT_DEFAULT
 }
 
 /// Every line after the header.

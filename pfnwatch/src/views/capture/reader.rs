@@ -323,9 +323,11 @@ impl<'a> Reader<'a> {
                     continue;
                 }
                 Frame::Record(wire) => {
-                    let (record, host) = tables
+                    let (mut record, host) = tables
                         .record(&wire, self.spare.take())
                         .map_err(|e| anyhow!("the record at {}: {e}", at()))?;
+                    // Frames leave it out: one host, one page size.
+                    record.page_shift = self.header.page_shift;
                     self.records += 1;
                     Entry::Record {
                         record: Box::new(record),
@@ -409,7 +411,15 @@ fn header(line: &[u8]) -> Result<Header> {
         ),
         None => bail!("line 1 (byte 0): the header has no format version"),
     }
-    serde_json::from_value(value).map_err(|e| anyhow!("line 1 (byte 0): bad capture header: {e}"))
+    let header: Header = serde_json::from_value(value)
+        .map_err(|e| anyhow!("line 1 (byte 0): bad capture header: {e}"))?;
+    if !pfnwatch_common::pgtable::PAGE_SHIFTS.contains(&header.page_shift) {
+        bail!(
+            "line 1 (byte 0): page_shift {} in the header: pages of 4, 16 or 64 KiB              (12, 14 or 16) are the ones pfnwatch knows",
+            header.page_shift
+        );
+    }
+    Ok(header)
 }
 
 impl Tables {

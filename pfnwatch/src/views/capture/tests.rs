@@ -16,6 +16,7 @@ pub fn header() -> Header {
         arch: "x86_64".into(),
         pte_special: true,
         pte_special_source: "test".into(),
+        page_shift: 12,
         clock_offset_ns: 1_700_000_000_000_000_000,
         recorded_at: "2023-11-14T22:13:20Z".into(),
         selection: Selection::All,
