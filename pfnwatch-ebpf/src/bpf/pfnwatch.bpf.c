@@ -770,6 +770,7 @@ int BPF_PROG(remap_pfn_range_prepare_exit, struct vm_area_desc *desc, int ret)
 	e->hook = c.hook;
 	e->class = c.class;
 	e->flags = PFNW_EVENT_PFN_KNOWN;
+	e->page_shift = geometry.page_shift;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	fill_file(e, desc->file);
 	if (capture_stack) {
