@@ -5,6 +5,7 @@
 //! dependencies in the order [`DEP_FILE`] gives, then the module.
 
 /// The modules the scenarios ask for; dependencies come along by themselves.
+/// Those every architecture has first ([`modules`]).
 pub const MODULES: [&str; 5] = [
     // drm-dumb-buffer: qemu's bochs-display, through DRM (TTM on 6.x, GEM
     // shmem on 7.x).
@@ -17,6 +18,16 @@ pub const MODULES: [&str; 5] = [
     // ... with an ext2 file system on it, mounted by ext4 with -o dax.
     EXT4,
 ];
+
+/// The modules for a guest of Debian architecture `arch`: arm64 has no
+/// legacy pmem region (memmap= is x86's), so no DAX scenario and no pmem
+/// modules.
+pub fn modules(arch: &str) -> &'static [&'static str] {
+    match arch {
+        "arm64" => &MODULES[..2],
+        _ => &MODULES,
+    }
+}
 
 pub const BOCHS: &str = "bochs";
 pub const UIO_PCI_GENERIC: &str = "uio_pci_generic";

@@ -14,41 +14,77 @@ use pfnwatch_common::class::{
 };
 use pfnwatch_common::{Class, Hook};
 
-/// A kernel's major.minor.
+/// The architecture a test kernel runs on: where the kernel's code differs
+/// by architecture (PAT, the huge pfn maps, the devices a board has), so do
+/// the expectations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KernelVersion(pub u32, pub u32);
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+/// A kernel's major.minor, and its architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelVersion(pub u32, pub u32, pub Arch);
 
 impl KernelVersion {
-    /// Parses `uname -r`, e.g. "6.12.117+deb13-amd64" or "6.1.0-50-amd64".
+    /// Parses `uname -r`, e.g. "6.12.117+deb13-amd64", "6.1.0-50-amd64" or
+    /// "7.2.12+deb14-arm64" (Debian's flavour names the architecture).
     pub fn parse(release: &str) -> Option<KernelVersion> {
         let mut parts = release.split(|c: char| !c.is_ascii_digit());
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
-        Some(KernelVersion(major, minor))
+        let arch = if release.ends_with("-arm64") {
+            Arch::Arm64
+        } else {
+            Arch::X86_64
+        };
+        Some(KernelVersion(major, minor, arch))
+    }
+
+    pub const fn arch(self) -> Arch {
+        self.2
     }
 }
 
 impl std::fmt::Display for KernelVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.0, self.1)
+        match self.2 {
+            Arch::X86_64 => write!(f, "{}.{}", self.0, self.1),
+            Arch::Arm64 => write!(f, "{}.{} arm64", self.0, self.1),
+        }
     }
 }
 
 const fn v(major: u32, minor: u32) -> KernelVersion {
-    KernelVersion(major, minor)
+    KernelVersion(major, minor, Arch::X86_64)
+}
+
+const fn arm(major: u32, minor: u32) -> KernelVersion {
+    KernelVersion(major, minor, Arch::Arm64)
 }
 
 /// The kernels whose code these expectations were derived from: Debian
-/// bookworm's 6.1.176, trixie's 6.12.117 and testing's 7.2.12.
-pub const SUPPORTED: [KernelVersion; 3] = [v(6, 1), v(6, 12), v(7, 2)];
+/// bookworm's 6.1.176, trixie's 6.12.117 and testing's 7.2.12 on x86-64,
+/// and testing's 7.2.12 on arm64. arm64 6.1 cannot attach fentry/fexit
+/// (its ftrace has no direct calls until 6.4), so it is no test kernel.
+pub const SUPPORTED: [KernelVersion; 4] = [v(6, 1), v(6, 12), v(7, 2), arm(7, 2)];
 
+/// Every test kernel. A row on it holds for the architecture-neutral
+/// mm/ and drivers/ code; where arch/ code takes part (x86's PAT, the
+/// vDSO's data pages, the huge pud maps) the row names its architecture.
 pub(crate) const ALL: &[KernelVersion] = &SUPPORTED;
+/// The x86-64 kernels.
+pub(crate) const X86: &[KernelVersion] = &[v(6, 1), v(6, 12), v(7, 2)];
 pub(crate) const K6_1: &[KernelVersion] = &[v(6, 1)];
 /// Before mmap_prepare: /dev/mem's mmap calls remap_pfn_range.
 pub(crate) const K6: &[KernelVersion] = &[v(6, 1), v(6, 12)];
 /// folio_walk_start exists.
-pub(crate) const K6_12_UP: &[KernelVersion] = &[v(6, 12), v(7, 2)];
-pub(crate) const K7_2: &[KernelVersion] = &[v(7, 2)];
+pub(crate) const K6_12_UP: &[KernelVersion] = &[v(6, 12), v(7, 2), arm(7, 2)];
+/// The same on x86-64 only.
+pub(crate) const X86_K6_12_UP: &[KernelVersion] = &[v(6, 12), v(7, 2)];
+pub(crate) const K7_2: &[KernelVersion] = &[v(7, 2), arm(7, 2)];
+pub(crate) const X86_K7_2: &[KernelVersion] = &[v(7, 2)];
 /// 6.12 only: PAT's lookups go through follow_pfnmap_start there.
 pub(crate) const K6_12: &[KernelVersion] = &[v(6, 12)];
 
@@ -1137,12 +1173,12 @@ const MOD_HUGE_PFNMAP: Expect = Expect {
 };
 
 const MOD_HUGE_PUD: Expect = Expect {
-    kernels: K6_12_UP,
+    kernels: X86_K6_12_UP,
     rows: &[
         // mod-huge-pud (6.12+): 1 GiB of qemu's ivshmem BAR at a 1 GiB-aligned
         // address, vm_pgoff = first pfn; a read at page 5, move_pages there.
         row(
-            K6_12_UP,
+            X86_K6_12_UP,
             VmfInsertPfnPud,
             PFNMAP | PFN_MATCH,
             1,
@@ -1150,14 +1186,14 @@ const MOD_HUGE_PUD: Expect = Expect {
             -> vmf_insert_pfn_pud, one special pud for the whole vma",
         ),
         row(
-            K6_12_UP,
+            X86_K6_12_UP,
             FolioWalkStart,
             PFNMAP | NO_PAGE,
             1,
             "do_pages_stat_array -> folio_walk_start at the pud level: no folio (-ENOENT)",
         ),
         row(
-            K7_2,
+            X86_K7_2,
             VmNormalPagePud,
             DEV,
             1,
@@ -1173,7 +1209,7 @@ const MOD_HUGE_PUD: Expect = Expect {
     move_pages: &[(ALL, Some(&[ENOENT]))],
     remap_caller: &[],
     driver: Some("pfnwatch_badmod"),
-    shared_rows: &[&lifetime(K6_12_UP, PFNMAP, 1, 0)],
+    shared_rows: &[&lifetime(X86_K6_12_UP, PFNMAP, 1, 0)],
 };
 
 /// Which hooks this kernel has, so pfnwatch must attach them; the others it
@@ -1195,7 +1231,11 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
         }
         // 6.1 has them as vmf_insert_pfn_{pmd,pud}_prot, which the same
         // programs attach to.
-        Hook::VmfInsertPfnPmd | Hook::VmfInsertPfnPud => true,
+        Hook::VmfInsertPfnPmd => true,
+        // mm/huge_memory.c builds it under
+        // CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD, which arch/x86/Kconfig
+        // selects (X86_64) and arch/arm64/Kconfig does not.
+        Hook::VmfInsertPfnPud => kernel.arch() == Arch::X86_64,
         Hook::VmNormalPage
         | Hook::VmNormalPagePmd
         | Hook::RemapPfnRange
@@ -1246,6 +1286,8 @@ mod tests {
         assert_eq!(KernelVersion::parse("6.1.0-50-amd64"), Some(v(6, 1)));
         assert_eq!(KernelVersion::parse("6.12.117+deb13-amd64"), Some(v(6, 12)));
         assert_eq!(KernelVersion::parse("7.2.12+deb14-amd64"), Some(v(7, 2)));
+        assert_eq!(KernelVersion::parse("7.2.12+deb14-arm64"), Some(arm(7, 2)));
+        assert_eq!(arm(7, 2).to_string(), "7.2 arm64");
         assert_eq!(KernelVersion::parse("garbage"), None);
     }
 

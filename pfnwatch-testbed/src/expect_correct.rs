@@ -6,7 +6,7 @@
 
 use crate::expect::{
     ALL, COPY, DEV, DEV_COW, EFAULT, ENOENT, Expect, FOLLOW_DEV, K6, K6_1, K6_12, K6_12_UP, K7_2,
-    PREPARE_COW, PREPARE_SHARED, REMAP, alert, lifetime, row,
+    PREPARE_COW, PREPARE_SHARED, REMAP, X86, X86_K7_2, alert, lifetime, row,
 };
 use pfnwatch::rules::RuleId::{R1, R4};
 use pfnwatch::rules::Severity::Info;
@@ -240,7 +240,8 @@ pub const BPF_RINGBUF: Expect = Expect {
 };
 
 pub const DAX_PRIVATE: Expect = Expect {
-    kernels: ALL,
+    // The pmem is x86's legacy region (memmap=, nd_e820): arm64 has none.
+    kernels: X86,
     // needs: insert hooks count only PFNMAP/MIXEDMAP vmas. The vma is
     // neither (ext4_file_mmap sets only VM_HUGEPAGE), so nothing may count:
     // - 6.1, 6.12: each page's first read, ext4_dax_fault -> dax_iomap_pte_fault
@@ -267,10 +268,13 @@ pub const DAX_PRIVATE: Expect = Expect {
 pub const VVAR_MOVE_PAGES: Expect = Expect {
     kernels: ALL,
     rows: &[
-        // The process's whole life on [vvar] (4 pages) and 7.x's [vvar_vclock]
-        // (2): its first clock read, move_pages status of every page, a move
-        // of every page (vma_migratable() refuses VM_IO|VM_PFNMAP: no lookup),
-        // exit. Only the time page (0) is ever present under TCG.
+        // The process's whole life on [vvar] (4 pages) and x86 7.x's
+        // [vvar_vclock] (2): its first clock read, move_pages status of every
+        // page, a move of every page (vma_migratable() refuses
+        // VM_IO|VM_PFNMAP: no lookup), exit. Only the time page (0) is ever
+        // present under TCG. arm64's [vvar] has 4 pages too: include/vdso/
+        // datapage.h's enum vdso_pages gives the arch data one page even
+        // without ARCH_HAS_VDSO_ARCH_DATA (struct vdso_arch_data { char }).
         row(
             K6,
             VmfInsertPfnProt,
@@ -320,12 +324,13 @@ pub const VVAR_MOVE_PAGES: Expect = Expect {
             "move_pages status of [vvar] pages 1-3 (timens, rng, arch data): not present",
         ),
         row(
-            K7_2,
+            X86_K7_2,
             FolioWalkStart,
             PFNMAP | NO_PAGE,
             2,
             "move_pages status of [vvar_vclock]'s 2 pages (VM_PFNMAP; pvclock and hvclock \
-            exist only under KVM or Hyper-V): not present",
+            exist only under KVM or Hyper-V): not present. arch/x86/entry/vdso/vma.c maps \
+            it; arm64's vdso.c maps no such vma",
         ),
     ],
     // needs: R5 VM_PFNMAP only. Today R5 (critical) fires once on 7.2: its
@@ -353,11 +358,16 @@ pub const VVAR_MOVE_PAGES: Expect = Expect {
             ]),
         ),
         (
-            K7_2,
+            X86_K7_2,
             Some(&[
                 0, ENOENT, ENOENT, ENOENT, ENOENT, ENOENT, EFAULT, EFAULT, EFAULT, EFAULT, EFAULT,
                 EFAULT,
             ]),
+        ),
+        // arm64: [vvar] alone.
+        (
+            K7_2,
+            Some(&[0, ENOENT, ENOENT, ENOENT, EFAULT, EFAULT, EFAULT, EFAULT]),
         ),
     ],
     remap_caller: &[],

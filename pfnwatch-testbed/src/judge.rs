@@ -409,7 +409,7 @@ mod tests {
             records: vec![rec(Hook::VmNormalPage, 0, 10, 0, 0xf0)],
             ..Window::default()
         };
-        let quiet = judge(KernelVersion(6, 12), &r, &w)
+        let quiet = judge(KernelVersion(6, 12, crate::expect::Arch::X86_64), &r, &w)
             .into_iter()
             .find(|f| f.check == "idle/quiet")
             .unwrap();

@@ -19,11 +19,14 @@ pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 pub struct AptRoot {
     dir: PathBuf,
     suite: String,
+    /// Debian's architecture name: whose packages apt resolves.
+    arch: String,
 }
 
 impl AptRoot {
-    /// Creates (or reuses) the private root and (re)writes its one-line sources.list.
-    pub fn new(dir: &Path, archive: &str, suite: &str) -> Result<Self> {
+    /// Creates (or reuses) the private root for `arch`'s packages (Debian's
+    /// name) and (re)writes its one-line sources.list.
+    pub fn new(dir: &Path, archive: &str, suite: &str, arch: &str) -> Result<Self> {
         for sub in ["lists/partial", "cache/archives/partial"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -37,6 +40,7 @@ impl AptRoot {
         Ok(Self {
             dir: dir.to_owned(),
             suite: suite.to_owned(),
+            arch: arch.to_owned(),
         })
     }
 
@@ -52,7 +56,7 @@ impl AptRoot {
             format!("Dir::State::Lists={dir}/lists"),
             format!("Dir::Cache={dir}/cache"),
             "Dir::State::status=/dev/null".to_owned(),
-            "APT::Architecture=amd64".to_owned(),
+            format!("APT::Architecture={}", self.arch),
             // Downloads land in our own directory, so apt need not drop to _apt.
             "APT::Sandbox::User=root".to_owned(),
             "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_owned(),

@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result, anyhow};
 
 use crate::{
     apt::{self, AptRoot},
+    arch::Arch,
     chroot::{Origin, SuiteRoot},
     headers,
     kernels::Kernel,
@@ -153,8 +154,17 @@ fn build_uncached(paths: &Paths, kernel: &Kernel, sources: &[Source]) -> Result<
     let work = work_dir(paths);
     let archive = apt::host_archive();
     // The kernel was just resolved through this apt root, so its lists are fresh.
-    let apt = AptRoot::new(&paths.apt_dir(suite), &archive, suite)?;
+    let apt = AptRoot::new(&paths.apt_dir(suite), &archive, suite, paths.arch.debian())?;
     let plan = headers::plan(release, &kernel.version, |package| apt.show(package))?;
+    // Another architecture's module: cross-built with the host's kbuild.
+    let host = paths.for_arch(Arch::X86_64);
+    let host_apt = AptRoot::new(&host.apt_dir(suite), &archive, suite, Arch::X86_64.debian())?;
+    let plan = if paths.arch.is_host() {
+        plan
+    } else {
+        host_apt.update()?;
+        headers::for_cross(plan, paths.arch.gnu_triplet())
+    };
 
     let headers_stamp = work.join(format!("{suite}.headers"));
     let (root, origin) = SuiteRoot::ensure(&work, suite, &archive, &plan.install)?;
@@ -176,7 +186,13 @@ fn build_uncached(paths: &Paths, kernel: &Kernel, sources: &[Source]) -> Result<
     } else {
         let step = Instant::now();
         let _ = fs::remove_file(&headers_stamp);
-        headers::unpack(&root, &apt, &plan, &work.join("debs").join(suite))?;
+        headers::unpack(
+            &root,
+            &apt,
+            &host_apt,
+            &plan,
+            &work.join("debs").join(suite),
+        )?;
         fs::write(&headers_stamp, &want)
             .with_context(|| format!("writing {}", headers_stamp.display()))?;
         println!(

@@ -137,6 +137,7 @@ fn bench_kernel(
     };
     bench.package.clone_from(&kernel.version);
     let boot = Boot {
+        arch: paths.arch,
         kernel: kernel.vmlinuz.clone(),
         initrd: initrd.to_owned(),
         // Boot's mode ends the kernel command line: the round count rides along.

@@ -32,10 +32,10 @@ pub struct GuestBinaries {
     pub deploy_checks: Option<PathBuf>,
 }
 
-const INIT: &str = "pfnwatch-guest-init";
-const PFNWATCH: &str = "pfnwatch";
-const SCENARIO: &str = "pfnwatch-scenario";
-const DEPLOY_CHECKS: &str = pfnwatch_testbed_protocol::deploy::PROGRAM;
+pub(crate) const INIT: &str = "pfnwatch-guest-init";
+pub(crate) const PFNWATCH: &str = "pfnwatch";
+pub(crate) const SCENARIO: &str = "pfnwatch-scenario";
+pub(crate) const DEPLOY_CHECKS: &str = pfnwatch_testbed_protocol::deploy::PROGRAM;
 
 /// RUSTFLAGS for static executables: the caller's, plus `+crt-static`. The
 /// Debian package (deploy_checks.rs) builds with the same, so one build
@@ -53,6 +53,9 @@ pub fn guest_rustflags() -> String {
 /// with `+crt-static`; the executables are taken from cargo's JSON messages, so a
 /// custom target directory works too.
 pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
+    if !paths.arch.is_host() {
+        return crate::cross::build_guest(paths);
+    }
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let rustflags = guest_rustflags();
 
@@ -126,7 +129,7 @@ pub fn prebuilt_guest(dir: &Path) -> Result<GuestBinaries> {
 }
 
 impl GuestBinaries {
-    fn check_static(&self) -> Result<()> {
+    pub(crate) fn check_static(&self) -> Result<()> {
         for path in [&self.init, &self.pfnwatch, &self.scenario]
             .into_iter()
             .chain(&self.deploy_checks)

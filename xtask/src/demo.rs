@@ -49,6 +49,7 @@ pub fn run(options: &Options) -> Result<()> {
         &kernel_modules,
     )?;
     let boot = Boot {
+        arch: paths.arch,
         kernel: kernel.vmlinuz,
         initrd,
         mode: Mode::Demo,

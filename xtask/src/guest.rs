@@ -35,8 +35,12 @@ pub fn prepare_with(
         None => build::build_guest(paths).context("building the guest binaries")?,
     };
     let path = paths.initramfs();
-    let mut image =
-        initramfs::guest_initramfs(&binaries, Path::new(BUSYBOX), modules, kernel_modules)?;
+    let busybox = if paths.arch.is_host() {
+        PathBuf::from(BUSYBOX)
+    } else {
+        crate::cross::busybox(paths)?
+    };
+    let mut image = initramfs::guest_initramfs(&binaries, &busybox, modules, kernel_modules)?;
     for (guest, host) in extra {
         image.file_from(guest, host, 0o755)?;
     }

@@ -34,6 +34,39 @@ pub struct Plan {
     /// Everything they depend on (the compiler, kbuild's libraries), for
     /// debootstrap to install.
     pub install: BTreeSet<String>,
+    /// Packages unpacked from the host architecture's apt root instead
+    /// (a cross build's kbuild tools).
+    pub host_unpack: Vec<String>,
+}
+
+/// `plan` for building on this machine for another architecture, whose
+/// GNU triplet is `triplet`. Debian's headers are made for that:
+/// `.kernelvariables` sets `CROSS_COMPILE` when dpkg's architecture is not
+/// the kernel's, and `CC` to the cross gcc of the kernel's version. But
+/// kbuild's tools (fixdep, modpost) are binaries of the package's
+/// architecture, so kbuild comes from the host's, and the compiler is the
+/// cross one (`gcc-16-for-host` -> `gcc-16-aarch64-linux-gnu`).
+pub fn for_cross(mut plan: Plan, triplet: &str) -> Plan {
+    plan.install = plan
+        .install
+        .into_iter()
+        .map(|package| cross_compiler(&package, triplet).unwrap_or(package))
+        .collect();
+    let (kbuild, rest) = plan
+        .unpack
+        .into_iter()
+        .partition(|package| package.starts_with("linux-kbuild-"));
+    plan.unpack = rest;
+    plan.host_unpack = kbuild;
+    plan
+}
+
+/// `gcc-16-for-host` or `gcc-16` -> `gcc-16-<triplet>`.
+fn cross_compiler(package: &str, triplet: &str) -> Option<String> {
+    let version = package.strip_prefix("gcc-")?;
+    let version = version.strip_suffix("-for-host").unwrap_or(version);
+    (!version.is_empty() && version.chars().all(|c| c.is_ascii_digit()))
+        .then(|| format!("gcc-{version}-{triplet}"))
 }
 
 /// What a dependency (one group of alternatives) means for the build.
@@ -80,6 +113,7 @@ pub fn plan(release: &str, version: &str, show: impl Fn(&str) -> Result<Record>)
     let mut plan = Plan {
         unpack: vec![top.clone()],
         install: BUILD_TOOLS.iter().map(|tool| (*tool).to_owned()).collect(),
+        host_unpack: Vec::new(),
     };
     let mut next = 0;
     while let Some(package) = plan.unpack.get(next).cloned() {
@@ -106,8 +140,15 @@ pub fn plan(release: &str, version: &str, show: impl Fn(&str) -> Result<Record>)
 
 /// Makes the root hold exactly these headers: the kernel files unpacked
 /// earlier go, then each package of `plan.unpack` is downloaded into
-/// `scratch` and unpacked as dpkg would (keeping the root's /lib -> usr/lib).
-pub fn unpack(root: &SuiteRoot, apt: &AptRoot, plan: &Plan, scratch: &Path) -> Result<()> {
+/// `scratch` and unpacked as dpkg would (keeping the root's /lib -> usr/lib);
+/// `plan.host_unpack` comes from `host_apt`.
+pub fn unpack(
+    root: &SuiteRoot,
+    apt: &AptRoot,
+    host_apt: &AptRoot,
+    plan: &Plan,
+    scratch: &Path,
+) -> Result<()> {
     for (dir, prefix) in [
         ("usr/src", "linux-"),
         ("usr/lib", "linux-kbuild-"),
@@ -124,7 +165,12 @@ pub fn unpack(root: &SuiteRoot, apt: &AptRoot, plan: &Plan, scratch: &Path) -> R
             }
         }
     }
-    for package in &plan.unpack {
+    let sources = plan
+        .unpack
+        .iter()
+        .map(|package| (package, apt))
+        .chain(plan.host_unpack.iter().map(|package| (package, host_apt)));
+    for (package, apt) in sources {
         let deb = apt.download(package, &scratch.join(package))?;
         unpack_deb(&deb, &root.dir).with_context(|| format!("unpacking {package}"))?;
         fs::remove_dir_all(scratch.join(package))
@@ -273,6 +319,31 @@ Depends: pahole, libc6 (>= 2.38), libelf1t64 (>= 0.144), libssl3t64 (>= 3.0.0), 
         assert_eq!(plan.unpack.len(), 3);
         assert!(plan.install.contains("gcc-16-for-host"));
         assert!(!plan.install.iter().any(|name| name.starts_with("linux-")));
+    }
+
+    /// Debian's arm64 headers, built on this amd64 machine: the kbuild
+    /// tools from amd64, the compiler the cross one of the kernel's gcc.
+    #[test]
+    fn an_arm64_module_is_cross_built_with_the_hosts_kbuild() {
+        let native = plan("7.2.12+deb14-amd64", "7.2.12-1", show).unwrap();
+        let cross = for_cross(native.clone(), "aarch64-linux-gnu");
+        assert_eq!(
+            cross.unpack,
+            [
+                "linux-headers-7.2.12+deb14-amd64",
+                "linux-headers-7.2.12+deb14-common"
+            ]
+        );
+        assert_eq!(cross.host_unpack, ["linux-kbuild-7.2.12+deb14"]);
+        assert!(cross.install.contains("gcc-16-aarch64-linux-gnu"));
+        assert!(!cross.install.contains("gcc-16-for-host"));
+        assert!(cross.install.contains("libelf1t64") && cross.install.contains("make"));
+        assert_eq!(
+            cross_compiler("gcc-14", "aarch64-linux-gnu").as_deref(),
+            Some("gcc-14-aarch64-linux-gnu")
+        );
+        assert_eq!(cross_compiler("gcc-for-host", "aarch64-linux-gnu"), None);
+        assert_eq!(cross_compiler("gcc", "aarch64-linux-gnu"), None);
     }
 
     #[test]

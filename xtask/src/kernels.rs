@@ -100,15 +100,21 @@ pub fn fetch(spec: KernelSpec, paths: &Paths) -> Result<Kernel> {
 }
 
 fn fetch_current(spec: KernelSpec, paths: &Paths) -> Result<Kernel> {
-    let apt = AptRoot::new(&paths.apt_dir(spec.suite), &apt::host_archive(), spec.suite)?;
+    let apt = AptRoot::new(
+        &paths.apt_dir(spec.suite),
+        &apt::host_archive(),
+        spec.suite,
+        paths.arch.debian(),
+    )?;
     apt.update()?;
-    let meta = apt.show("linux-image-amd64")?;
+    let meta_package = format!("linux-image-{}", paths.arch.debian());
+    let meta = apt.show(&meta_package)?;
     let image_name = meta
         .required()
         .find(|dep| dep.starts_with("linux-image-"))
         .with_context(|| {
             format!(
-                "{}'s linux-image-amd64 {} depends on no linux-image-* package",
+                "{}'s {meta_package} {} depends on no linux-image-* package",
                 spec.suite, meta.version
             )
         })?;

@@ -61,7 +61,7 @@ pub fn fetch(kernel: &Kernel, paths: &Paths) -> Result<KernelModules> {
     let dir = paths
         .kernel_dir(&kernel.package, &kernel.version)
         .join("modules");
-    let wanted = kmods::MODULES.join(" ");
+    let wanted = kmods::modules(paths.arch.debian()).join(" ");
     let cached = fs::read_to_string(dir.join(WANTED_FILE)).is_ok_and(|w| w.trim() == wanted);
     if !cached {
         println!(
@@ -82,7 +82,12 @@ pub fn fetch(kernel: &Kernel, paths: &Paths) -> Result<KernelModules> {
 /// wanted ones' closure into `dir`.
 fn extract(kernel: &Kernel, dir: &Path, paths: &Paths) -> Result<()> {
     let suite = kernel.spec.suite;
-    let apt = AptRoot::new(&paths.apt_dir(suite), &apt::host_archive(), suite)?;
+    let apt = AptRoot::new(
+        &paths.apt_dir(suite),
+        &apt::host_archive(),
+        suite,
+        paths.arch.debian(),
+    )?;
     let image = apt.show(&kernel.package)?;
     if image.version != kernel.version {
         bail!(
@@ -126,7 +131,7 @@ fn extract(kernel: &Kernel, dir: &Path, paths: &Paths) -> Result<()> {
     let builtin = fs::read_to_string(out.join(kmods::BUILTIN_FILE))
         .with_context(|| format!("no {} in {}", kmods::BUILTIN_FILE, carriers.join(", ")))?;
     let package = Package::index(&all, &builtin)?;
-    let closure = package.closure(&kmods::MODULES)?;
+    let closure = package.closure(kmods::modules(paths.arch.debian()))?;
     for module in closure.order() {
         let rel = package
             .files

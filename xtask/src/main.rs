@@ -2,11 +2,13 @@
 //! fetching Debian kernels, building the guest, booting it under qemu.
 
 mod apt;
+mod arch;
 mod badmod;
 mod bench;
 mod build;
 mod chroot;
 mod cmd;
+mod cross;
 mod deb;
 mod demo;
 mod deploy;
@@ -31,6 +33,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::arch::Arch;
 use crate::kernels::{KERNELS, KernelSpec};
 
 #[derive(Debug, Parser)]
@@ -47,6 +50,10 @@ enum Task {
         /// Kernels to boot; repeat or comma-separate for several.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
         kernel: Vec<KernelChoice>,
+        /// The guests' architecture (arm64: Debian's arm64 kernels under
+        /// qemu-system-aarch64, pfnwatch cross-built in a Debian testing root).
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: Arch,
         /// Go on with the next kernel after one fails.
         #[arg(long)]
         keep_going: bool,
@@ -213,11 +220,15 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::VmTest {
             kernel,
+            arch,
             keep_going,
             soak_secs,
             guest,
         } => vmtest::run(&vmtest::Options {
-            kernels: select(&kernel),
+            targets: vec![vmtest::Target {
+                arch,
+                kernels: select(&kernel),
+            }],
             keep_going,
             timeout: Duration::from_secs(guest.timeout + soak_secs),
             guest_dir: guest.guest_dir,

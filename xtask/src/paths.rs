@@ -9,12 +9,19 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+use crate::arch::Arch;
+
 #[derive(Debug, Clone)]
 pub struct Paths {
     /// The workspace root (where `cargo build` for the guest runs).
     pub root: PathBuf,
-    /// `<target>/vmtest`.
+    /// `<target>/vmtest`, or `<target>/vmtest/arm64` for arm64 guests: apt
+    /// roots, kernels, modules and initramfs are per architecture.
     pub vmtest: PathBuf,
+    /// The guests' architecture.
+    pub arch: Arch,
+    /// `<target>/vmtest` whatever the architecture.
+    all_vmtest: PathBuf,
 }
 
 impl Paths {
@@ -30,12 +37,38 @@ impl Paths {
         Ok(Self {
             root,
             vmtest: target.join("vmtest"),
+            arch: Arch::X86_64,
+            all_vmtest: target.join("vmtest"),
         })
+    }
+
+    /// An x86-64 tree at `vmtest` (tests).
+    #[cfg(test)]
+    pub fn at(root: PathBuf, vmtest: PathBuf) -> Self {
+        Self {
+            root,
+            all_vmtest: vmtest.clone(),
+            vmtest,
+            arch: Arch::X86_64,
+        }
+    }
+
+    /// The same tree for `arch`'s guests.
+    pub fn for_arch(&self, arch: Arch) -> Self {
+        let vmtest = match arch {
+            Arch::X86_64 => self.all_vmtest.clone(),
+            other => self.all_vmtest.join(other.name()),
+        };
+        Self {
+            vmtest,
+            arch,
+            ..self.clone()
+        }
     }
 
     /// `<target>/fuzz`: the corpora the fuzz runs grow, and their logs.
     pub fn fuzz(&self) -> PathBuf {
-        self.vmtest.with_file_name("fuzz")
+        self.all_vmtest.with_file_name("fuzz")
     }
 
     /// The private apt root for one suite.
@@ -68,5 +101,25 @@ impl Paths {
             other => format!("{label}.{other}.console.log"),
         };
         self.vmtest.join(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_architecture_has_its_own_tree_and_shares_the_fuzz_corpora() {
+        let x86 = Paths::at(PathBuf::from("/w"), PathBuf::from("/w/target/vmtest"));
+        let arm = x86.for_arch(Arch::Arm64);
+        assert_eq!(arm.vmtest, Path::new("/w/target/vmtest/arm64"));
+        assert_eq!(
+            arm.apt_dir("testing"),
+            Path::new("/w/target/vmtest/arm64/apt/testing")
+        );
+        assert_eq!(arm.fuzz(), x86.fuzz());
+        // And back: the host's tree, whichever one asks.
+        assert_eq!(arm.for_arch(Arch::X86_64).vmtest, x86.vmtest);
+        assert_eq!(arm.for_arch(Arch::Arm64).vmtest, arm.vmtest);
     }
 }

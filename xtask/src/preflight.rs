@@ -1,6 +1,7 @@
 //! Host tools the VM tests need, which Debian package brings each, and installing
 //! the missing ones (for `demo`).
 
+use crate::arch::Arch;
 use std::{os::unix::fs::MetadataExt as _, path::Path, process::Command};
 
 use anyhow::{Result, bail};
@@ -33,10 +34,15 @@ struct Requirement {
     package: &'static str,
 }
 
-const REQUIREMENTS: [Requirement; 11] = [
+const REQUIREMENTS: [Requirement; 12] = [
     Requirement {
-        probe: Probe::Command("qemu-system-x86_64"),
-        package: "qemu-system-x86",
+        probe: Probe::Command(Arch::X86_64.qemu()),
+        package: Arch::X86_64.qemu_package(),
+    },
+    // The arm64 guests (`--arch arm64`).
+    Requirement {
+        probe: Probe::Command(Arch::Arm64.qemu()),
+        package: Arch::Arm64.qemu_package(),
     },
     // Builds the kernel programs (pfnwatch-ebpf's build script).
     Requirement {

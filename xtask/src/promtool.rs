@@ -32,7 +32,12 @@ pub fn ensure(paths: &Paths) -> Result<PathBuf> {
     if runs(&promtool) {
         return Ok(promtool);
     }
-    let apt = AptRoot::new(&paths.apt_dir(SUITE), &apt::host_archive(), SUITE)?;
+    let apt = AptRoot::new(
+        &paths.apt_dir(SUITE),
+        &apt::host_archive(),
+        SUITE,
+        paths.arch.debian(),
+    )?;
     apt.update()?;
     let deb = apt.download("prometheus", &tools.join("deb"))?;
     extract(&deb, &promtool)?;

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd::describe, protocol::BootEnd};
+use crate::{arch::Arch, cmd::describe, protocol::BootEnd};
 
 /// How long qemu gets to exit after the guest said it is done (verdict or panic).
 const GRACE: Duration = Duration::from_secs(30);
@@ -24,6 +24,7 @@ const GRACE: Duration = Duration::from_secs(30);
 /// One boot.
 #[derive(Debug, Clone)]
 pub struct Boot {
+    pub arch: Arch,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// What the guest does (`pfnwatch.mode=` on the kernel command line).
@@ -51,8 +52,6 @@ pub struct BootResult {
     pub qemu_stderr: String,
 }
 
-pub const QEMU: &str = "qemu-system-x86_64";
-
 /// The legacy pmem region (E820_TYPE_PRAM): nd_e820 makes it /dev/pmem0,
 /// DAX-capable with struct pages, no NVDIMM or ndctl needed.
 pub const PMEM: &str = "memmap=128M!896M";
@@ -62,23 +61,30 @@ const EDU_SLOT: u8 = 0x10;
 const BOCHS_SLOT: u8 = 0x11;
 
 /// The qemu command line. TCG only: this machine's /dev/kvm cannot run stock
-/// kernels. `-vga std` provides PCI 00:02.0, whose BAR the tests mmap.
+/// kernels. x86's `-vga std` and arm64's VGA at slot 2 both provide PCI
+/// 00:02.0, whose BAR the tests mmap.
 ///
-/// 1152 MiB, of which the kernel takes 128 MiB at 896 MiB as a legacy
-/// persistent-memory region (`memmap=` below): the guest keeps the 1 GiB of
-/// RAM it always had, and the region stays clear of the top of RAM, where
-/// SeaBIOS puts the ACPI tables (a PRAM range over them would win the e820
-/// merge and hide them).
+/// x86-64: 1152 MiB, of which the kernel takes 128 MiB at 896 MiB as a
+/// legacy persistent-memory region (`memmap=` below): the guest keeps the
+/// 1 GiB of RAM it always had, and the region stays clear of the top of
+/// RAM, where SeaBIOS puts the ACPI tables (a PRAM range over them would
+/// win the e820 merge and hide them). arm64 has no such region (memmap= is
+/// x86's): its guests run no DAX scenario.
 ///
 /// One vCPU: with two, multi-threaded TCG let a vCPU run a stale translation
 /// of a BPF trampoline the other had just re-patched (text_poke_bp's int3),
 /// and 7.2 oopsed in about one boot of four ("Oops: int3" in
 /// bpf_trampoline_*, under khugepaged). Real CPUs serialise that patching.
-pub fn command(kernel: &Path, initrd: &Path, mode: Mode, params: &[String]) -> Command {
-    let mut command = Command::new(QEMU);
+pub fn command(arch: Arch, kernel: &Path, initrd: &Path, mode: Mode, params: &[String]) -> Command {
+    let mut command = Command::new(arch.qemu());
     command
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1152", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-vga", "std"])
+        .args(arch.machine())
+        .args(["-m", "1152", "-smp", "1", "-nographic", "-no-reboot"]);
+    match arch {
+        Arch::X86_64 => command.args(["-vga", "std"]),
+        Arch::Arm64 => command.args(["-device", "VGA,addr=0x2"]),
+    };
+    command
         // No NIC: the guest needs no network, and the NIC's iPXE ROM costs ~1.7 s a boot.
         .args(["-nic", "none"])
         // A 1 GiB BAR (ivshmem's BAR 2, 1 GiB-aligned, no struct pages in the
@@ -98,18 +104,17 @@ pub fn command(kernel: &Path, initrd: &Path, mode: Mode, params: &[String]) -> C
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .arg("-append")
-        .arg(
-            [
-                "console=ttyS0 panic=-1 quiet loglevel=4",
-                PMEM,
-                &mode.param(),
-            ]
-            .into_iter()
+        .arg("-append");
+    let console = format!("console={} panic=-1 quiet loglevel=4", arch.console());
+    let pmem = (arch == Arch::X86_64).then_some(PMEM);
+    command.arg(
+        std::iter::once(console.as_str())
+            .chain(pmem)
+            .chain(std::iter::once(mode.param().as_str()))
             .chain(params.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" "),
-        );
+    );
     command
 }
 
@@ -132,7 +137,13 @@ pub fn run_with(
         fs::File::create(&boot.log).with_context(|| format!("creating {}", boot.log.display()))?;
     let mut log = LineWriter::new(log_file);
 
-    let mut command = command(&boot.kernel, &boot.initrd, boot.mode, &boot.params);
+    let mut command = command(
+        boot.arch,
+        &boot.kernel,
+        &boot.initrd,
+        boot.mode,
+        &boot.params,
+    );
     command
         .args(extra)
         .stdin(Stdio::null())
@@ -276,8 +287,8 @@ impl Drop for Qemu {
 }
 
 /// Boots with the terminal attached (for `vm-shell`): qemu's `Ctrl-A x` quits.
-pub fn interactive(kernel: &Path, initrd: &Path, mode: Mode) -> Result<()> {
-    let mut command = command(kernel, initrd, mode, &[]);
+pub fn interactive(arch: Arch, kernel: &Path, initrd: &Path, mode: Mode) -> Result<()> {
+    let mut command = command(arch, kernel, initrd, mode, &[]);
     crate::cmd::run_inherited(&mut command)
 }
 
@@ -306,6 +317,7 @@ mod tests {
     #[test]
     fn command_line_carries_the_mode_and_the_vga_device() {
         let command = command(
+            Arch::X86_64,
             Path::new("/k"),
             Path::new("/i"),
             Mode::Bench,

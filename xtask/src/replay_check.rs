@@ -22,12 +22,14 @@ const CAPTURE: &str = "capture.gz";
 const LIVE: &str = "live.jsonl.gz";
 
 /// The pfnwatch that replays: the one `--guest-dir` names, or the one the
-/// guest build made. It is static, so it runs on the host as it is.
+/// x86-64 guest build made. It is static, so it runs on the host as it is;
+/// an arm64 guest's capture is replayed by it too (a capture crosses hosts).
 pub fn host_pfnwatch(paths: &Paths, guest_dir: Option<&Path>) -> PathBuf {
     match guest_dir {
-        Some(dir) => dir.join("pfnwatch"),
-        None => {
-            let target = paths.vmtest.parent().unwrap_or(&paths.vmtest);
+        Some(dir) if paths.arch.is_host() => dir.join("pfnwatch"),
+        _ => {
+            let host = paths.for_arch(crate::arch::Arch::X86_64);
+            let target = host.vmtest.parent().unwrap_or(&host.vmtest);
             target.join(GUEST_TARGET).join("release").join("pfnwatch")
         }
     }
@@ -277,10 +279,7 @@ mod tests {
 
     #[test]
     fn missing_files_fail_the_replay_check() {
-        let paths = Paths {
-            root: PathBuf::from("/nonexistent"),
-            vmtest: std::env::temp_dir(),
-        };
+        let paths = Paths::at(PathBuf::from("/nonexistent"), std::env::temp_dir());
         let checks = run("t", &paths, Path::new("/bin/false"), GuestFiles::default());
         assert_eq!(checks.len(), 1);
         assert_eq!(checks[0].name, "host-replay/files");
@@ -289,10 +288,7 @@ mod tests {
 
     #[test]
     fn the_host_binary_is_the_guest_build_or_from_guest_dir() {
-        let paths = Paths {
-            root: PathBuf::from("/w"),
-            vmtest: PathBuf::from("/w/target/vmtest"),
-        };
+        let paths = Paths::at(PathBuf::from("/w"), PathBuf::from("/w/target/vmtest"));
         assert_eq!(
             host_pfnwatch(&paths, None),
             Path::new("/w/target/x86_64-unknown-linux-gnu/release/pfnwatch")

@@ -48,5 +48,5 @@ pub fn run(options: &Options) -> Result<()> {
         &kernel_modules,
     )?;
     println!("qemu: Ctrl-A x quits, Ctrl-A c toggles the monitor");
-    qemu::interactive(&kernel.vmlinuz, &initrd, Mode::Shell)
+    qemu::interactive(paths.arch, &kernel.vmlinuz, &initrd, Mode::Shell)
 }

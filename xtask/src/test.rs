@@ -8,8 +8,8 @@ use std::{env, process::Command, time::Duration};
 use anyhow::Result;
 
 use crate::{
-    cmd::describe, deploy, deploy_checks, fuzz, kernels::KERNELS, paths::Paths, preflight,
-    protocol::CheckResult, vmtest,
+    arch::Arch, cmd::describe, deploy, deploy_checks, fuzz, kernels::KERNELS, paths::Paths,
+    preflight, protocol::CheckResult, vmtest,
 };
 
 /// The host steps, as cargo invocations.
@@ -84,7 +84,10 @@ pub fn run(options: &Options) -> Result<bool> {
     // The package under systemd, Prometheus and podman, booted per suite.
     host.extend(deploy::run(&options.deploy));
     vmtest::run(&vmtest::Options {
-        kernels: KERNELS.to_vec(),
+        targets: vec![vmtest::Target {
+            arch: Arch::X86_64,
+            kernels: KERNELS.to_vec(),
+        }],
         keep_going: true,
         timeout,
         guest_dir: None,

@@ -11,6 +11,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
+    arch::Arch,
     badmod, guest,
     kernels::{self, Kernel, KernelSpec},
     kmods,
@@ -21,9 +22,17 @@ use crate::{
     replay_check,
 };
 
+/// Kernels of one architecture.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub arch: Arch,
+    pub kernels: Vec<KernelSpec>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub kernels: Vec<KernelSpec>,
+    /// Booted in this order, each architecture with its own guest build.
+    pub targets: Vec<Target>,
     pub keep_going: bool,
     pub timeout: Duration,
     pub guest_dir: Option<PathBuf>,
@@ -37,18 +46,41 @@ pub struct Options {
 /// whether nothing failed. Host-side failures (missing tools, build, kernel fetch)
 /// are counted as failed checks so the summary always closes the output.
 pub fn run(options: &Options) -> Result<bool> {
-    let paths = Paths::discover()?;
     let mut summary = Summary::default();
     summary.add(&options.prior);
+    let mut stopped = false;
+    for target in &options.targets {
+        if stopped {
+            println!(
+                "not run: {} on {} (--keep-going runs them)",
+                target
+                    .kernels
+                    .iter()
+                    .map(|spec| spec.label)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                target.arch
+            );
+            continue;
+        }
+        let paths = Paths::discover()?.for_arch(target.arch);
+        stopped = !run_arch(options, target, &paths, &mut summary);
+    }
+    println!("{summary}");
+    Ok(summary.failed == 0)
+}
 
+/// One architecture's kernels; false when a kernel failed and the run
+/// should stop there.
+fn run_arch(options: &Options, target: &Target, paths: &Paths, summary: &mut Summary) -> bool {
     // Every kernel is fetched and its bad-driver module built before the
     // initramfs, which carries all the modules.
     let prepared = preflight::check()
         .map_err(|err| failed("preflight", format!("{err:#}")))
         .and_then(|()| {
-            let (kernels, modules, kernel_modules) = fetch_and_build(&options.kernels, &paths);
+            let (kernels, modules, kernel_modules) = fetch_and_build(&target.kernels, paths);
             guest::prepare(
-                &paths,
+                paths,
                 options.guest_dir.as_deref(),
                 &modules,
                 &kernel_modules,
@@ -56,46 +88,54 @@ pub fn run(options: &Options) -> Result<bool> {
             .map(|initrd| (initrd, kernels))
             .map_err(|err| failed("build", format!("{err:#}")))
         });
-    let prepared = match prepared {
-        Ok(prepared) => Some(prepared),
+    // The host replays every guest's capture with its own pfnwatch: an
+    // arm64 run builds that too when no x86-64 run did.
+    let prepared = prepared.and_then(|prepared| {
+        let host = replay_check::host_pfnwatch(paths, options.guest_dir.as_deref());
+        if !target.arch.is_host() && !host.is_file() {
+            crate::build::build_guest(&paths.for_arch(Arch::X86_64))
+                .map_err(|err| failed("build", format!("the host's pfnwatch: {err:#}")))?;
+        }
+        Ok(prepared)
+    });
+    let (initrd, kernels) = match prepared {
+        Ok(prepared) => prepared,
         Err(check) => {
-            report("host", &[check], &mut summary);
-            None
+            report(&shown_label(target.arch, "host"), &[check], summary);
+            return options.keep_going;
         }
     };
-
-    if let Some((initrd, kernels)) = prepared {
-        for (index, (spec, fetched)) in options.kernels.iter().zip(kernels).enumerate() {
-            let pfnwatch = replay_check::host_pfnwatch(&paths, options.guest_dir.as_deref());
-            let params = [format!(
-                "{}={}",
-                pfnwatch_testbed_protocol::mode::SOAK_SECS,
-                options.soak_secs
-            )];
-            let checks = test_kernel(
-                *spec,
-                fetched,
-                &paths,
-                &initrd,
-                options.timeout,
-                &params,
-                &pfnwatch,
-            );
-            let kernel_failed = checks.iter().any(|check| check.failure.is_some());
-            summary.add(&checks);
-            let rest = &options.kernels[index + 1..];
-            if kernel_failed && !options.keep_going && !rest.is_empty() {
+    for (index, (spec, fetched)) in target.kernels.iter().zip(kernels).enumerate() {
+        let pfnwatch = replay_check::host_pfnwatch(paths, options.guest_dir.as_deref());
+        let params = [format!(
+            "{}={}",
+            pfnwatch_testbed_protocol::mode::SOAK_SECS,
+            options.soak_secs
+        )];
+        let checks = test_kernel(
+            *spec,
+            fetched,
+            paths,
+            &initrd,
+            options.timeout,
+            &params,
+            &pfnwatch,
+        );
+        let kernel_failed = checks.iter().any(|check| check.failure.is_some());
+        summary.add(&checks);
+        let rest = &target.kernels[index + 1..];
+        if kernel_failed && !options.keep_going {
+            if !rest.is_empty() {
                 let skipped: Vec<&str> = rest.iter().map(|spec| spec.label).collect();
                 println!(
                     "stopping after the first failing kernel; not run: {} (--keep-going runs them)",
                     skipped.join(", ")
                 );
-                break;
             }
+            return false;
         }
     }
-    println!("{summary}");
-    Ok(summary.failed == 0)
+    true
 }
 
 /// One selected kernel before its boot.
@@ -164,17 +204,21 @@ fn test_kernel(
     params: &[String],
     pfnwatch: &Path,
 ) -> Vec<CheckResult> {
+    // Files go by the kernel's label in the architecture's own directory;
+    // output names the architecture too where it is not the host's.
     let label = spec.label;
+    let shown = shown_label(paths.arch, label);
     let kernel = match kernel {
         Ok(kernel) => kernel,
         Err(err) => {
             let checks = vec![failed("kernel", format!("{err:#}"))];
-            report(label, &checks, &mut Summary::default());
+            report(&shown, &checks, &mut Summary::default());
             return checks;
         }
     };
-    report(label, &host, &mut Summary::default());
+    report(&shown, &host, &mut Summary::default());
     let boot = Boot {
+        arch: paths.arch,
         kernel: kernel.vmlinuz.clone(),
         initrd: initrd.to_owned(),
         mode: Mode::Test,
@@ -183,7 +227,7 @@ fn test_kernel(
         log: paths.console_log(label, Mode::Test),
     };
     println!(
-        "[{label}] booting {} ({} s timeout)",
+        "[{shown}] booting {} ({} s timeout)",
         kernel.version,
         timeout.as_secs()
     );
@@ -192,7 +236,7 @@ fn test_kernel(
     let result = qemu::run(&boot, |line| {
         let seen = guest.observe(line);
         if let Some(echo) = seen.echo {
-            println!("[{label}] {echo}");
+            println!("[{shown}] {echo}");
         }
         if seen.finished {
             Next::Finishing
@@ -204,7 +248,7 @@ fn test_kernel(
         Ok(result) => result,
         Err(err) => {
             let checks = vec![failed("boot", format!("{err:#}"))];
-            report(label, &checks, &mut Summary::default());
+            report(&shown, &checks, &mut Summary::default());
             return [host, checks].concat();
         }
     };
@@ -214,27 +258,36 @@ fn test_kernel(
     // The guest's own FAIL lines were printed as they came; these are the host's.
     for check in &guest_checks[reported..] {
         if let Some(reason) = &check.failure {
-            println!("[{label}] FAIL {}: {reason}", check.name);
+            println!("[{shown}] FAIL {}: {reason}", check.name);
         }
     }
     // The capture recorded in the guest, replayed by the host's pfnwatch.
     let replayed = replay_check::run(label, paths, pfnwatch, files);
-    report(label, &replayed, &mut Summary::default());
+    report(&shown, &replayed, &mut Summary::default());
     // The guest's /metrics scrape, saved with the other files above.
     let scraped = vec![promtool::check_scrape(label, paths)];
-    report(label, &scraped, &mut Summary::default());
+    report(&shown, &scraped, &mut Summary::default());
     let checks = [host, guest_checks, replayed, scraped].concat();
     let mut own = Summary::default();
     own.add(&checks);
     println!(
-        "[{label}] {own} in {:.1} s ({})",
+        "[{shown}] {own} in {:.1} s ({})",
         result.elapsed.as_secs_f64(),
         result.end
     );
     if own.failed > 0 {
-        print_console_log(label, &boot.log);
+        print_console_log(&shown, &boot.log);
     }
     checks
+}
+
+/// `newest` on the host's architecture, `arm64 newest` on another.
+fn shown_label(arch: Arch, label: &str) -> String {
+    if arch.is_host() {
+        label.to_owned()
+    } else {
+        format!("{arch} {label}")
+    }
 }
 
 fn failed(name: &str, reason: String) -> CheckResult {

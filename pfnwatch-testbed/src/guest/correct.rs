@@ -7,13 +7,14 @@ use crate::devices;
 use crate::expect::KernelVersion;
 use crate::kmod::Loaded;
 use crate::report::Report;
-use crate::scenario::PAGES;
+use crate::scenario::{PAGES, Scenario};
 use pfnwatch::pipeline::alert::Alert;
 use pfnwatch::rules::{RuleId, Severity};
 use std::collections::BTreeMap;
 
-/// Loads the Debian drivers and brings their devices up: one check each.
-pub fn bring_up(rep: &mut Reporter) {
+/// Loads the Debian drivers and brings their devices up: one check each,
+/// for the devices this kernel's scenarios use.
+pub fn bring_up(rep: &mut Reporter, kernel: KernelVersion) {
     let chains = |loaded: &[Loaded]| {
         loaded
             .iter()
@@ -40,6 +41,9 @@ pub fn bring_up(rep: &mut Reporter) {
             ),
         ),
         Err(e) => rep.fail("device/uio", &format!("{e:#}")),
+    }
+    if !Scenario::DaxPrivate.runs_on(kernel) {
+        return;
     }
     match devices::dax_file(PAGES) {
         Ok(loaded) => rep.pass(

@@ -644,7 +644,7 @@ mod tests {
         );
         // On 6.x the vDSO's page and /dev/mem's differ only in pfn_match:
         // that label keeps the scenarios' calls apart from the noise.
-        let noise = vdso_noise(KernelVersion(6, 12));
+        let noise = vdso_noise(KernelVersion(6, 12, crate::expect::Arch::X86_64));
         assert!(noise.contains(&call_labels(
             Hook::VmNormalPage,
             Class(PFNMAP | SPECIAL | NO_PAGE)

@@ -28,7 +28,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     // badmod: the bad-driver test module, before pfnwatch starts watching.
     super::module::load(rep, kernel);
     // The correct drivers' devices: Debian's modules, before pfnwatch too.
-    super::correct::bring_up(rep);
+    super::correct::bring_up(rep, kernel);
 
     check(rep, kernel)?;
 

@@ -6,7 +6,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::qemu::QEMU;
+use crate::arch::Arch;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -24,7 +24,7 @@ impl Machine {
     pub fn read() -> Machine {
         let file = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let cpuinfo = file("/proc/cpuinfo");
-        let qemu = Command::new(QEMU)
+        let qemu = Command::new(Arch::X86_64.qemu())
             .arg("--version")
             .output()
             .ok()
@@ -32,7 +32,7 @@ impl Machine {
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 Some(text.lines().next()?.trim().to_owned())
             })
-            .unwrap_or_else(|| format!("unknown ({QEMU} --version failed)"));
+            .unwrap_or_else(|| format!("unknown ({} --version failed)", Arch::X86_64.qemu()));
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

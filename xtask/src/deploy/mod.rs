@@ -233,6 +233,7 @@ fn prepare(paths: &Paths, built: &Built, spec: KernelSpec) -> Result<(Boot, Dura
     // exactly the release kernels::fetch resolved).
     let vmlinuz = root.dir.join(format!("boot/vmlinuz-{release}"));
     let boot = Boot {
+        arch: crate::arch::Arch::X86_64,
         kernel: vmlinuz,
         initrd,
         mode: Mode::Test,
