@@ -16,7 +16,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{apt, apt::AptRoot, cmd::describe, paths::Paths, protocol::CheckResult};
+use crate::{
+    apt, apt::AptRoot, arch::Arch, cmd::describe, paths::Paths, protocol::CheckResult,
+};
 
 /// The suite whose promtool is used (the CI machine's own Debian).
 const SUITE: &str = "bookworm";
@@ -25,8 +27,10 @@ const MEMBER: &str = "./usr/bin/promtool";
 /// `<vmtest>/<label>.metrics.prom` by the FILE line handling.
 const SCRAPE: &str = "metrics.prom";
 
-/// promtool, downloaded and unpacked the first time.
+/// promtool, downloaded and unpacked the first time: a host tool, so the
+/// host's architecture whichever guests run.
 pub fn ensure(paths: &Paths) -> Result<PathBuf> {
+    let paths = &paths.for_arch(Arch::X86_64);
     let tools = paths.vmtest.join("tools");
     let promtool = tools.join("promtool");
     if runs(&promtool) {
