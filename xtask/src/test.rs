@@ -8,7 +8,7 @@ use std::{env, process::Command, time::Duration};
 use anyhow::Result;
 
 use crate::{
-    arch::Arch, cmd::describe, deploy, deploy_checks, fuzz, kernels::KERNELS, paths::Paths,
+    arch::Arch, cmd::describe, deploy, deploy_checks, fuzz, kernels::{KERNELS, KernelSpec}, paths::Paths,
     preflight, protocol::CheckResult, vmtest,
 };
 
@@ -39,6 +39,8 @@ pub struct Options {
     pub fuzz_seconds: u64,
     /// The systemd guests (deploy-test): trixie's by default.
     pub deploy: deploy::Options,
+    /// The arm64 kernels booted after the x86-64 ones.
+    pub arm64: Vec<KernelSpec>,
 }
 
 pub fn run(options: &Options) -> Result<bool> {
@@ -84,10 +86,16 @@ pub fn run(options: &Options) -> Result<bool> {
     // The package under systemd, Prometheus and podman, booted per suite.
     host.extend(deploy::run(&options.deploy));
     vmtest::run(&vmtest::Options {
-        targets: vec![vmtest::Target {
-            arch: Arch::X86_64,
-            kernels: KERNELS.to_vec(),
-        }],
+        targets: vec![
+            vmtest::Target {
+                arch: Arch::X86_64,
+                kernels: KERNELS.to_vec(),
+            },
+            vmtest::Target {
+                arch: Arch::Arm64,
+                kernels: options.arm64.clone(),
+            },
+        ],
         keep_going: true,
         timeout,
         guest_dir: None,
