@@ -67,6 +67,17 @@ pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
     }
     let started = Instant::now();
     let parent = paths.vmtest.join("cross");
+    // Two xtask runs on one target directory would stage into the same
+    // tree under each other's build: one builds, the other waits.
+    fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let lock_path = parent.join("build.lock");
+    let lock = fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        println!("[{arch}] cross: waiting for another xtask's build");
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+    }
     let (root, origin) = SuiteRoot::ensure(&parent, SUITE, &apt::host_archive(), &include())?;
     if let Origin::Made(took) = origin {
         println!(

@@ -17,6 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    arch::Arch,
     build,
     cmd::{describe, ensure_success},
     paths::Paths,
@@ -34,12 +35,18 @@ const COMPLETIONS: [(&str, &str); 3] = [
     ("fish", "pfnwatch.fish"),
 ];
 
-/// Builds the package; returns the .deb's path (in `<vmtest>/deb/`).
+/// Builds the package for `paths.arch`; returns the .deb's path (in
+/// `<vmtest>/deb/`, the architecture's vmtest directory).
 pub fn build(paths: &Paths) -> Result<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     ensure_cargo_deb(&cargo)?;
-    let pfnwatch = build_static(paths, &cargo)?;
-    generate_assets(&pfnwatch, &paths.root.join("target/deb-assets"))?;
+    // The man pages and completions come from a pfnwatch that runs here:
+    // the host's, whichever architecture is packed (they are the same).
+    let host_pfnwatch = build_static(&paths.for_arch(Arch::X86_64), &cargo)?;
+    generate_assets(&host_pfnwatch, &paths.root.join("target/deb-assets"))?;
+    if !paths.arch.is_host() {
+        stage_cross_binary(paths)?;
+    }
     let out_dir = paths.vmtest.join("deb");
     if out_dir.exists() {
         fs::remove_dir_all(&out_dir).with_context(|| format!("clearing {}", out_dir.display()))?;
@@ -48,11 +55,16 @@ pub fn build(paths: &Paths) -> Result<PathBuf> {
     command
         .current_dir(&paths.root)
         .args(["deb", "--locked", "--no-build", "-p", "pfnwatch"])
-        .args(["--target", build::GUEST_TARGET])
+        .args(["--target", paths.arch.rust_target()])
         .arg("--output")
         .arg(&out_dir)
         .env("RUSTFLAGS", build::guest_rustflags())
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if !paths.arch.is_host() {
+        // The host's strip cannot read an aarch64 ELF; the binary ships
+        // with its symbols (panics then name functions).
+        command.arg("--no-strip");
+    }
     println!("[host] + {}", describe(&command));
     let status = command
         .status()
@@ -89,6 +101,22 @@ fn build_static(paths: &Paths, cargo: &OsStr) -> Result<PathBuf> {
         .join("pfnwatch");
     build::ensure_static(&binary)?;
     Ok(binary)
+}
+
+/// The cross-built static pfnwatch (cross.rs) where cargo-deb looks for
+/// it: `target/<triple>/release/pfnwatch`.
+fn stage_cross_binary(paths: &Paths) -> Result<()> {
+    let built = crate::cross::build_guest(paths)?.pfnwatch;
+    let dir = paths
+        .root
+        .join("target")
+        .join(paths.arch.rust_target())
+        .join("release");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let to = dir.join("pfnwatch");
+    fs::copy(&built, &to)
+        .with_context(|| format!("copying {} to {}", built.display(), to.display()))?;
+    Ok(())
 }
 
 /// `man/*.1` and `completions/*` under `dir`, from `pfnwatch` itself.

@@ -112,8 +112,13 @@ enum Task {
     /// the systemd unit, the Prometheus config and rules.
     CheckDeploy,
     /// Build the Debian package (man pages and completions generated first)
-    /// into target/vmtest/deb/.
-    Deb,
+    /// into target/vmtest/deb/ (target/vmtest/arm64/deb/ for arm64).
+    Deb {
+        /// The package's architecture (arm64: pfnwatch cross-built as for
+        /// `vm-test --arch arm64`).
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: Arch,
+    },
     /// Measure pfnwatch's cost in a guest per kernel and write BENCHMARKS.md.
     Bench {
         /// Kernels to boot; repeat or comma-separate for several.
@@ -287,8 +292,8 @@ fn main() -> ExitCode {
             println!("{summary}");
             summary.failed == 0
         }),
-        Task::Deb => paths::Paths::discover()
-            .and_then(|paths| deb::build(&paths))
+        Task::Deb { arch } => paths::Paths::discover()
+            .and_then(|paths| deb::build(&paths.for_arch(arch)))
             .map(|deb| {
                 println!("{}", deb.display());
                 true

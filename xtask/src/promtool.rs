@@ -16,9 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{
-    apt, apt::AptRoot, arch::Arch, cmd::describe, paths::Paths, protocol::CheckResult,
-};
+use crate::{apt, apt::AptRoot, arch::Arch, cmd::describe, paths::Paths, protocol::CheckResult};
 
 /// The suite whose promtool is used (the CI machine's own Debian).
 const SUITE: &str = "bookworm";

@@ -8,8 +8,14 @@ use std::{env, process::Command, time::Duration};
 use anyhow::Result;
 
 use crate::{
-    arch::Arch, cmd::describe, deploy, deploy_checks, fuzz, kernels::{KERNELS, KernelSpec}, paths::Paths,
-    preflight, protocol::CheckResult, vmtest,
+    arch::Arch,
+    cmd::describe,
+    deploy, deploy_checks, fuzz,
+    kernels::{KERNELS, KernelSpec},
+    paths::Paths,
+    preflight,
+    protocol::CheckResult,
+    vmtest,
 };
 
 /// The host steps, as cargo invocations.
