@@ -66,9 +66,9 @@ const fn arm(major: u32, minor: u32) -> KernelVersion {
 
 /// The kernels whose code these expectations were derived from: Debian
 /// bookworm's 6.1.176, trixie's 6.12.117 and testing's 7.2.12 on x86-64,
-/// and testing's 7.2.12 on arm64. arm64 6.1 cannot attach fentry/fexit
-/// (its ftrace has no direct calls until 6.4), so it is no test kernel.
-pub const SUPPORTED: [KernelVersion; 4] = [v(6, 1), v(6, 12), v(7, 2), arm(7, 2)];
+/// and trixie's 6.12.117 and testing's 7.2.12 on arm64. arm64 6.1 cannot
+/// attach fentry/fexit ([`NO_TRAMPOLINES`]): it runs no scenario.
+pub const SUPPORTED: [KernelVersion; 5] = [v(6, 1), v(6, 12), v(7, 2), arm(6, 12), arm(7, 2)];
 
 /// Every test kernel. A row on it holds for the architecture-neutral
 /// mm/ and drivers/ code; where arch/ code takes part (x86's PAT, the
@@ -78,15 +78,25 @@ pub(crate) const ALL: &[KernelVersion] = &SUPPORTED;
 pub(crate) const X86: &[KernelVersion] = &[v(6, 1), v(6, 12), v(7, 2)];
 pub(crate) const K6_1: &[KernelVersion] = &[v(6, 1)];
 /// Before mmap_prepare: /dev/mem's mmap calls remap_pfn_range.
-pub(crate) const K6: &[KernelVersion] = &[v(6, 1), v(6, 12)];
+pub(crate) const K6: &[KernelVersion] = &[v(6, 1), v(6, 12), arm(6, 12)];
 /// folio_walk_start exists.
-pub(crate) const K6_12_UP: &[KernelVersion] = &[v(6, 12), v(7, 2), arm(7, 2)];
+pub(crate) const K6_12_UP: &[KernelVersion] = &[v(6, 12), v(7, 2), arm(6, 12), arm(7, 2)];
 /// The same on x86-64 only.
 pub(crate) const X86_K6_12_UP: &[KernelVersion] = &[v(6, 12), v(7, 2)];
 pub(crate) const K7_2: &[KernelVersion] = &[v(7, 2), arm(7, 2)];
 pub(crate) const X86_K7_2: &[KernelVersion] = &[v(7, 2)];
-/// 6.12 only: PAT's lookups go through follow_pfnmap_start there.
-pub(crate) const K6_12: &[KernelVersion] = &[v(6, 12)];
+pub(crate) const K6_12: &[KernelVersion] = &[v(6, 12), arm(6, 12)];
+/// x86 6.12: PAT's lookups go through follow_pfnmap_start there
+/// (arch/x86/mm/pat/memtype.c get_pat_info); arm64 has no PAT.
+pub(crate) const X86_K6_12: &[KernelVersion] = &[v(6, 12)];
+pub(crate) const ARM_K6_12: &[KernelVersion] = &[arm(6, 12)];
+
+/// Kernels that load pfnwatch's programs but cannot attach fentry/fexit to
+/// kernel functions: arm64's BPF trampolines reach kernel functions through
+/// ftrace direct calls, which arm64 has from 6.4 (Debian 12's 6.1 config has
+/// DYNAMIC_FTRACE_WITH_REGS and no DYNAMIC_FTRACE_WITH_DIRECT_CALLS). Every
+/// attach fails with ENOTSUPP there; pfnwatch must say so and nothing more.
+pub const NO_TRAMPOLINES: [KernelVersion; 1] = [arm(6, 1)];
 
 /// A per-kernel value: the first entry whose kernels hold the kernel asked
 /// about applies.
@@ -353,7 +363,7 @@ const PAT_MUNMAP: &[Row] = &[
         "munmap: untrack_pfn -> get_pat_info -> follow_phys",
     ),
     row(
-        K6_12,
+        X86_K6_12,
         FollowPfnmapStart,
         FOLLOW_DEV,
         1,
@@ -369,7 +379,7 @@ const PAT_MUNMAP_COW: &[Row] = &[
         "munmap: untrack_pfn -> get_pat_info -> follow_phys",
     ),
     row(
-        K6_12,
+        X86_K6_12,
         FollowPfnmapStart,
         COW | FOLLOW_DEV,
         1,
@@ -385,7 +395,7 @@ const PAT_FORK_EXIT_MUNMAP: &[Row] = &[
         "track_pfn_copy at fork, untrack_pfn at the child's exit and at munmap: follow_phys of page 0",
     ),
     row(
-        K6_12,
+        X86_K6_12,
         FollowPfnmapStart,
         COW | FOLLOW_DEV,
         3,
@@ -1215,6 +1225,10 @@ const MOD_HUGE_PUD: Expect = Expect {
 /// Which hooks this kernel has, so pfnwatch must attach them; the others it
 /// must report missing.
 pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
+    // The functions are mm/'s, the same on both architectures but where
+    // arch/ code decides whether they are built: the sets below name x86.
+    let arch = kernel.arch();
+    let kernel = KernelVersion(kernel.0, kernel.1, Arch::X86_64);
     match hook {
         Hook::FolioWalkStart => K6_12_UP.contains(&kernel),
         Hook::RemapPfnRangeComplete => K7_2.contains(&kernel),
@@ -1235,7 +1249,7 @@ pub fn hook_present(kernel: KernelVersion, hook: Hook) -> bool {
         // mm/huge_memory.c builds it under
         // CONFIG_HAVE_ARCH_TRANSPARENT_HUGEPAGE_PUD, which arch/x86/Kconfig
         // selects (X86_64) and arch/arm64/Kconfig does not.
-        Hook::VmfInsertPfnPud => kernel.arch() == Arch::X86_64,
+        Hook::VmfInsertPfnPud => arch == Arch::X86_64,
         Hook::VmNormalPage
         | Hook::VmNormalPagePmd
         | Hook::RemapPfnRange
@@ -1260,7 +1274,7 @@ pub fn program_present(kernel: KernelVersion, program: &str) -> bool {
         // 6.12's exit_mmap frees through remove_vma(vma, true) ->
         // __vm_area_free (mm/vma.c); 6.1 (mm/mmap.c remove_vma) and 7.2
         // (mm/vma.c remove_vma) always call vm_area_free.
-        Some("__vm_area_free") => K6_12.contains(&kernel),
+        Some("__vm_area_free") => K6_12.contains(&KernelVersion(kernel.0, kernel.1, Arch::X86_64)),
         Some(_) => false,
         None => hook_present(kernel, spec.hook),
     }

@@ -5,8 +5,8 @@
 //! be wrong; those rows and rules say `// needs: <change on main>`.
 
 use crate::expect::{
-    ALL, COPY, DEV, DEV_COW, EFAULT, ENOENT, Expect, FOLLOW_DEV, K6, K6_1, K6_12, K6_12_UP, K7_2,
-    PREPARE_COW, PREPARE_SHARED, REMAP, X86, X86_K7_2, alert, lifetime, row,
+    ALL, ARM_K6_12, COPY, DEV, DEV_COW, EFAULT, ENOENT, Expect, FOLLOW_DEV, K6, K6_1, K6_12_UP,
+    K7_2, PREPARE_COW, PREPARE_SHARED, REMAP, X86, X86_K6_12, X86_K7_2, alert, lifetime, row,
 };
 use pfnwatch::rules::RuleId::{R1, R4};
 use pfnwatch::rules::Severity::Info;
@@ -106,7 +106,7 @@ pub const UIO_BAR: Expect = Expect {
             "PAT at fork, child exit and munmap: follow_phys of page 0",
         ),
         row(
-            K6_12,
+            X86_K6_12,
             FollowPfnmapStart,
             PFNMAP | SPECIAL,
             3,
@@ -293,12 +293,20 @@ pub const VVAR_MOVE_PAGES: Expect = Expect {
         ),
         row(K6, VmNormalPage, SPEC, 1, "exit zaps the vvar pte"),
         row(
-            K6_12,
+            X86_K6_12,
             FolioWalkStart,
             PFNMAP | NO_PAGE,
             4,
             "do_pages_stat_array -> folio_walk_start for each [vvar] page: no folio (the \
             special pte of page 0, nothing at pages 1-3)",
+        ),
+        row(
+            ARM_K6_12,
+            FolioWalkStart,
+            PFNMAP | NO_PAGE,
+            2,
+            "the same for arm64's 2-page [vvar] (arch/arm64/include/asm/vdso.h \
+            __VVAR_PAGES 2: the data page and the timens page; VM_PFNMAP in vdso.c)",
         ),
         row(
             K7_2,
@@ -352,11 +360,12 @@ pub const VVAR_MOVE_PAGES: Expect = Expect {
             ]),
         ),
         (
-            K6_12,
+            X86_K6_12,
             Some(&[
                 ENOENT, ENOENT, ENOENT, ENOENT, EFAULT, EFAULT, EFAULT, EFAULT,
             ]),
         ),
+        (ARM_K6_12, Some(&[ENOENT, ENOENT, EFAULT, EFAULT])),
         (
             X86_K7_2,
             Some(&[
@@ -451,7 +460,7 @@ pub const DEVMEM_PROTNONE: Expect = Expect {
             "munmap: PAT's follow_phys of page 0 (PROT_NONE; the kernel's pte_pfn un-inverts)",
         ),
         row(
-            K6_12,
+            X86_K6_12,
             FollowPfnmapStart,
             COW | FOLLOW_DEV,
             1,
@@ -518,7 +527,7 @@ pub const PROC_MEM: Expect = Expect {
             mem_rw reads page by page: 4 x 2",
         ),
         row(
-            K6_12,
+            X86_K6_12,
             FollowPfnmapStart,
             FOLLOW_DEV,
             1,

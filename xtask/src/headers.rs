@@ -61,9 +61,14 @@ pub fn for_cross(mut plan: Plan, triplet: &str) -> Plan {
     plan
 }
 
-/// `gcc-16-for-host` or `gcc-16` -> `gcc-16-<triplet>`.
+/// `gcc-16-for-host` or `gcc-16` -> `gcc-16-<triplet>`; 6.1's
+/// `linux-compiler-gcc-12-arm` (which pulls the native gcc-12) ->
+/// `gcc-12-<triplet>`.
 fn cross_compiler(package: &str, triplet: &str) -> Option<String> {
-    let version = package.strip_prefix("gcc-")?;
+    let version = match package.strip_prefix("linux-compiler-gcc-") {
+        Some(rest) => rest.split('-').next()?,
+        None => package.strip_prefix("gcc-")?,
+    };
     let version = version.strip_suffix("-for-host").unwrap_or(version);
     (!version.is_empty() && version.chars().all(|c| c.is_ascii_digit()))
         .then(|| format!("gcc-{version}-{triplet}"))
@@ -343,6 +348,10 @@ Depends: pahole, libc6 (>= 2.38), libelf1t64 (>= 0.144), libssl3t64 (>= 3.0.0), 
             Some("gcc-14-aarch64-linux-gnu")
         );
         assert_eq!(cross_compiler("gcc-for-host", "aarch64-linux-gnu"), None);
+        assert_eq!(
+            cross_compiler("linux-compiler-gcc-12-arm", "aarch64-linux-gnu").as_deref(),
+            Some("gcc-12-aarch64-linux-gnu")
+        );
         assert_eq!(cross_compiler("gcc", "aarch64-linux-gnu"), None);
     }
 

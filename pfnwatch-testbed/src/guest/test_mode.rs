@@ -25,6 +25,9 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(rep: &mut Reporter) -> Result<()> {
     let (release, kernel) = super::kernel()?;
     rep.info(&format!("kernel {release} (expectations for {kernel})"));
+    if expect::NO_TRAMPOLINES.contains(&kernel) {
+        return no_trampolines(rep, kernel);
+    }
     // badmod: the bad-driver test module, before pfnwatch starts watching.
     super::module::load(rep, kernel);
     // The correct drivers' devices: Debian's modules, before pfnwatch too.
@@ -386,6 +389,61 @@ fn check(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         "check/exit",
         out.status.success(),
         &format!("pfnwatch check exited {}", out.status),
+    );
+    Ok(())
+}
+
+/// A kernel without trampolines for its functions: `check` loads the
+/// object, reports every present hook refused with ENOTSUPP and why, and
+/// exits non-zero; nothing else can run there.
+fn no_trampolines(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
+    const ENOTSUPP: i32 = 524;
+    let out = Command::new("/bin/pfnwatch")
+        .args(["check", "--format", "json"])
+        .output()
+        .context("running pfnwatch check")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("pfnwatch check printed {text:?}"))?;
+    rep.check(
+        "check/object",
+        json["load_error"].is_null(),
+        &format!("the object loaded: load_error {}", json["load_error"]),
+    );
+    let programs: Vec<ProgramReport> =
+        serde_json::from_value(json["programs"].clone()).context("pfnwatch check: programs")?;
+    for p in &programs {
+        let present = expect::program_present(kernel, &p.program);
+        let ok = match &p.state {
+            ProgramState::Refused { errno, hint, .. } => {
+                present && *errno == Some(ENOTSUPP) && hint.contains("no BPF trampolines")
+            }
+            ProgramState::Missing => !present,
+            _ => false,
+        };
+        rep.check(
+            &format!("check/{}", p.program),
+            ok,
+            &format!(
+                "on {kernel}: {} {:?} (want {})",
+                p.target,
+                p.state,
+                if present {
+                    "refused with ENOTSUPP, saying there are no trampolines"
+                } else {
+                    "missing"
+                }
+            ),
+        );
+    }
+    let gaps = json["gaps"].as_array().map_or(0, Vec::len);
+    rep.check(
+        "check/exit",
+        !out.status.success() && gaps > 0,
+        &format!(
+            "pfnwatch check exited {} with {gaps} gaps (want 1, gaps)",
+            out.status
+        ),
     );
     Ok(())
 }
