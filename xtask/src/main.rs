@@ -77,10 +77,9 @@ enum Task {
         /// testing; `none` to skip).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "trixie")]
         deploy_suite: Vec<SuiteChoice>,
-        /// The arm64 kernels to boot after the x86-64 ones (`none` to skip).
-        /// Only the newest has arm64 expectations: 6.1's arm64 ftrace cannot
-        /// attach fentry/fexit, and 6.12's rows are not yet split by
-        /// architecture.
+        /// The arm64 kernels to boot after the x86-64 ones (`all` adds 6.12,
+        /// and 6.1, where pfnwatch must say that nothing attaches; `none`
+        /// skips arm64).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "newest")]
         arm64_kernel: Vec<KernelChoice>,
     },
