@@ -129,6 +129,22 @@ pub fn build_guest(paths: &Paths) -> Result<GuestBinaries> {
     Ok(binaries)
 }
 
+/// `binary` (built by [`build_guest`], inside the root) stripped with the
+/// cross binutils, as cargo-deb strips the host's; returns the copy.
+pub fn strip(paths: &Paths, binary: &Path) -> Result<PathBuf> {
+    let root = SuiteRoot {
+        dir: paths.vmtest.join("cross").join(SUITE),
+    };
+    let inside = binary
+        .strip_prefix(&root.dir)
+        .with_context(|| format!("{} is not in {}", binary.display(), root.dir.display()))?;
+    let inside = format!("/{}", inside.display());
+    let stripped = format!("/{BUILD}/pfnwatch.stripped");
+    let strip = format!("{}-strip", paths.arch.gnu_triplet());
+    root.run(&[&strip, "--strip-unneeded", "-o", &stripped, &inside])?;
+    Ok(root.dir.join(stripped.trim_start_matches('/')))
+}
+
 /// `libstd-rust-dev:<arch>`: the standard library for the target, from the
 /// same source package as the root's rustc. Done once per root (a stamp).
 fn foreign_std(root: &SuiteRoot, parent: &Path, arch: Arch) -> Result<()> {

@@ -61,8 +61,8 @@ pub fn build(paths: &Paths) -> Result<PathBuf> {
         .env("RUSTFLAGS", build::guest_rustflags())
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
     if !paths.arch.is_host() {
-        // The host's strip cannot read an aarch64 ELF; the binary ships
-        // with its symbols (panics then name functions).
+        // The host's strip cannot read an aarch64 ELF: cross.rs stripped
+        // it with the cross binutils.
         command.arg("--no-strip");
     }
     println!("[host] + {}", describe(&command));
@@ -107,6 +107,7 @@ fn build_static(paths: &Paths, cargo: &OsStr) -> Result<PathBuf> {
 /// it: `target/<triple>/release/pfnwatch`.
 fn stage_cross_binary(paths: &Paths) -> Result<()> {
     let built = crate::cross::build_guest(paths)?.pfnwatch;
+    let built = crate::cross::strip(paths, &built)?;
     let dir = paths
         .root
         .join("target")

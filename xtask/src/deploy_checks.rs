@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use object::Object as _;
 
 use crate::{
     cmd::describe,
@@ -100,6 +101,47 @@ fn report(check: CheckResult) -> CheckResult {
         Some(reason) => println!("[host] FAIL {}: {reason}", check.name),
     }
     check
+}
+
+/// The package for another architecture (`paths.arch`): built like the
+/// host's, with the same contents checks, the architecture in its control
+/// file, the binary of that machine, and lintian.
+pub fn foreign_package(paths: &Paths) -> Vec<CheckResult> {
+    let name = format!("deb-{}", paths.arch);
+    let deb = package(paths).and_then(|deb| {
+        let info = output(
+            Command::new("dpkg-deb")
+                .arg("--field")
+                .arg(&deb)
+                .arg("Architecture"),
+        )?;
+        if info.trim() != paths.arch.debian() {
+            bail!("{} says Architecture: {}", deb.display(), info.trim());
+        }
+        let dir = paths.vmtest.join("deb").join("unpacked");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+        let binary = dir.join("usr/bin/pfnwatch");
+        crate::build::ensure_static(&binary)?;
+        let data = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+        let machine = object::read::File::parse(data.as_slice())
+            .with_context(|| format!("parsing {}", binary.display()))?
+            .architecture();
+        if machine != object::Architecture::Aarch64 {
+            bail!("{} is built for {machine:?}", binary.display());
+        }
+        Ok(deb)
+    });
+    let lint = match &deb {
+        Ok(deb) => lintian(deb),
+        Err(_) => Err(anyhow::anyhow!("needs the package (see {name})")),
+    };
+    vec![
+        result(&name, deb.map(|_| ())),
+        result(&format!("lintian-{}", paths.arch), lint),
+    ]
 }
 
 /// The package (deb.rs), listed, and what it must hold checked.

@@ -91,6 +91,10 @@ pub fn run(options: &Options) -> Result<bool> {
     }
     // The package under systemd, Prometheus and podman, booted per suite.
     host.extend(deploy::run(&options.deploy));
+    // The arm64 package (its pfnwatch is the arm64 guests' build).
+    if !options.arm64.is_empty() {
+        host.extend(deploy_checks::foreign_package(&paths.for_arch(Arch::Arm64)));
+    }
     vmtest::run(&vmtest::Options {
         targets: vec![
             vmtest::Target {
