@@ -156,15 +156,25 @@ fn fetch_and_build(
         .iter()
         .map(|spec| kernels::fetch(*spec, paths))
         .collect();
-    let fetched: Vec<Kernel> = kernels.iter().flatten().cloned().collect();
+    // A kernel that attaches nothing runs no scenario: no module for it.
+    let fetched: Vec<Kernel> = kernels
+        .iter()
+        .flatten()
+        .filter(|kernel| attaches(paths.arch, kernel.spec.label))
+        .cloned()
+        .collect();
     let mut built = badmod::build_all(paths, &fetched).into_iter();
     let mut modules = Vec::new();
     let mut kernel_modules = Vec::new();
     let kernels = kernels
         .into_iter()
         .map(|kernel| {
-            let mut host = match (&kernel, built.next()) {
+            let needs_module = kernel
+                .as_ref()
+                .is_ok_and(|kernel| attaches(paths.arch, kernel.spec.label));
+            let mut host = match (&kernel, needs_module.then(|| built.next()).flatten()) {
                 (Err(_), _) => Vec::new(),
+                (Ok(_), None) if !needs_module => Vec::new(),
                 (Ok(_), Some(Ok(module))) => {
                     modules.push(module);
                     Vec::new()
