@@ -34,7 +34,7 @@ pub const PAGE_SHIFT_DEFAULT: u8 = 12;
 /// 8-byte entries, so each level up maps `page_shift - 3` more bits (x86-64
 /// 12/21/30; arm64 4K 12/21/30, 16K 14/25/36, 64K 16/29/42).
 pub const fn level_shift(page_shift: u32, level: Level) -> u32 {
-    page_shift + level.raw() * (page_shift - 3)
+    page_shift.saturating_add(level.raw().saturating_mul(page_shift.saturating_sub(3)))
 }
 
 /// The page-table level of an entry, as the kernel's `enum pgtable_level`

@@ -272,9 +272,14 @@ impl Record {
     /// for a pte, `addr` rounded down to the pmd or pud for a huge entry
     /// (whose pfn is that of its first page).
     pub fn page_offset(&self) -> u64 {
+        // Total for any page_shift: the readers refuse unknown ones, but a
+        // record can be made by hand.
         let shift = pgtable::level_shift(u32::from(self.page_shift), self.level);
-        let base = self.addr & !((1u64 << shift) - 1);
-        base.saturating_sub(self.vm_start) >> self.page_shift
+        let size = 1u64.checked_shl(shift).unwrap_or(0);
+        let base = self.addr & !size.wrapping_sub(1);
+        base.saturating_sub(self.vm_start)
+            .checked_shr(u32::from(self.page_shift))
+            .unwrap_or(0)
     }
 
     /// The pfn the remap rule predicts for `addr`: vm_pgoff + page offset.
@@ -358,6 +363,22 @@ mod tests {
         assert_eq!(r.page_offset(), 2);
         assert_eq!(r.rule_pfn(), 0xf2);
         assert_eq!(r.class.to_string(), "pfnmap+special+pfn_match+no_page");
+    }
+
+    #[test]
+    fn page_offsets_follow_the_page_size_and_never_panic() {
+        let mut r = Record::from_event(&event()).unwrap();
+        assert_eq!(r.page_offset(), 2);
+        // arm64 with 64 KiB pages: a 512 MiB pmd.
+        r.page_shift = 16;
+        r.level = Level::Pmd;
+        r.vm_start = 0x4000_0000;
+        r.addr = 0x6000_1234;
+        assert_eq!(r.page_offset(), 0x2000_0000 >> 16);
+        for shift in [0, 1, 2, 3, 63, 64, 200, 255] {
+            r.page_shift = shift;
+            let _ = r.rule_pfn();
+        }
     }
 
     #[test]

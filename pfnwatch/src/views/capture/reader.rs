@@ -215,7 +215,14 @@ impl<'a> Reader<'a> {
                 self.end(records, &at)?;
                 Ok(None)
             }
-            Entry::Record { .. } => {
+            Entry::Record { ref record, .. } => {
+                if !pfnwatch_common::pgtable::PAGE_SHIFTS.contains(&record.page_shift) {
+                    bail!(
+                        "{at}: page_shift {}: pages of 4, 16 or 64 KiB (12, 14 or 16) are \
+                         the ones pfnwatch knows",
+                        record.page_shift
+                    );
+                }
                 self.records += 1;
                 Ok(Some(entry))
             }

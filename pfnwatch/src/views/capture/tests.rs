@@ -546,3 +546,47 @@ fn a_staged_capture_is_named_on_commit_and_gone_if_dropped() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The page size travels with a capture: arm64 hosts may have 16 or 64 KiB
+/// pages. Captures from before say nothing and mean 4 KiB; a page size
+/// pfnwatch does not know is refused where it is written.
+#[test]
+fn page_sizes_are_read_and_unknown_ones_refused() {
+    let capture = |h: &Header| {
+        let mut w = Writer::new(Vec::new(), "memory".into());
+        w.header(h).unwrap();
+        w.record(&record(1), &host()).unwrap();
+        w.finish().unwrap()
+    };
+    let mut h = header();
+    h.page_shift = 16;
+    let cap = parse(&capture(&h)).unwrap();
+    assert_eq!(cap.header.page_shift, 16);
+    let Some(Entry::Record { record, .. }) = cap.entries.first() else {
+        panic!("no record");
+    };
+    assert_eq!(record.page_shift, 16);
+
+    // A header from before arm64 has no page_shift: 4 KiB.
+    let bytes = capture(&header());
+    let at = header_len(&bytes);
+    let mut old: serde_json::Value = serde_json::from_slice(&bytes[..at]).unwrap();
+    old.as_object_mut().unwrap().remove("page_shift");
+    let bytes = [format!("{old}\n").as_bytes(), &bytes[at..]].concat();
+    assert_eq!(parse(&bytes).unwrap().header.page_shift, 12);
+
+    let mut bad = serde_json::to_value(header()).unwrap();
+    bad["page_shift"] = 13.into();
+    let e = err(format!("{bad}\n").as_bytes());
+    assert!(e.contains("line 1 (byte 0): page_shift 13"), "{e}");
+
+    // Version 1: each record line carries its own (or means 12).
+    let mut line = serde_json::to_value(&sample_entries()[0]).unwrap();
+    line["page_shift"] = 11.into();
+    let text = v1(&[]) + &format!("{line}\n");
+    let (_, e) = until_error(text.as_bytes());
+    assert!(
+        e.contains("line 2 (byte") && e.contains("page_shift 11"),
+        "{e}"
+    );
+}
