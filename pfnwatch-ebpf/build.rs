@@ -47,12 +47,31 @@ fn build() -> Result<(), String> {
     Ok(())
 }
 
+/// The build machine's Debian multiarch include directory, where
+/// <linux/types.h> finds <asm/types.h>: any architecture's serves (the
+/// programs take no arch-specific type from it), but it must exist, so an
+/// arm64 host building natively takes its own.
+fn multiarch_include() -> String {
+    let host = env::var("HOST").unwrap_or_default();
+    let own = match host.split('-').next() {
+        Some("aarch64") => "aarch64-linux-gnu",
+        _ => "x86_64-linux-gnu",
+    };
+    [own, "x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .into_iter()
+        .map(|dir| format!("/usr/include/{dir}"))
+        .find(|dir| Path::new(dir).join("asm").is_dir())
+        .unwrap_or_else(|| format!("/usr/include/{own}"))
+}
+
 fn compile(clang: &str, out: &Path, source: &str, object: &Path) -> Result<(), String> {
     let status = Command::new(clang)
         .args(["-target", "bpf", "-g", "-O2", "-Wall", "-Werror"])
+        // fentry/fexit programs read their arguments as u64s; the define
+        // only picks bpf_tracing.h's pt_regs layout, which they do not use,
+        // so the one object serves x86-64 and arm64.
         .args(["-D__TARGET_ARCH_x86", "-mcpu=v3"])
-        // <linux/types.h> includes <asm/types.h> from the multiarch dir.
-        .arg("-I/usr/include/x86_64-linux-gnu")
+        .arg(format!("-I{}", multiarch_include()))
         .arg(format!("-I{}", out.display()))
         .args(["-c", source, "-o"])
         .arg(object)
