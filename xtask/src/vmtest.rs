@@ -49,7 +49,7 @@ pub fn run(options: &Options) -> Result<bool> {
     let mut summary = Summary::default();
     summary.add(&options.prior);
     let mut stopped = false;
-    for target in &options.targets {
+    for target in options.targets.iter().filter(|t| !t.kernels.is_empty()) {
         if stopped {
             println!(
                 "not run: {} on {} (--keep-going runs them)",
