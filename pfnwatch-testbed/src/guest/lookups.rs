@@ -23,11 +23,13 @@ pub fn always_unless_given(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
-/// Under a `pfnwatch run` on port `port` started with `--lookups-grace 1`
-/// and no device mapped: standby, attach for a mapping of the VGA BAR,
-/// detach once it is gone, attach again for a new one. Returns that last
-/// mapping, which keeps the lookups attached for the checks that follow.
-pub fn on_demand(rep: &mut Reporter, port: u16) -> Result<Option<Map>> {
+/// Under a `pfnwatch run` (process `pid`) on port `port` started with
+/// `--lookups-grace 1` and no device mapped: standby, attach for a mapping
+/// of the VGA BAR, detach once it is gone, count a mapping gone before it
+/// could attach (and attach for it), attach again for a new one. Returns
+/// that last mapping, which keeps the lookups attached for the checks that
+/// follow.
+pub fn on_demand(rep: &mut Reporter, port: u16, pid: u32) -> Result<Option<Map>> {
     let standby = scrape(port)?;
     rep.check(
         "lookups/standby",
@@ -66,10 +68,11 @@ pub fn on_demand(rep: &mut Reporter, port: u16) -> Result<Option<Map>> {
                 .and_then(|s| s.get("pfnwatch_lookups_detaches_total", &[])),
         ),
     );
+    unseen(rep, port, pid, &bar)?;
     let again = Map::file(&bar, 0, 1, false)?;
     let reattached = until(port, |s| {
         s.get(ATTACHED, &[]) == Some(1.0)
-            && s.get("pfnwatch_lookups_attaches_total", &[]) == Some(2.0)
+            && s.get("pfnwatch_lookups_attaches_total", &[]) == Some(3.0)
     });
     rep.check(
         "lookups/reattach",
@@ -80,6 +83,44 @@ pub fn on_demand(rep: &mut Reporter, port: u16) -> Result<Option<Map>> {
         ),
     );
     Ok(reattached.map(|_| again))
+}
+
+/// A mapping made and gone while the daemon is stopped, so it cannot
+/// attach in between: counted as unseen, and the lookups attach for the
+/// grace period anyway (a process that maps its device briefly and often
+/// is then watched); then they detach again.
+fn unseen(rep: &mut Reporter, port: u16, pid: u32, bar: &std::os::fd::OwnedFd) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid)?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let brief = Map::file(bar, 0, 1, false).and_then(Map::unmap);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    brief?;
+    let counted = until(port, |s| {
+        s.get("pfnwatch_lookups_unseen_mappings_total", &[]) == Some(1.0)
+            && s.get("pfnwatch_lookups_attaches_total", &[]) == Some(2.0)
+    });
+    let get = |name: &str| counted.as_ref().and_then(|s| s.get(name, &[]));
+    rep.check(
+        "lookups/unseen",
+        counted.is_some(),
+        &format!(
+            "a mapping made and gone while pfnwatch was stopped: unseen mappings {:?}, \
+             attaches {:?} (want 1, 2); late wake-ups {:?}",
+            get("pfnwatch_lookups_unseen_mappings_total"),
+            get("pfnwatch_lookups_attaches_total"),
+            get("pfnwatch_lookups_late_wakeups_total"),
+        ),
+    );
+    let detached = until(port, |s| {
+        s.get(ATTACHED, &[]) == Some(0.0)
+            && s.get("pfnwatch_lookups_detaches_total", &[]) == Some(2.0)
+    });
+    if detached.is_none() {
+        anyhow::bail!("the lookups did not detach again within {LIMIT:?} after the unseen mapping");
+    }
+    Ok(())
 }
 
 /// A host with a device in use: one page of the VGA BAR mapped, and the

@@ -119,7 +119,7 @@ fn daemon(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
             }
         }
     }
-    let device_mapped = match super::lookups::on_demand(rep, 19463) {
+    let device_mapped = match super::lookups::on_demand(rep, 19463, run.id()) {
         Ok(map) => map,
         Err(e) => {
             rep.fail("lookups/run", &format!("{e:#}"));

@@ -89,6 +89,34 @@ pub struct LookupStats {
     pub last_attach_delay: Option<Duration>,
     /// Walks of every task's vmas (at start and before each detach).
     pub walks: u64,
+    /// Wake-ups the kernel's notification did not deliver: the periodic
+    /// check found them in the ring.
+    pub late_wakeups: u64,
+    /// Device mappings gone before the lookups attached: lookups in them
+    /// were not seen.
+    pub unseen_mappings: u64,
+}
+
+/// Why [`Lookups::ready`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The kernel's notification on `lookup_wake`.
+    Woken,
+    /// The periodic check.
+    Check,
+}
+
+/// How often the state is checked while the lookups are detached: the
+/// bound on the attach delay when a wake-up notification goes astray (seen
+/// on arm64 7.2 after a session that captured call paths), and while they
+/// are attached: the grace period's resolution.
+const CHECK_DETACHED: Duration = Duration::from_millis(100);
+const CHECK_ATTACHED: Duration = Duration::from_secs(1);
+
+fn check_interval(period: Duration) -> Interval {
+    let mut check = tokio::time::interval(period);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    check
 }
 
 /// The on-demand state: the programs, their links while attached, the
@@ -125,8 +153,6 @@ impl Lookups {
         let wake = unsafe { AsyncFd::register_with_interest(wake, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("registering the lookup_wake ring buffer with tokio")?;
-        let mut check = tokio::time::interval(Duration::from_secs(1));
-        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let links = std::mem::take(&mut watcher.lookup_links);
         let mut lookups = Lookups {
             mode,
@@ -139,7 +165,7 @@ impl Lookups {
             links,
             state,
             wake,
-            check,
+            check: check_interval(CHECK_ATTACHED),
             idle_since: None,
         };
         lookups.set_attached(true)?;
@@ -178,22 +204,22 @@ impl Lookups {
     }
 
     /// Waits for a wake-up from the kernel or the next check.
-    pub async fn ready(&mut self) -> Result<()> {
+    pub async fn ready(&mut self) -> Result<Ready> {
         if self.mode == LookupMode::Always {
             return std::future::pending().await;
         }
         tokio::select! {
             guard = self.wake.readable_mut() => {
                 guard.context("waiting on the lookup_wake ring buffer")?.clear_ready();
-                Ok(())
+                Ok(Ready::Woken)
             }
-            _ = self.check.tick() => Ok(()),
+            _ = self.check.tick() => Ok(Ready::Check),
         }
     }
 
     /// Once [`Lookups::ready`] returned: attach while a watched vma lives,
     /// detach after the grace period without one.
-    pub fn handle(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+    pub fn handle(&mut self, ebpf: &mut Ebpf, why: Ready) -> Result<()> {
         let mut first_ns = None;
         let ring = self.wake.get_mut();
         while let Some(item) = ring.next() {
@@ -204,9 +230,14 @@ impl Lookups {
         }
         self.stats.watched = self.watched()?;
         if !self.stats.attached {
-            // A wake-up whose vma is gone already needs nothing; a check
-            // that finds one the wake-up ring had no room to say catches up.
-            if self.stats.watched > 0 {
+            if let Some(ns) = first_ns {
+                self.woken_late(why, ns);
+            }
+            // Attach for any wake-up, even one whose vma is gone already:
+            // a process that maps its device briefly and often is then
+            // watched through the grace period. A check that finds a
+            // watched vma the wake-up ring had no room to say catches up.
+            if self.stats.watched > 0 || first_ns.is_some() {
                 self.attach(ebpf, first_ns)?;
             }
             return Ok(());
@@ -240,6 +271,28 @@ impl Lookups {
         Ok(())
     }
 
+    /// Counts and says what a wake-up found after the fact: one the
+    /// notification did not deliver, and a mapping that did not wait.
+    fn woken_late(&mut self, why: Ready, wanted_ns: u64) {
+        let after_ms = monotonic_ns().saturating_sub(wanted_ns) / 1_000_000;
+        if why == Ready::Check {
+            self.stats.late_wakeups += 1;
+            tracing::info!(
+                after_ms,
+                "a device mapping's wake-up was found by the periodic check, \
+                 not delivered by the kernel"
+            );
+        }
+        if self.stats.watched == 0 {
+            self.stats.unseen_mappings += 1;
+            tracing::warn!(
+                after_ms,
+                "a device mapping was gone before the page-table lookups attached: \
+                 lookups in it were not seen (--lookups always sees every one)"
+            );
+        }
+    }
+
     fn watched(&self) -> Result<u64> {
         self.state
             .get(&abi::LOOKUPS_WATCHED, 0)
@@ -268,6 +321,7 @@ impl Lookups {
         self.set_attached(true)?;
         self.stats.attached = true;
         self.stats.attaches += 1;
+        self.check = check_interval(CHECK_ATTACHED);
         self.idle_since = None;
         if let Some(ns) = wanted_ns {
             let delay = monotonic_ns().saturating_sub(ns);
@@ -300,6 +354,7 @@ impl Lookups {
         }
         self.stats.attached = false;
         self.idle_since = None;
+        self.check = check_interval(CHECK_DETACHED);
     }
 }
 

@@ -5,7 +5,7 @@ use super::counters::Counts;
 use super::decode::Record;
 use super::facts;
 use super::loader::{self, LoadOptions, ProgramState, Watcher};
-use super::lookups::{LookupMode, Lookups};
+use super::lookups::{LookupMode, Lookups, Ready};
 use super::programs;
 use crate::rules::{RuleSet, Selection};
 use anyhow::{Context, Result, bail};
@@ -43,6 +43,13 @@ pub enum Wake {
     Stop,
     /// SIGHUP, once [`Session::watch_hangup`] asked for it: reload.
     Reload,
+}
+
+/// What one wait ended with.
+enum Waited {
+    Wake(Wake),
+    /// The lookups need attention.
+    Lookups(Ready),
 }
 
 /// What to load and how.
@@ -168,15 +175,14 @@ impl Session {
     /// detaches the page-table lookups on the way as the kernel asks.
     pub async fn wait(&mut self, mut tick: Option<&mut Interval>) -> Result<Wake> {
         loop {
-            if let Some(wake) = self.wait_once(tick.as_deref_mut()).await? {
-                return Ok(wake);
+            match self.wait_once(tick.as_deref_mut()).await? {
+                Waited::Wake(wake) => return Ok(wake),
+                Waited::Lookups(why) => self.lookups.handle(&mut self.watcher.ebpf, why)?,
             }
-            self.lookups.handle(&mut self.watcher.ebpf)?;
         }
     }
 
-    /// `None`: the lookups need attention.
-    async fn wait_once(&mut self, tick: Option<&mut Interval>) -> Result<Option<Wake>> {
+    async fn wait_once(&mut self, tick: Option<&mut Interval>) -> Result<Waited> {
         // A device mapping waiting for the lookups goes before a record
         // batch: the first batch of a run can take long (it reads the
         // symbol table), and every moment until the attach is lookups the
@@ -188,8 +194,7 @@ impl Session {
             () = std::future::ready(()) => None,
         };
         if let Some(ready) = lookups_first {
-            ready?;
-            return Ok(None);
+            return Ok(Waited::Lookups(ready?));
         }
         let tick = async {
             match tick {
@@ -222,12 +227,9 @@ impl Session {
             _ = self.int.recv() => Wake::Stop,
             _ = hup => Wake::Reload,
             _ = tick => Wake::Tick,
-            ready = self.lookups.ready() => {
-                ready?;
-                return Ok(None);
-            }
+            ready = self.lookups.ready() => return Ok(Waited::Lookups(ready?)),
         };
-        Ok(Some(wake))
+        Ok(Waited::Wake(wake))
     }
 
     /// Hands every record in the ring buffers to `f`, without blocking:

@@ -128,6 +128,17 @@ pub const LOOKUPS_ATTACH_DELAY: Spec = gauge(
      they attached (lookups in it before then were not seen).",
     &[],
 );
+pub const LOOKUPS_LATE_WAKEUPS: Spec = counter(
+    "pfnwatch_lookups_late_wakeups_total",
+    "Device mappings whose wake-up the kernel's notification did not deliver: the \
+     periodic check (every 100 ms while detached) found it.",
+    &[],
+);
+pub const LOOKUPS_UNSEEN_MAPPINGS: Spec = counter(
+    "pfnwatch_lookups_unseen_mappings_total",
+    "Device mappings gone before the lookups attached: lookups in them were not seen.",
+    &[],
+);
 pub const ALERTS: Spec = counter(
     "pfnwatch_alerts_total",
     "Rule hits, by rule and severity, before duplicate collapsing.",
@@ -216,6 +227,8 @@ pub const ALL: &[&Spec] = &[
     &LOOKUPS_ATTACHES,
     &LOOKUPS_DETACHES,
     &LOOKUPS_ATTACH_DELAY,
+    &LOOKUPS_LATE_WAKEUPS,
+    &LOOKUPS_UNSEEN_MAPPINGS,
     &ALERTS,
     &ALERTS_BY_DRIVER,
     &MAPPINGS,

@@ -144,6 +144,12 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     f.fgauge(&LOOKUPS_ATTACH_DELAY)?
         .with_label_values(none)
         .set(l.last_attach_delay.map_or(f64::NAN, |d| d.as_secs_f64()));
+    f.counter(&LOOKUPS_LATE_WAKEUPS)?
+        .with_label_values(none)
+        .inc_by(l.late_wakeups);
+    f.counter(&LOOKUPS_UNSEEN_MAPPINGS)?
+        .with_label_values(none)
+        .inc_by(l.unseen_mappings);
 
     // Every rule at every severity from zero, so the first hit is an
     // increase Prometheus can see.
