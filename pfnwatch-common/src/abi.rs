@@ -304,12 +304,26 @@ pub fn c_index_defines() -> String {
     )
 }
 
+/// Bytes of a record sent without a call path: everything before `stack`.
+/// A session that captures none sends these, so twice as many records fit
+/// the ring buffer.
+pub const EVENT_BYTES_NO_STACK: usize = std::mem::offset_of!(Event, stack);
+
 impl Event {
-    /// Decodes a ring buffer record. `None` if it is too short.
+    /// Decodes a ring buffer record, whole or without its call path. `None`
+    /// if it is shorter than that.
     pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
-        bytes
-            .get(..size_of::<Event>())
-            .map(bytemuck::pod_read_unaligned)
+        if let Some(whole) = bytes.get(..size_of::<Event>()) {
+            return Some(bytemuck::pod_read_unaligned(whole));
+        }
+        let head = bytes.get(..EVENT_BYTES_NO_STACK)?;
+        let mut e: Event = bytemuck::Zeroable::zeroed();
+        bytemuck::bytes_of_mut(&mut e)
+            .get_mut(..EVENT_BYTES_NO_STACK)?
+            .copy_from_slice(head);
+        // No stack came, whatever the field says.
+        e.stack_bytes = 0;
+        Some(e)
     }
 }
 
@@ -322,6 +336,27 @@ mod tests {
         // bytemuck::Pod already refuses padding; check the size stays put.
         assert_eq!(size_of::<Event>(), 296 + 8 * STACK_DEPTH);
         assert_eq!(size_of::<Event>() % 8, 0);
+    }
+
+    #[test]
+    fn records_without_a_call_path_decode_with_none() {
+        let mut e: Event = bytemuck::Zeroable::zeroed();
+        e.pid = 7;
+        e.page_shift = 12;
+        e.stack_bytes = 16;
+        e.stack[0] = 0xffff_ffff_8100_0000;
+        let bytes = bytemuck::bytes_of(&e);
+        let whole = Event::from_bytes(bytes).expect("a whole record");
+        assert_eq!(
+            (whole.pid, whole.stack_bytes, whole.stack[0]),
+            (7, 16, e.stack[0])
+        );
+        let short = Event::from_bytes(&bytes[..EVENT_BYTES_NO_STACK]).expect("a short one");
+        assert_eq!((short.pid, short.page_shift), (7, 12));
+        assert_eq!((short.stack_bytes, short.stack[0]), (0, 0));
+        assert!(Event::from_bytes(&bytes[..EVENT_BYTES_NO_STACK - 1]).is_none());
+        // The stack's offset is what the C side's offsetof gives.
+        assert_eq!(EVENT_BYTES_NO_STACK, 296);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::rules::{
 use crate::views::line::Format;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use pfnwatch_common::Hook;
+use pfnwatch_common::{Hook, abi};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -140,9 +140,10 @@ pub struct KernelArgs {
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "PATH")]
     pub btf: Option<PathBuf>,
-    /// Ring buffer size in KiB (a power of two, at least 4).
-    #[arg(long, default_value_t = 256, value_parser = parse_ringbuf_kib)]
-    pub ringbuf_kib: u32,
+    /// Ring buffer size in KiB (a power of two, at least 4) [default: 256;
+    /// 8192 with --all or --hook, which send a record per call].
+    #[arg(long, value_parser = parse_ringbuf_kib)]
+    pub ringbuf_kib: Option<u32>,
     /// When the page-table lookups (vm_normal_page, folio_walk_start) are
     /// attached: while a device mapping exists, or always (every lookup in
     /// every pfn mapping, the vDSO's included).
@@ -153,9 +154,19 @@ pub struct KernelArgs {
     pub lookups_grace: u64,
 }
 
+/// `trace` and `record`'s ring buffer when every call of the hooks is
+/// wanted: a fork or munmap of a device mapping sends a record per pte, and
+/// the burst has to wait in the ring while the reader formats (README,
+/// Cost). Rule hits alone are rare: the daemon's size does.
+pub const ALL_RINGBUF_KIB: u32 = 8192;
+
 impl KernelArgs {
-    pub fn ringbuf_bytes(&self) -> u32 {
-        self.ringbuf_kib * 1024
+    pub fn ringbuf_bytes(&self, selection: Selection) -> u32 {
+        let default = match selection {
+            Selection::All => ALL_RINGBUF_KIB,
+            Selection::Rules => abi::RINGBUF_BYTES / 1024,
+        };
+        self.ringbuf_kib.unwrap_or(default) * 1024
     }
 
     pub fn session(
@@ -165,7 +176,7 @@ impl KernelArgs {
         capture_stack: bool,
     ) -> SessionOptions {
         SessionOptions {
-            ringbuf_bytes: self.ringbuf_bytes(),
+            ringbuf_bytes: self.ringbuf_bytes(selection),
             btf: self.btf,
             selection,
             rules,

@@ -321,17 +321,24 @@ static __always_inline bool wants_record(__u16 hook, __u16 class)
 /* A record's slot: urgent ones (a possible warning or critical hit, or the
  * kernel about to BUG) in their own ring first, then in the shared one.
  * A record that finds no room is counted lost in its kind's slot. */
+/* Without call paths a record stops before its stack: about half the
+ * bytes, so twice the records fit a ring (user space decodes both). The
+ * verifier knows capture_stack (frozen rodata), so the size is a constant. */
+#define EVENT_BYTES                                                                  \
+	(capture_stack ? sizeof(struct pfnwatch_event) :                             \
+			 __builtin_offsetof(struct pfnwatch_event, stack))
+
 static __always_inline struct pfnwatch_event *reserve(__u16 hook, __u16 class, bool bug)
 {
 	struct pfnwatch_event *e;
 	bool urgent = bug || IN_MASK(urgent_mask, hook, class);
 
 	if (urgent) {
-		e = bpf_ringbuf_reserve(&urgent_events, sizeof(*e), 0);
+		e = bpf_ringbuf_reserve(&urgent_events, EVENT_BYTES, 0);
 		if (e)
 			return e;
 	}
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(&events, EVENT_BYTES, 0);
 	if (!e)
 		bump(&drops, urgent ? PFNW_LOSS_URGENT : PFNW_LOSS_RINGBUF);
 	return e;
@@ -754,7 +761,10 @@ int BPF_PROG(remap_pfn_range_prepare_exit, struct vm_area_desc *desc, int ret)
 	e = reserve(c.hook, c.class, false);
 	if (!e)
 		return 0;
-	__builtin_memset(e, 0, sizeof(*e));
+	if (capture_stack)
+		__builtin_memset(e, 0, sizeof(*e));
+	else
+		__builtin_memset(e, 0, __builtin_offsetof(struct pfnwatch_event, stack));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->vm_flags = c.vm_flags;
