@@ -186,6 +186,7 @@ impl KernelArgs {
             only_pids: Vec::new(),
             lookups: self.lookups,
             lookups_grace: Duration::from_secs(self.lookups_grace),
+            addresses: None,
         }
     }
 }

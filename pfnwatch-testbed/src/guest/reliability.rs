@@ -161,17 +161,27 @@ fn privileges(rep: &mut Reporter, daemon: &Daemon) -> Result<()> {
         .log()
         .iter()
         .any(|l| l.contains("capabilities narrowed") && l.contains("CAP_SYSLOG"));
+    // Capabilities are per thread: every other thread (the ring buffer
+    // reader) holds no more than the main one.
+    let threads = other_threads(daemon.pid())?;
+    let threads_ok = threads.iter().any(|t| t.name == "pfnwatch-rings")
+        && threads.iter().all(|t| {
+            t.eff & !(1u64 << CAP_SYSLOG) == 0
+                && t.prm & !(1u64 << CAP_SYSLOG) == 0
+                && t.no_new_privs
+        });
     let ok = set("CapEff:") == syslog_only
         && set("CapPrm:") == syslog_only
         && set("CapInh:") == Some(0)
         && set("CapAmb:") == Some(0)
         && field("NoNewPrivs:") == "1"
-        && logged;
+        && logged
+        && threads_ok;
     rep.check(
         "privileges",
         ok,
         &format!(
-            "pfnwatch run as root, attached: CapEff {} CapPrm {} CapInh {} CapAmb {} NoNewPrivs {} (want CAP_SYSLOG alone, no_new_privs); logged: {logged}",
+            "pfnwatch run as root, attached: CapEff {} CapPrm {} CapInh {} CapAmb {} NoNewPrivs {} (want CAP_SYSLOG alone, no_new_privs); logged: {logged}; other threads {threads:?} (want at least the reader, none holding more)",
             field("CapEff:"),
             field("CapPrm:"),
             field("CapInh:"),
@@ -180,6 +190,43 @@ fn privileges(rep: &mut Reporter, daemon: &Daemon) -> Result<()> {
         ),
     );
     Ok(())
+}
+
+/// A thread's name and privileges.
+#[derive(Debug)]
+struct ThreadCaps {
+    name: String,
+    eff: u64,
+    prm: u64,
+    no_new_privs: bool,
+}
+
+/// Every thread of `pid` but the main one.
+fn other_threads(pid: u32) -> Result<Vec<ThreadCaps>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).context("listing its threads")? {
+        let entry = entry?;
+        if entry.file_name().to_str() == Some(&pid.to_string()) {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let set = |name: &str| u64::from_str_radix(&field(name), 16).unwrap_or(u64::MAX);
+        out.push(ThreadCaps {
+            name: field("Name:"),
+            eff: set("CapEff:"),
+            prm: set("CapPrm:"),
+            no_new_privs: field("NoNewPrivs:") == "1",
+        });
+    }
+    Ok(out)
 }
 
 /// Runs `scenario` between two scrapes of the daemon on `port`: whether

@@ -91,6 +91,7 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         hooks: None,
         narrow: None,
         only_pids: &[],
+        addresses: None,
     }) {
         Ok(watcher) => report.programs = watcher.programs.clone(),
         Err(e) => {

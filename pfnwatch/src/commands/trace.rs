@@ -57,7 +57,11 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
         Box::new(BufWriter::with_capacity(64 << 10, std::io::stdout().lock()))
     };
     let mut view = View::new(out, &opts.view, clock).buffered();
-    let mut session = Session::start(&opts.session)?;
+    let (enricher, addresses) = Enricher::live_preloaded();
+    let mut session = Session::start(&SessionOptions {
+        addresses: Some(addresses),
+        ..opts.session.clone()
+    })?;
     if let (Some(c), Some((_, args))) = (&mut capture, &opts.record) {
         c.header(&header(&opts.session, &session, &clock, args))?;
     }
@@ -67,7 +71,7 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
     let mut pipeline = Pipeline::new(
         opts.session.rules.clone(),
         opts.view.filter.clone(),
-        Hosts::Live(Box::new(Enricher::live())),
+        Hosts::Live(Box::new(enricher)),
         opts.view.dedup_window,
         clock,
     );

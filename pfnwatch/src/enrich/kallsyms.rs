@@ -95,10 +95,12 @@ impl Kallsyms {
         }
     }
 
-    /// Reads the table line by line ([`facts::kallsyms_lines`]).
-    fn parse(input: impl BufRead) -> std::io::Result<Table> {
+    /// Reads the table line by line ([`facts::kallsyms_lines`]), showing
+    /// each line to `also` too.
+    fn parse(input: impl BufRead, mut also: impl FnMut(&str)) -> std::io::Result<Table> {
         let mut table = Table::default();
         facts::kallsyms_lines(input, |line| {
+            also(line);
             let mut parts = line.split_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
             else {
@@ -148,9 +150,22 @@ impl Kallsyms {
         Ok(table)
     }
 
+    /// Reads the symbols now, not at the first record (the file takes the
+    /// kernel most of a second to format on a slow machine, and a reader
+    /// stuck in it sees no ring buffer and no device mapping's wake-up),
+    /// handing every line to `also` on the way: one read serves the
+    /// kernel addresses the programs need too.
+    pub fn preload(&mut self, also: impl FnMut(&str)) {
+        self.refresh_with(also);
+    }
+
     /// Rereads the symbols if the module list changed since the last read
     /// (or nothing was read yet).
     fn refresh(&mut self) {
+        self.refresh_with(|_| {});
+    }
+
+    fn refresh_with(&mut self, also: impl FnMut(&str)) {
         self.checked_at = Some(Instant::now());
         // The names alone: a module's use count changes with every open.
         let modules = std::fs::read_to_string(&self.modules_path)
@@ -166,7 +181,7 @@ impl Kallsyms {
         }
         // The old table goes first: never two in memory at once.
         self.symbols = Table::default();
-        let read = facts::open_kallsyms(&self.path).and_then(Kallsyms::parse);
+        let read = facts::open_kallsyms(&self.path).and_then(|f| Kallsyms::parse(f, also));
         match read {
             Ok(table) => {
                 self.symbols = table;
@@ -252,6 +267,30 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
     }
 
     #[test]
+    fn one_read_fills_the_table_and_the_kernel_addresses() {
+        let dir = std::env::temp_dir().join(format!("pfnwatch-kallsyms-p-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kallsyms");
+        std::fs::write(
+            &path,
+            format!("{SAMPLE}ffffffff82000100 r special_mapping_vmops\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("modules"), "pfnwatch_badmod 16384 0 - Live 0x0\n").unwrap();
+        let mut k = Kallsyms::with_modules(&path, dir.join("modules"));
+        let mut addresses = facts::KernelAddresses::default();
+        k.preload(|line| addresses.feed(line));
+        assert_eq!(addresses.special_mapping_vmops, 0xffff_ffff_8200_0100);
+        // The table is in, so a lookup reads nothing more.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(k.symbolize(0xffff_ffff_8123_4568), "vm_normal_page+0x8");
+        assert_eq!(
+            k.name_at(0xffff_ffff_c000_1100).as_deref(),
+            Some("badmod_mmap [pfnwatch_badmod]")
+        );
+    }
+
+    #[test]
     fn symbols_are_reread_only_when_the_modules_change() {
         let dir = std::env::temp_dir().join(format!("pfnwatch-kallsyms-m-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -317,7 +356,7 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
         let mut text = b"ffffffff81000000 T _stext\nffffffffc0001000 t bad_".to_vec();
         text.extend_from_slice(&[0xff, b'x', b'\t']);
         text.extend_from_slice(b"[odd]\nffffffffc0002000 t last\t[odd]");
-        let table = Kallsyms::parse(&text[..]).unwrap();
+        let table = Kallsyms::parse(&text[..], |_| {}).unwrap();
         assert_eq!(table.entries.len(), 3, "the last line has no newline");
         let names: Vec<&str> = table.entries.iter().map(|e| table.symbol(e).name).collect();
         assert_eq!(names, ["_stext", "bad_\u{fffd}x", "last"]);

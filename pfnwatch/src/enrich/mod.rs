@@ -11,6 +11,7 @@ pub use devices::Devices;
 pub use kallsyms::Kallsyms;
 
 use crate::kernel::decode::Record;
+use crate::kernel::facts::KernelAddresses;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -58,6 +59,18 @@ impl Enricher {
             cgroups: Cgroups::discover(),
             devices: Devices::new(),
         }
+    }
+
+    /// [`Enricher::live`] with the symbol table read now, and the kernel
+    /// addresses the programs need read on the way (one read of
+    /// /proc/kallsyms, not two, and none later in the middle of a burst).
+    pub fn live_preloaded() -> (Enricher, KernelAddresses) {
+        let at = std::time::Instant::now();
+        let mut enricher = Enricher::live();
+        let mut addresses = KernelAddresses::default();
+        enricher.kallsyms.preload(|line| addresses.feed(line));
+        tracing::info!(ms = at.elapsed().as_millis(), "kernel symbols read");
+        (enricher, addresses)
     }
 
     pub fn enrich(&mut self, r: &Record) -> Enrichment {

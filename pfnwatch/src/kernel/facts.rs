@@ -110,28 +110,31 @@ impl KernelAddresses {
         let mut found = KernelAddresses::default();
         // A read cut short leaves the rest unknown (0), as a missing
         // symbol does.
-        kallsyms_lines(kallsyms, |line| {
-            let mut words = line.split_whitespace();
-            let (Some(addr), Some(_), Some(name)) = (words.next(), words.next(), words.next())
-            else {
-                return;
-            };
-            // Module symbols carry a "[module]" column: not these.
-            if words.next().is_some() {
-                return;
-            }
-            let safe = SAFE_FOPS.iter().position(|s| *s == name);
-            let slot = match (name, safe) {
-                ("physical_mask", _) => &mut found.physical_mask,
-                ("zero_pfn" | "zero_page_pfn", _) => &mut found.zero_pfn,
-                ("special_mapping_vmops", _) => &mut found.special_mapping_vmops,
-                (_, Some(i)) => &mut found.safe_fops[i],
-                _ => return,
-            };
-            *slot = u64::from_str_radix(addr, 16).unwrap_or(0);
-        })
-        .unwrap_or_default();
+        kallsyms_lines(kallsyms, |line| found.feed(line)).unwrap_or_default();
         found
+    }
+
+    /// Takes what it needs from one kallsyms line: so a reader of the
+    /// whole file for other reasons (the call-path symbols) can fill it
+    /// on the way, and the kernel formats the file once.
+    pub fn feed(&mut self, line: &str) {
+        let mut words = line.split_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (words.next(), words.next(), words.next()) else {
+            return;
+        };
+        // Module symbols carry a "[module]" column: not these.
+        if words.next().is_some() {
+            return;
+        }
+        let safe = SAFE_FOPS.iter().position(|s| *s == name);
+        let slot = match (name, safe) {
+            ("physical_mask", _) => &mut self.physical_mask,
+            ("zero_pfn" | "zero_page_pfn", _) => &mut self.zero_pfn,
+            ("special_mapping_vmops", _) => &mut self.special_mapping_vmops,
+            (_, Some(i)) => &mut self.safe_fops[i],
+            _ => return,
+        };
+        *slot = u64::from_str_radix(addr, 16).unwrap_or(0);
     }
 }
 

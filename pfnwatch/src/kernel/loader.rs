@@ -107,6 +107,8 @@ pub struct LoadOptions<'a> {
     pub narrow: Option<&'a RecordMask>,
     /// Records only for calls by these pids or tgids (empty: everyone's).
     pub only_pids: &'a [u32],
+    /// What /proc/kallsyms says, if the caller read it already.
+    pub addresses: Option<facts::KernelAddresses>,
 }
 
 /// The loaded object and what happened to each program. Dropping it
@@ -164,7 +166,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     let self_tgid = std::process::id();
     let (only_pids, only_pid_count) = pid_slots(opts.only_pids)?;
     let started = Instant::now();
-    let addrs = facts::KernelAddresses::read();
+    let addrs = opts.addresses.unwrap_or_else(facts::KernelAddresses::read);
     let kallsyms = started.elapsed();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(opts.btf))

@@ -1,5 +1,5 @@
-//! A running watch: the attached programs, the ring buffer registered with
-//! tokio, and the signals that steer trace and run.
+//! A running watch: the attached programs, the ring buffers' reader, and
+//! the signals that steer trace and run.
 
 use super::counters::Counts;
 use super::decode::Record;
@@ -7,6 +7,7 @@ use super::facts;
 use super::loader::{self, LoadOptions, ProgramState, Watcher};
 use super::lookups::{LookupMode, Lookups, Ready};
 use super::programs;
+use super::reader::Reader;
 use crate::rules::{RuleSet, Selection};
 use anyhow::{Context, Result, bail};
 use aya::maps::{MapData, RingBuf};
@@ -14,8 +15,6 @@ use pfnwatch_common::{Event, Hook, RecordMask, abi};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::Interval;
 
@@ -71,14 +70,17 @@ pub struct SessionOptions {
     /// once no device mapping needs them.
     pub lookups: LookupMode,
     pub lookups_grace: Duration,
+    /// The kernel addresses, when the caller read /proc/kallsyms already
+    /// ([`crate::enrich::Enricher::live_preloaded`]); None: read them.
+    pub addresses: Option<facts::KernelAddresses>,
 }
 
 pub struct Session {
     pub watcher: Watcher,
     pub release: String,
-    /// Records that may be a warning or critical hit, read first.
-    urgent: AsyncFd<RingBuf<MapData>>,
-    ring: AsyncFd<RingBuf<MapData>>,
+    /// Both ring buffers' records, the urgent ones (a possible warning or
+    /// critical hit) read first.
+    reader: Reader,
     usr1: Signal,
     term: Signal,
     int: Signal,
@@ -107,6 +109,7 @@ impl Session {
             hooks: opts.hooks.as_ref(),
             narrow: opts.narrow.as_ref(),
             only_pids: &opts.only_pids,
+            addresses: opts.addresses,
         })?;
         let refused: Vec<String> = watcher
             .programs
@@ -148,14 +151,16 @@ impl Session {
         if !gaps.is_empty() {
             bail!("pfnwatch would be blind here: {}", gaps.join("; "));
         }
-        let urgent = ring(&mut watcher, abi::names::URGENT_EVENTS)?;
-        let ring = ring(&mut watcher, abi::names::EVENTS)?;
+        let rings = vec![
+            ring(&mut watcher, abi::names::URGENT_EVENTS)?,
+            ring(&mut watcher, abi::names::EVENTS)?,
+        ];
+        let reader = Reader::start(rings, queue_cap(opts.ringbuf_bytes))?;
         let lookups = Lookups::start(&mut watcher, opts.lookups, opts.lookups_grace)?;
         Ok(Session {
             watcher,
             release: facts::release(),
-            urgent,
-            ring,
+            reader,
             usr1: signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?,
             term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
@@ -212,14 +217,8 @@ impl Session {
             }
         };
         let wake = tokio::select! {
-            guard = self.urgent.readable_mut() => {
-                guard.context("waiting on the urgent ring buffer")?.clear_ready();
-                Wake::Records
-            }
-            guard = self.ring.readable_mut() => {
-                // Clear before draining: a record committed after the
-                // drain sets readiness again instead of being missed.
-                guard.context("waiting on the ring buffer")?.clear_ready();
+            got = self.reader.recv() => {
+                got?;
                 Wake::Records
             }
             _ = self.usr1.recv() => Wake::Snapshot,
@@ -235,14 +234,13 @@ impl Session {
     /// Hands every record in the ring buffers to `f`, without blocking:
     /// the urgent ones first.
     pub fn drain(&mut self, mut f: impl FnMut(Record)) {
-        for ring in [self.urgent.get_mut(), self.ring.get_mut()] {
-            while let Some(item) = ring.next() {
-                match Event::from_bytes(&item).and_then(|e| Record::from_event(&e)) {
-                    Some(record) => f(record),
-                    None => self.undecodable += 1,
-                }
+        let undecodable = &mut self.undecodable;
+        self.reader.drain(|bytes| {
+            match Event::from_bytes(bytes).and_then(|e| Record::from_event(&e)) {
+                Some(record) => f(record),
+                None => *undecodable += 1,
             }
-        }
+        });
     }
 
     pub fn counts(&self) -> Result<Counts> {
@@ -250,16 +248,20 @@ impl Session {
     }
 }
 
-/// A ring buffer of the object's, taken out of it and registered with tokio.
-fn ring(watcher: &mut Watcher, name: &str) -> Result<AsyncFd<RingBuf<MapData>>> {
+/// A ring buffer of the object's, taken out of it for the reader.
+fn ring(watcher: &mut Watcher, name: &str) -> Result<RingBuf<MapData>> {
     let map = watcher
         .ebpf
         .take_map(name)
         .with_context(|| format!("the object has no {name} ring buffer"))?;
-    let ring = RingBuf::try_from(map).with_context(|| format!("opening the {name} ring buffer"))?;
-    // SAFETY: the RingBuf owns the map's fd and the AsyncFd owns the
-    // RingBuf, so the fd stays open and unchanged while registered.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .with_context(|| format!("registering the {name} ring buffer with tokio"))
+    RingBuf::try_from(map).with_context(|| format!("opening the {name} ring buffer"))
+}
+
+/// Bytes of records the reader may hold in memory: four ring buffers' worth
+/// (a burst the rings alone would lose), and never less than 4 MiB.
+fn queue_cap(ringbuf_bytes: u32) -> usize {
+    usize::try_from(ringbuf_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4)
+        .max(4 << 20)
 }

@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let (scrape_tx, scrapes) = mpsc::channel::<Scrape>(16);
     let server = Server::bind(settings.listen_address, scrape_tx.clone(), web).await?;
     let rules = RuleSet::new(settings.rules.clone(), context);
+    let (enricher, addresses) = Enricher::live_preloaded();
     let mut session = Session::start(&SessionOptions {
         btf: settings.btf.clone(),
         selection: Selection::Rules,
@@ -83,12 +84,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         only_pids: Vec::new(),
         lookups: settings.lookups,
         lookups_grace: settings.lookups_grace,
+        addresses: Some(addresses),
     })?;
     session.watch_hangup()?;
     let pipeline = Pipeline::new(
         rules,
         Filter::default(),
-        Hosts::Live(Box::new(Enricher::live())),
+        Hosts::Live(Box::new(enricher)),
         settings.dedup_window,
         Clock::now(),
     );
@@ -96,6 +98,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tracing::info!(program = %p.program, function = %p.hook.function(), state = ?p.state, "hook");
     }
     // Attached: from here on the daemon needs far less than it started with.
+    give_back_startup_memory();
     match privileges::drop_all_but(&privileges::kept(server.addr)) {
         Ok((kept, dropped)) => {
             let kept: Vec<String> = kept.iter().map(|(c, why)| format!("{c} ({why})")).collect();
@@ -335,4 +338,16 @@ fn log_counts(session: &Session, last: &Counts) -> Result<Counts> {
         tracing::warn!(lost = delta.drops, "ring buffer full: records lost");
     }
     Ok(now)
+}
+
+/// Returns the heap that starting took (BTF, the object, the verifier's
+/// logs, the symbol table's growth) to the kernel: glibc keeps freed memory
+/// that lies below live allocations, and a daemon's resident size is what
+/// its operators watch.
+fn give_back_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
