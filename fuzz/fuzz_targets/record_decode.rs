@@ -5,8 +5,9 @@
 //! duplicate collapsing, the text and JSON views, the metrics tally and
 //! its rendering.
 //!
-//! Properties, beyond "never panics": an item is refused only when short;
-//! a decoded event is the item's bytes unchanged; a record is refused only
+//! Properties, beyond "never panics": an item is refused only when shorter
+//! than a record without a call path; a decoded event is the item's bytes
+//! unchanged (a short one: its head, and no stack); a record is refused only
 //! for an id this binary does not know; a record keeps the event's fields
 //! and survives a capture (JSON out and back in, the same record); every
 //! JSON line is JSON; every /metrics sample line is `name{labels} value`.

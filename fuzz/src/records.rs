@@ -21,22 +21,35 @@ pub const ITEM: usize = size_of::<Event>();
 pub fn decode(item: &[u8]) -> Option<Record> {
     let Some(event) = Event::from_bytes(item) else {
         assert!(
-            item.len() < ITEM,
-            "a full-size item ({} bytes) refused",
+            item.len() < abi::EVENT_BYTES_NO_STACK,
+            "an item of {} bytes, long enough for a record without a call path, refused",
             item.len()
         );
         return None;
     };
     assert!(
-        item.len() >= ITEM,
+        item.len() >= abi::EVENT_BYTES_NO_STACK,
         "a short item ({} bytes) decoded",
         item.len()
     );
-    assert_eq!(
-        bytemuck::bytes_of(&event),
-        &item[..ITEM],
-        "the decoded event is not the item's bytes"
-    );
+    if item.len() >= ITEM {
+        assert_eq!(
+            bytemuck::bytes_of(&event),
+            &item[..ITEM],
+            "the decoded event is not the item's bytes"
+        );
+    } else {
+        // A record sent without its call path: the head as sent, no stack.
+        let head = &bytemuck::bytes_of(&event)[..abi::EVENT_BYTES_NO_STACK];
+        let stack_bytes = std::mem::offset_of!(Event, stack_bytes);
+        assert_eq!(
+            (&head[..stack_bytes], &head[stack_bytes + 4..]),
+            (&item[..stack_bytes], &item[stack_bytes + 4..abi::EVENT_BYTES_NO_STACK]),
+            "the decoded event's head is not the item's bytes"
+        );
+        assert_eq!(event.stack_bytes, 0, "a record without a call path has one");
+        assert!(event.stack.iter().all(|a| *a == 0), "a stack came from nowhere");
+    }
     let Some(record) = Record::from_event(&event) else {
         // Refused only for what the object and this binary disagree on.
         assert!(

@@ -147,14 +147,7 @@ const CAP_SYSLOG: u32 = 34;
 fn privileges(rep: &mut Reporter, daemon: &Daemon) -> Result<()> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
         .context("reading pfnwatch run's status")?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let field = |name: &str| status_field(&status, name);
     let set = |name: &str| u64::from_str_radix(&field(name), 16).ok();
     let syslog_only = Some(1u64 << CAP_SYSLOG);
     let logged = daemon
@@ -192,6 +185,16 @@ fn privileges(rep: &mut Reporter, daemon: &Daemon) -> Result<()> {
     Ok(())
 }
 
+/// A field of a /proc status file ("CapEff:"), trimmed; empty if absent.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A thread's name and privileges.
 #[derive(Debug)]
 struct ThreadCaps {
@@ -210,14 +213,7 @@ fn other_threads(pid: u32) -> Result<Vec<ThreadCaps>> {
             continue;
         }
         let status = std::fs::read_to_string(entry.path().join("status"))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let field = |name: &str| status_field(&status, name);
         let set = |name: &str| u64::from_str_radix(&field(name), 16).unwrap_or(u64::MAX);
         out.push(ThreadCaps {
             name: field("Name:"),
