@@ -75,8 +75,13 @@ pub struct Kallsyms {
     pub restricted: bool,
 }
 
-/// How often a miss may look at the module list.
+/// How often a lookup may look at the module list. A hit looks too: the
+/// table is read at start, and an address in a module loaded since can
+/// fall within reach of an older module's last symbol and read as it.
 const RECHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How often a record naming a module the table lacks may look.
+const RECHECK_MODULE_EVERY: Duration = Duration::from_secs(1);
 
 impl Kallsyms {
     pub fn new(path: impl AsRef<Path>) -> Kallsyms {
@@ -225,10 +230,23 @@ impl Kallsyms {
         Some(format!("{name}{rest}"))
     }
 
+    /// Rereads the symbols if `module` (a record's driver, loaded after the
+    /// table was read) has none in the table and the module list changed.
+    pub fn ensure_module(&mut self, module: &str) {
+        if self.symbols.modules.iter().any(|m| &**m == module) {
+            return;
+        }
+        if self
+            .checked_at
+            .is_none_or(|t| t.elapsed() > RECHECK_MODULE_EVERY)
+        {
+            self.refresh();
+        }
+    }
+
     /// "function+0xoff [module]", or the bare address if unknown.
     pub fn symbolize(&mut self, addr: u64) -> String {
-        let stale = self.checked_at.is_none_or(|t| t.elapsed() > RECHECK_EVERY);
-        if self.find(addr).is_none() && stale {
+        if self.checked_at.is_none_or(|t| t.elapsed() > RECHECK_EVERY) {
             self.refresh();
         }
         match self.find(addr) {
@@ -318,6 +336,42 @@ ffffffffc0001100 T badmod_mmap\t[pfnwatch_badmod]
         // Within the recheck interval a miss reads nothing at all.
         std::fs::remove_file(&modules).unwrap();
         assert_eq!(k.symbolize(0x1000), "0x1000");
+        assert_eq!(k.symbols.entries.len(), 6);
+    }
+
+    #[test]
+    fn a_module_loaded_after_the_table_is_not_read_as_an_older_ones() {
+        let dir = std::env::temp_dir().join(format!("pfnwatch-kallsyms-n-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, modules) = (dir.join("kallsyms"), dir.join("modules"));
+        std::fs::write(&path, SAMPLE).unwrap();
+        std::fs::write(&modules, "pfnwatch_badmod 16384 0 - Live 0x0\n").unwrap();
+        let mut k = Kallsyms::with_modules(&path, &modules);
+        k.preload(|_| {});
+        // newmod loads just past pfnwatch_badmod: within reach of its last
+        // symbol, so before the recheck the address reads as badmod's.
+        let more = format!("{SAMPLE}ffffffffc0003000 t newmod_fault\t[newmod]\n");
+        std::fs::write(&path, more).unwrap();
+        std::fs::write(
+            &modules,
+            "pfnwatch_badmod 16384 0 - Live 0x0\nnewmod 1 0 - Live 0x0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            k.symbolize(0xffffffffc0003010),
+            "badmod_mmap+0x1f10 [pfnwatch_badmod]"
+        );
+        // A record naming newmod as its driver rereads at once.
+        k.checked_at = k.checked_at.map(|t| t - RECHECK_MODULE_EVERY * 2);
+        k.ensure_module("newmod");
+        assert_eq!(
+            k.symbolize(0xffffffffc0003010),
+            "newmod_fault+0x10 [newmod]"
+        );
+        // A module the table knows reads nothing.
+        std::fs::remove_file(&modules).unwrap();
+        k.checked_at = k.checked_at.map(|t| t - RECHECK_MODULE_EVERY * 2);
+        k.ensure_module("pfnwatch_badmod");
         assert_eq!(k.symbols.entries.len(), 6);
     }
 

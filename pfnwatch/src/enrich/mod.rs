@@ -74,6 +74,11 @@ impl Enricher {
     }
 
     pub fn enrich(&mut self, r: &Record) -> Enrichment {
+        // The symbols were read at start: a driver loaded since is not in
+        // them, and its addresses would read as an older module's.
+        if let Some(module) = r.file.as_ref().and_then(|f| f.module.as_deref()) {
+            self.kallsyms.ensure_module(module);
+        }
         let cgroup = self.cgroups.path(r.cgroup_id);
         let fault = self.kallsyms.name_at(r.fault_fn);
         let mmap = r
