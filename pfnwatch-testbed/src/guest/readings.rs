@@ -228,6 +228,70 @@ pub fn parse_rss(status: &str) -> Option<Rss> {
     })
 }
 
+/// Resident KiB per mapping of a process, keyed by "start name" (name:
+/// `[heap]`, a file, or `anon`), from /proc/PID/smaps: where a growth is.
+pub fn smaps_rss(pid: u32) -> Result<BTreeMap<String, u64>> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(parse_smaps_rss(&text))
+}
+
+pub fn parse_smaps_rss(smaps: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            if let (Some(key), Some(kib)) = (
+                current.take(),
+                kib.trim()
+                    .strip_suffix("kB")
+                    .and_then(|v| v.trim().parse::<u64>().ok()),
+            ) {
+                out.insert(key, kib);
+            }
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        // A mapping's first line: "start-end perms offset dev inode [name]".
+        let (Some(range), Some(perms)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Some((start, _)) = range.split_once('-') else {
+            continue;
+        };
+        if perms.len() != 4 || !start.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let name = words.nth(3).unwrap_or("anon");
+        current = Some(format!("{start} {name}"));
+    }
+    out
+}
+
+/// The mappings whose resident memory grew from `before` to `after`, most
+/// first, as "name +KiB" (at most `n`).
+pub fn grown(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    n: usize,
+) -> Vec<String> {
+    let mut up: Vec<(u64, &str)> = after
+        .iter()
+        .map(|(k, v)| {
+            (
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+                k.as_str(),
+            )
+        })
+        .filter(|(d, _)| *d > 0)
+        .collect();
+    up.sort_by_key(|u| std::cmp::Reverse(u.0));
+    up.into_iter()
+        .take(n)
+        .map(|(d, k)| format!("{k} +{d}k"))
+        .collect()
+}
+
 /// User plus system CPU time a process used so far, in milliseconds.
 pub fn cpu_ms(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
@@ -269,6 +333,31 @@ mod tests {
             "vm_area_free",
         ]
         .contains(&f)
+    }
+
+    #[test]
+    fn smaps_gives_each_mapping_its_resident_size_and_growth() {
+        let before = "\
+55d0c0a00000-55d0c0c00000 rw-p 00000000 00:00 0                          [heap]
+Size:               2048 kB
+Rss:                 900 kB
+7f0000000000-7f0004000000 rw-p 00000000 00:00 0 
+Size:              65536 kB
+Rss:                 132 kB
+7f1000000000-7f1000001000 r-xp 00000000 08:01 42                         /bin/pfnwatch
+Rss:                   4 kB
+";
+        let m = parse_smaps_rss(before);
+        assert_eq!(m.get("55d0c0a00000 [heap]"), Some(&900));
+        assert_eq!(m.get("7f0000000000 anon"), Some(&132));
+        assert_eq!(m.get("7f1000000000 /bin/pfnwatch"), Some(&4));
+        let mut after = m.clone();
+        after.insert("7f0000000000 anon".into(), 1832);
+        after.insert("7f2000000000 anon".into(), 8);
+        assert_eq!(
+            grown(&m, &after, 3),
+            ["7f0000000000 anon +1700k", "7f2000000000 anon +8k"]
+        );
     }
 
     #[test]

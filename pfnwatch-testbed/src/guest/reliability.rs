@@ -357,9 +357,12 @@ fn attach_failure(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 const FLOOD_RUNS: u64 = 300;
 /// The flood's shared ring buffer, small so that it overflows for certain.
 const FLOOD_RING_KIB: &str = "16";
+/// How long the daemon is stopped in the middle of the flood: many ring
+/// buffers' worth of records come meanwhile.
+const FLOOD_STALL: Duration = Duration::from_millis(500);
 
-/// A bad driver faulting in a loop while another breaks critical rules:
-/// /metrics keeps answering, every call is counted, every record is either
+/// A bad driver faulting in a loop, the daemon stalled for a moment, while
+/// another driver breaks critical rules: /metrics keeps answering, every call is counted, every record is either
 /// received or counted dropped, and the critical alerts all arrive (their
 /// records have a ring buffer of their own).
 fn flood(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
@@ -374,7 +377,7 @@ fn flood(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
         alerts_file,
     ])?;
     let started = Instant::now();
-    let outcome = flood_with();
+    let outcome = flood_with(&daemon);
     let took = started.elapsed();
     let (status, _) = daemon.stop(libc::SIGTERM, STOP)?;
     let (flooder, critical, before, during, after) = outcome?;
@@ -445,7 +448,7 @@ fn flood(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 /// The flood itself, between scrapes: the flooder's and the critical
 /// scenario's reports, the scrapes, and how long the scrape during the
 /// flood took (None: it failed).
-fn flood_with() -> Result<(Report, Report, Scrape, Option<Duration>, Scrape)> {
+fn flood_with(daemon: &Daemon) -> Result<(Report, Report, Scrape, Option<Duration>, Scrape)> {
     let before = scrape(FLOOD_PORT)?;
     let flooder = Command::new("/bin/pfnwatch-scenario")
         .args([
@@ -458,6 +461,11 @@ fn flood_with() -> Result<(Report, Report, Scrape, Option<Duration>, Scrape)> {
         .spawn()
         .context("starting the flood")?;
     std::thread::sleep(Duration::from_secs(1));
+    // A consumer that stalls (starved of CPU, stopped): the rings overflow
+    // for certain, whatever the reader's speed, and the kernel counts it.
+    daemon.signal(libc::SIGSTOP)?;
+    std::thread::sleep(FLOOD_STALL);
+    daemon.signal(libc::SIGCONT)?;
     let started = Instant::now();
     let during = scrape(FLOOD_PORT).ok().map(|_| started.elapsed());
     let critical = trigger(Scenario::ModNormalPfnmap)?;
@@ -508,6 +516,16 @@ const SOAK_MIX: [Scenario; 6] = [
     Scenario::ModNormalPfnmap,
     Scenario::BpfRingbuf,
 ];
+/// The mappings that grew most, from smaps read at two moments.
+fn grown(from: &Option<BTreeMap<String, u64>>, to: &Option<BTreeMap<String, u64>>) -> String {
+    match (from, to) {
+        (Some(from), Some(to)) => readings::grown(from, to, 4).join(", "),
+        _ => "(smaps unreadable)".into(),
+    }
+}
+
+/// Samples the soak takes (besides the first and the last).
+const SOAK_SAMPLES: usize = 12;
 /// RSS may grow this much after the warm-up (allocator noise), no more.
 const SOAK_RSS_SLACK_KIB: u64 = 1024;
 /// Fds open for a moment when a sample is taken (a scrape being served, a
@@ -522,8 +540,12 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
     let daemon = Daemon::start(&["--web.listen-address", &addr])?;
     let pid = daemon.pid();
     let deadline = Instant::now() + Duration::from_secs(soak_secs);
-    let every = Duration::from_secs((soak_secs / 12).max(1));
+    let every = Duration::from_secs((soak_secs / SOAK_SAMPLES as u64).max(1));
     let mut samples = vec![sample(pid)?];
+    // Where memory grows, for the report: the mappings at the start and
+    // after the warm-up against the end.
+    let start_maps = readings::smaps_rss(pid).ok();
+    let mut warm_maps = None;
     let mut next = Instant::now() + every;
     let mut runs = 0u64;
     let outcome: Result<()> = (|| {
@@ -533,13 +555,17 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
             if Instant::now() >= next {
                 scrape(SOAK_PORT)?;
                 samples.push(sample(pid)?);
+                if samples.len() == SOAK_SAMPLES / 3 + 1 {
+                    warm_maps = readings::smaps_rss(pid).ok();
+                }
                 next += every;
             }
         }
         samples.push(sample(pid)?);
         Ok(())
     })();
-    let (status, _) = daemon.stop(libc::SIGTERM, STOP)?;
+    let end_maps = readings::smaps_rss(pid).ok();
+    let (status, log) = daemon.stop(libc::SIGTERM, STOP)?;
     outcome?;
     let warm = samples.len() / 3;
     let base = samples[warm];
@@ -563,8 +589,17 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
         &format!(
             "{soak_secs} s, {runs} scenario runs: RSS grew {grew} KiB after the warm-up (at most \
              {SOAK_RSS_SLACK_KIB}), fds at most {SOAK_FD_SLACK} above it; samples \
-             (RSS/fds/map memory) {}",
-            shown.join(" ")
+             (RSS/fds/map memory) {}; grew in {} after the warm-up, in {} from the start; \
+             errors and symbol rereads logged {:?}",
+            shown.join(" "),
+            grown(&warm_maps, &end_maps),
+            grown(&start_maps, &end_maps),
+            log.iter()
+                .filter(|l| ["ERROR", "symbols read again"]
+                    .iter()
+                    .any(|w| l.contains(w)))
+                .take(6)
+                .collect::<Vec<_>>(),
         ),
     );
     Ok(())
