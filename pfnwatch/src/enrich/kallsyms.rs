@@ -184,6 +184,7 @@ impl Kallsyms {
         if !self.symbols.is_empty() && modules == self.modules {
             return;
         }
+        let again = !self.symbols.is_empty() || self.modules.is_some();
         // The old table goes first: never two in memory at once.
         self.symbols = Table::default();
         let read = facts::open_kallsyms(&self.path).and_then(|f| Kallsyms::parse(f, also));
@@ -193,6 +194,12 @@ impl Kallsyms {
                 self.restricted =
                     !self.symbols.is_empty() && self.symbols.entries.iter().all(|e| e.addr == 0);
                 self.modules = modules;
+                if again {
+                    tracing::info!(
+                        symbols = self.symbols.entries.len(),
+                        "kernel symbols read again: the module list changed"
+                    );
+                }
             }
             Err(e) => {
                 tracing::warn!(
