@@ -7,36 +7,36 @@
 
 use super::alert::Alert;
 use crate::rules::RuleId;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A window's identity: the rule and process, and a digest of the device,
+/// file and call path. Small on purpose: up to [`WINDOWS_OPEN`] of them live
+/// at once (a digest, not the strings: 24 bytes a window, not 64 and their
+/// strings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
     rule: RuleId,
     tgid: u32,
-    device: Option<String>,
-    file: Option<String>,
-    stack: u64,
+    /// Keyed with this process's random seed: nobody can make two
+    /// different call paths collide on purpose.
+    digest: u64,
 }
 
 impl Key {
-    fn of(a: &Alert) -> Key {
-        let mut h = DefaultHasher::new();
-        a.stack.hash(&mut h);
+    fn of(a: &Alert, seed: &RandomState) -> Key {
         Key {
             rule: a.rule,
             tgid: a.tgid,
-            device: a.device.clone(),
-            file: a.file.clone(),
-            stack: h.finish(),
+            digest: seed.hash_one((&a.device, &a.file, &a.stack)),
         }
     }
 }
 
 struct Open {
-    /// The last duplicate seen, carrying the count of duplicates so far.
-    pending: Option<Alert>,
+    /// The last duplicate seen, carrying the count of duplicates so far;
+    /// boxed: most windows never see one, and an alert is 400 bytes.
+    pending: Option<Box<Alert>>,
     window_end: u64,
 }
 
@@ -55,6 +55,7 @@ pub const WINDOWS_OPEN: usize = 4096;
 pub struct Dedup {
     window_ns: u64,
     open: HashMap<Key, Open>,
+    seed: RandomState,
     /// No open window ends before this: expire need not look at them
     /// (it runs once per record).
     next_end: u64,
@@ -67,6 +68,7 @@ impl Dedup {
         Dedup {
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             open: HashMap::new(),
+            seed: RandomState::new(),
             next_end: u64::MAX,
             vmas: HashSet::new(),
             vma_order: VecDeque::new(),
@@ -85,15 +87,17 @@ impl Dedup {
             }
             return out;
         }
-        let key = Key::of(&alert);
+        let key = Key::of(&alert, &self.seed);
         match self.open.get_mut(&key) {
             Some(open) => {
-                let pending = open.pending.get_or_insert_with(|| Alert {
-                    count: 0,
-                    repeat: true,
-                    first_ns: alert.first_ns,
-                    time: alert.time.clone(),
-                    ..alert.clone()
+                let pending = open.pending.get_or_insert_with(|| {
+                    Box::new(Alert {
+                        count: 0,
+                        repeat: true,
+                        first_ns: alert.first_ns,
+                        time: alert.time.clone(),
+                        ..alert.clone()
+                    })
                 });
                 pending.count += alert.count;
                 pending.last_ns = alert.last_ns;
@@ -123,8 +127,8 @@ impl Dedup {
             .open
             .iter()
             .min_by_key(|(_, open)| open.window_end)
-            .map(|(key, _)| key.clone())?;
-        self.open.remove(&key)?.pending
+            .map(|(key, _)| *key)?;
+        self.open.remove(&key)?.pending.map(|a| *a)
     }
 
     /// Whether `alert` is the first of its once-per-vma rule for its vma;
@@ -161,7 +165,7 @@ impl Dedup {
                 next_end = next_end.min(open.window_end);
                 return true;
             }
-            due.extend(open.pending.take());
+            due.extend(open.pending.take().map(|a| *a));
             false
         });
         self.next_end = next_end;
@@ -230,6 +234,12 @@ mod tests {
         assert_eq!(d.push(alert(RuleId::R2, 2, 6 * S, &["f"])).len(), 1);
         assert_eq!(d.push(alert(RuleId::R3, 1, 6 * S, &["f"])).len(), 1);
         assert_eq!(d.push(alert(RuleId::R2, 1, 6 * S, &["g"])).len(), 1);
+        // So is another device or file.
+        let mut other = alert(RuleId::R2, 1, 6 * S, &["f"]);
+        other.device = Some("10:99".into());
+        assert_eq!(d.push(other.clone()).len(), 1);
+        other.file = Some("/dev/other".into());
+        assert_eq!(d.push(other).len(), 1);
         // The window of the first closes at 11 s: its follow-up is due.
         let due = d.push(alert(RuleId::R2, 1, 12 * S, &["f"]));
         assert_eq!(due.len(), 2, "{due:?}");
