@@ -50,8 +50,10 @@ impl Batch {
     }
 }
 
-/// Bytes one batch holds at most before it is handed over.
-const BATCH_BYTES: usize = 1 << 20;
+/// Bytes one batch holds at most before it is handed over: its buffer (at
+/// most twice that) stays below the daemon's mmap threshold, so batches
+/// reuse heap blocks rather than map and fault in fresh pages each time.
+const BATCH_BYTES: usize = 64 << 10;
 
 /// While the queue is full: how often the thread looks again.
 const FULL_WAIT: Duration = Duration::from_millis(5);

@@ -6,6 +6,7 @@
 //! answered, and the programs detached.
 
 pub mod config;
+mod heap;
 mod privileges;
 pub mod settings;
 
@@ -60,6 +61,7 @@ fn load_web(settings: &Settings) -> Result<Arc<WebConfig>> {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    heap::fix_thresholds();
     let settings = args.settings()?;
     let context = Context {
         arch_pte_special: facts::pte_special(&facts::release()).present,
@@ -98,7 +100,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tracing::info!(program = %p.program, function = %p.hook.function(), state = ?p.state, "hook");
     }
     // Attached: from here on the daemon needs far less than it started with.
-    give_back_startup_memory();
+    heap::give_back_startup_memory();
     match privileges::drop_all_but(&privileges::kept(server.addr)) {
         Ok((kept, dropped)) => {
             let kept: Vec<String> = kept.iter().map(|(c, why)| format!("{c} ({why})")).collect();
@@ -338,16 +340,4 @@ fn log_counts(session: &Session, last: &Counts) -> Result<Counts> {
         tracing::warn!(lost = delta.drops, "ring buffer full: records lost");
     }
     Ok(now)
-}
-
-/// Returns the heap that starting took (BTF, the object, the verifier's
-/// logs, the symbol table's growth) to the kernel: glibc keeps freed memory
-/// that lies below live allocations, and a daemon's resident size is what
-/// its operators watch.
-fn give_back_startup_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks glibc's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
