@@ -357,11 +357,11 @@ fn attach_failure(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 const FLOOD_RUNS: u64 = 300;
 /// The flood's shared ring buffer, small so that it overflows for certain.
 const FLOOD_RING_KIB: &str = "16";
-/// How long the daemon is stopped in the middle of the flood: many ring
-/// buffers' worth of records come meanwhile.
+/// How long the daemon is stopped as the flood starts: many ring buffers'
+/// worth of records come meanwhile.
 const FLOOD_STALL: Duration = Duration::from_millis(500);
 
-/// A bad driver faulting in a loop, the daemon stalled for a moment, while
+/// A bad driver faulting in a loop, the daemon stalled as it starts, while
 /// another driver breaks critical rules: /metrics keeps answering, every call is counted, every record is either
 /// received or counted dropped, and the critical alerts all arrive (their
 /// records have a ring buffer of their own).
@@ -450,6 +450,10 @@ fn flood(rep: &mut Reporter, kernel: KernelVersion) -> Result<()> {
 /// flood took (None: it failed).
 fn flood_with(daemon: &Daemon) -> Result<(Report, Report, Scrape, Option<Duration>, Scrape)> {
     let before = scrape(FLOOD_PORT)?;
+    // A consumer that stalls (starved of CPU, stopped) as the flood starts:
+    // the rings overflow for certain, whatever the reader's speed and
+    // however soon the flood is over, and the kernel counts it.
+    daemon.signal(libc::SIGSTOP)?;
     let flooder = Command::new("/bin/pfnwatch-scenario")
         .args([
             "--repeat",
@@ -459,13 +463,13 @@ fn flood_with(daemon: &Daemon) -> Result<(Report, Report, Scrape, Option<Duratio
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting the flood")?;
-    std::thread::sleep(Duration::from_secs(1));
-    // A consumer that stalls (starved of CPU, stopped): the rings overflow
-    // for certain, whatever the reader's speed, and the kernel counts it.
-    daemon.signal(libc::SIGSTOP)?;
-    std::thread::sleep(FLOOD_STALL);
+        .context("starting the flood");
+    if flooder.is_ok() {
+        std::thread::sleep(FLOOD_STALL);
+    }
     daemon.signal(libc::SIGCONT)?;
+    let flooder = flooder?;
+    std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let during = scrape(FLOOD_PORT).ok().map(|_| started.elapsed());
     let critical = trigger(Scenario::ModNormalPfnmap)?;
@@ -516,6 +520,11 @@ const SOAK_MIX: [Scenario; 6] = [
     Scenario::ModNormalPfnmap,
     Scenario::BpfRingbuf,
 ];
+/// `pfnwatch_pfn_mappings` summed over its label sets.
+fn live_mappings(s: &Scrape) -> f64 {
+    s.family(metrics::MAPPINGS_LIVE.name).values().sum()
+}
+
 /// The mappings that grew most, from smaps read at two moments.
 fn grown(from: &Option<BTreeMap<String, u64>>, to: &Option<BTreeMap<String, u64>>) -> String {
     match (from, to) {
@@ -542,6 +551,7 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(soak_secs);
     let every = Duration::from_secs((soak_secs / SOAK_SAMPLES as u64).max(1));
     let mut samples = vec![sample(pid)?];
+    let mut live = vec![live_mappings(&scrape(SOAK_PORT)?)];
     // Where memory grows, for the report: the mappings at the start and
     // after the warm-up against the end.
     let start_maps = readings::smaps_rss(pid).ok();
@@ -553,7 +563,7 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
             trigger(SOAK_MIX[runs as usize % SOAK_MIX.len()])?;
             runs += 1;
             if Instant::now() >= next {
-                scrape(SOAK_PORT)?;
+                live.push(live_mappings(&scrape(SOAK_PORT)?));
                 samples.push(sample(pid)?);
                 if samples.len() == SOAK_SAMPLES / 3 + 1 {
                     warm_maps = readings::smaps_rss(pid).ok();
@@ -561,6 +571,7 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
                 next += every;
             }
         }
+        live.push(live_mappings(&scrape(SOAK_PORT)?));
         samples.push(sample(pid)?);
         Ok(())
     })();
@@ -575,7 +586,14 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
         .map(|s| s.rss_kib.saturating_sub(base.rss_kib))
         .max()
         .unwrap_or(0);
+    // Every scenario's process is gone at each sample: the inventory is
+    // back to what the warm-up left, or it leaks.
+    let (live_warm, live_end) = (
+        live.get(warm).copied().unwrap_or(f64::NAN),
+        live.last().copied().unwrap_or(f64::NAN),
+    );
     let flat = grew <= SOAK_RSS_SLACK_KIB
+        && live_end == live_warm
         && later
             .iter()
             .all(|s| s.fds <= base.fds + SOAK_FD_SLACK && s.map_bytes == base.map_bytes);
@@ -588,9 +606,11 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
         flat && samples.len() >= 4 && status.success(),
         &format!(
             "{soak_secs} s, {runs} scenario runs: RSS grew {grew} KiB after the warm-up (at most \
-             {SOAK_RSS_SLACK_KIB}), fds at most {SOAK_FD_SLACK} above it; samples \
-             (RSS/fds/map memory) {}; grew in {} after the warm-up, in {} from the start; \
+             {SOAK_RSS_SLACK_KIB}), fds at most {SOAK_FD_SLACK} above it; live pfn mappings \
+             {live_warm} after the warm-up, {live_end} at the end (want the same), {:?} in all; \
+             samples (RSS/fds/map memory) {}; grew in {} after the warm-up, in {} from the start; \
              errors and symbol rereads logged {:?}",
+            live,
             shown.join(" "),
             grown(&warm_maps, &end_maps),
             grown(&start_maps, &end_maps),
