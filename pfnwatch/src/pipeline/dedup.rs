@@ -40,9 +40,11 @@ struct Open {
     window_end: u64,
 }
 
-/// A vma a once-per-vma rule alerted about: rule, process, the inventory's
-/// id (0 when unknown: then the range alone tells vmas apart), start, end.
-type VmaKey = (RuleId, u32, u64, u64, u64);
+/// A vma a once-per-vma rule alerted about: a seeded digest of rule,
+/// process, the inventory's id (0 when unknown: then the range alone tells
+/// vmas apart), start and end. 8 bytes, not 32: [`VMAS_REMEMBERED`] of them
+/// are kept, twice (the set and the order).
+type VmaKey = u64;
 
 /// Vmas remembered for once-per-vma rules before the oldest is forgotten
 /// (and may alert again): a bound on memory, not a window.
@@ -70,8 +72,10 @@ impl Dedup {
             open: HashMap::new(),
             seed: RandomState::new(),
             next_end: u64::MAX,
-            vmas: HashSet::new(),
-            vma_order: VecDeque::new(),
+            // Full size at once: the tables fill as processes come and go,
+            // and growing them later would read as the daemon growing.
+            vmas: HashSet::with_capacity(VMAS_REMEMBERED + 1),
+            vma_order: VecDeque::with_capacity(VMAS_REMEMBERED + 1),
         }
     }
 
@@ -134,13 +138,13 @@ impl Dedup {
     /// Whether `alert` is the first of its once-per-vma rule for its vma;
     /// remembers the vma.
     fn first_for_vma(&mut self, alert: &Alert) -> bool {
-        let key = (
+        let key = self.seed.hash_one((
             alert.rule,
             alert.tgid,
             alert.vma_id,
             alert.vm_start,
             alert.vm_end,
-        );
+        ));
         if !self.vmas.insert(key) {
             return false;
         }
