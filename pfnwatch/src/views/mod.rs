@@ -5,6 +5,7 @@
 //! summary; the capture writer is a sink of its own.
 
 pub mod capture;
+mod json;
 pub mod line;
 pub mod numbers;
 pub mod summary;
@@ -52,8 +53,9 @@ pub struct View<W: Write> {
     clock: Clock,
     summary: Summary,
     color: bool,
-    /// A record's text line and its time; reused.
+    /// A record's text line and its time, its JSON line; reused.
     buf: String,
+    json: json::RecordLines,
     time: String,
     /// Classes as text, formatted once each (by the class's bits).
     classes: Vec<Option<String>>,
@@ -75,6 +77,7 @@ impl<W: Write> View<W> {
             summary: Summary::default(),
             color: opts.color,
             buf: String::new(),
+            json: json::RecordLines::default(),
             time: String::new(),
             classes: Vec::new(),
             flush_lines: true,
@@ -121,12 +124,16 @@ impl<W: Write> View<W> {
     /// Writes one line and flushes; a closed pipe ends the output quietly,
     /// like other line tools.
     fn write(&mut self, text: &str) -> Result<()> {
+        self.write_bytes(text.as_bytes())
+    }
+
+    fn write_bytes(&mut self, line: &[u8]) -> Result<()> {
         if self.closed {
             return Ok(());
         }
         let written = self
             .out
-            .write_all(text.as_bytes())
+            .write_all(line)
             .and_then(|()| self.out.write_all(b"\n"));
         self.check(written)?;
         if self.flush_lines {
@@ -160,8 +167,10 @@ impl<W: Write> Sink for View<W> {
     fn outcome(&mut self, o: &Outcome) -> Result<()> {
         self.summary.shown(&o.record, &o.hits);
         if self.format == Format::Json {
-            let line = Line::record(o, &self.clock, self.stack);
-            return self.emit(&line);
+            let mut lines = std::mem::take(&mut self.json);
+            let written = self.write_bytes(lines.record(o, &self.clock, self.stack));
+            self.json = lines;
+            return written;
         }
         // Text straight from the outcome: what Line::record would hold.
         let mut time = std::mem::take(&mut self.time);
