@@ -71,7 +71,7 @@ pub fn run(rep: &mut Reporter) -> Result<()> {
     });
     // pfnwatch run serves /metrics on 127.0.0.1: lo must be up.
     super::metrics_checks::loopback_up()?;
-    let (btf, _) = pfnwatch::kernel::facts::load_btf(None)?;
+    let btf = pfnwatch::kernel::facts::load_btf(None)?.btf;
     for kind in Kind::ALL {
         let pages = match kind {
             Kind::Anon => worker.anon_pages,

@@ -64,8 +64,8 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         gaps: Vec::new(),
         ok: false,
     };
-    let btf = match kernel::load_btf(btf_path) {
-        Ok((btf, _)) => btf,
+    let kernel::KernelBtf { btf, functions } = match kernel::load_btf(btf_path) {
+        Ok(found) => found,
         Err(e) => {
             report.btf.error = Some(format!("{e:#}"));
             report
@@ -81,8 +81,9 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
             arch_pte_special: report.pte_special.present,
         },
     );
-    match loader::load(&LoadOptions {
-        btf: &btf,
+    match loader::load(LoadOptions {
+        btf,
+        functions: &functions,
         selection: Selection::Rules,
         rules: &rules,
         ringbuf_bytes: abi::RINGBUF_BYTES,
@@ -96,7 +97,6 @@ pub fn check(btf_path: Option<&Path>) -> CheckReport {
         Ok(watcher) => report.programs = watcher.programs.clone(),
         Err(e) => {
             report.load_error = Some(format!("{e:#}"));
-            let functions = kernel::Functions::new(&btf);
             report.programs = PROGRAMS
                 .iter()
                 .map(|spec| {

@@ -1,8 +1,9 @@
 //! Facts about the running kernel that decide what pfnwatch can do on it.
 
+use super::functions::Functions;
 use super::lookups::SAFE_FOPS;
 use anyhow::{Context, Result};
-use aya::{Btf, BtfError};
+use aya::Btf;
 use pfnwatch_common::abi;
 use pfnwatch_common::pgtable::{self, Geometry};
 use std::io::{BufRead, BufReader, Read};
@@ -162,53 +163,38 @@ pub fn kallsyms_lines(mut input: impl BufRead, mut each: impl FnMut(&str)) -> st
     }
 }
 
+/// The kernel's BTF, parsed for CO-RE, and the functions pfnwatch may
+/// attach to in it.
+pub struct KernelBtf {
+    pub btf: Btf,
+    pub functions: Functions,
+}
+
 /// Loads the kernel's BTF from `path`, or from sysfs. A missing BTF is an
 /// error the caller reports: without it CO-RE and fentry cannot work.
-pub fn load_btf(path: Option<&Path>) -> Result<(Btf, PathBuf)> {
+pub fn load_btf(path: Option<&Path>) -> Result<KernelBtf> {
     let path = path.map_or_else(|| PathBuf::from(SYS_BTF), Path::to_path_buf);
-    let btf = Btf::parse_file(&path, aya::Endianness::default()).map_err(|e| match e {
-        BtfError::FileError { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+    let raw = std::fs::read(&path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!(
                 "no kernel BTF at {}: this kernel was built without CONFIG_DEBUG_INFO_BTF \
                  (pass --btf with a BTF file for it)",
                 path.display()
             )
+        } else {
+            anyhow::Error::new(error).context(format!("reading BTF {}", path.display()))
         }
-        other => anyhow::Error::new(other).context(format!("reading BTF {}", path.display())),
     })?;
-    Ok((btf, path))
+    let btf = Btf::parse(&raw, aya::Endianness::default())
+        .map_err(|e| anyhow::Error::new(e).context(format!("reading BTF {}", path.display())))?;
+    let functions = Functions::find(&raw, &btf);
+    Ok(KernelBtf { btf, functions })
 }
 
 /// Whether the kernel has the given function in its BTF (not inlined away).
 pub fn has_function(btf: &Btf, name: &str) -> bool {
     btf.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Func)
         .is_ok()
-}
-
-/// [`has_function`], each name looked up once: a lookup walks every type
-/// of the kernel's BTF (100,000 and more), and a start asks about each
-/// hook's functions several times.
-pub struct Functions<'b> {
-    btf: &'b Btf,
-    seen: std::cell::RefCell<std::collections::HashMap<String, bool>>,
-}
-
-impl<'b> Functions<'b> {
-    pub fn new(btf: &'b Btf) -> Functions<'b> {
-        Functions {
-            btf,
-            seen: Default::default(),
-        }
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        if let Some(known) = self.seen.borrow().get(name) {
-            return *known;
-        }
-        let found = has_function(self.btf, name);
-        self.seen.borrow_mut().insert(name.to_owned(), found);
-        found
-    }
 }
 
 /// Capabilities that matter for loading tracing programs.
@@ -314,22 +300,6 @@ pub fn bpf_restrictions() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn functions_answer_as_has_function_and_remember() {
-        use aya_obj::btf::{BtfType, Func, FuncLinkage, FuncProto};
-        let mut btf = Btf::new();
-        let proto = btf.add_type(BtfType::FuncProto(FuncProto::new(Vec::new(), 0)));
-        let name = btf.add_string("vm_normal_page");
-        btf.add_type(BtfType::Func(Func::new(name, proto, FuncLinkage::Global)));
-        let functions = Functions::new(&btf);
-        for _ in 0..2 {
-            assert!(functions.has("vm_normal_page"));
-            assert!(!functions.has("follow_pfnmap_start"));
-        }
-        assert_eq!(functions.seen.borrow().len(), 2, "each name looked up once");
-        assert!(has_function(&btf, "vm_normal_page"));
-    }
 
     #[test]
     fn caps_decode_cap_eff() {

@@ -4,6 +4,7 @@
 //! stops the others.
 
 use super::facts::{self, Caps};
+use super::functions::Functions;
 use super::lookups;
 use super::programs::{self, Attach, PROGRAMS, ProgramSpec};
 use super::refusals;
@@ -94,7 +95,10 @@ pub fn gaps(programs: &[ProgramReport]) -> Vec<String> {
 }
 
 pub struct LoadOptions<'a> {
-    pub btf: &'a Btf,
+    /// The kernel's BTF, for CO-RE; dropped once the object is relocated.
+    pub btf: Btf,
+    /// The functions to attach to, and their ids ([`Functions::directory`]).
+    pub functions: &'a Functions,
     pub selection: Selection,
     pub rules: &'a RuleSet,
     pub ringbuf_bytes: u32,
@@ -150,7 +154,7 @@ fn pid_slots(pids: &[u32]) -> Result<([u32; abi::PID_FILTER_SLOTS], u32)> {
     Ok((slots, pids.len() as u32))
 }
 
-pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
+pub fn load(opts: LoadOptions<'_>) -> Result<Watcher> {
     let geometry = facts::host_geometry().map_err(|why| anyhow::anyhow!("{why}"))?;
     let mut mask = rules::record_mask(opts.selection, opts.rules);
     if let Some(narrow) = opts.narrow {
@@ -169,7 +173,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     let addrs = opts.addresses.unwrap_or_else(facts::KernelAddresses::read);
     let kallsyms = started.elapsed();
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(opts.btf))
+        .btf(Some(&opts.btf))
         .override_global(names::SELF_TGID, &self_tgid, true)
         // aya's Pod is foreign here: hand it the bytes.
         .override_global(names::GEOMETRY, bytemuck::bytes_of(&geometry), true)
@@ -190,9 +194,12 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         .load(pfnwatch_ebpf::OBJECT)
         .context("loading pfnwatch's BPF object (creating maps, CO-RE relocation)")?;
     let object = started.elapsed() - kallsyms;
+    // The kernel's BTF is tens of megabytes: gone before the directory is built.
+    drop(opts.btf);
+    let functions = opts.functions;
+    let directory = functions.directory();
     let mut slowest = (Duration::ZERO, "");
     let can_trace = Caps::current().is_ok_and(Caps::can_trace);
-    let functions = facts::Functions::new(opts.btf);
     let mut lookup_links = Vec::new();
     let programs = PROGRAMS
         .iter()
@@ -200,7 +207,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
             let state = if wanted(spec.hook) {
                 let at = Instant::now();
                 let (state, link) =
-                    load_and_attach(&mut ebpf, spec, opts.btf, &functions, can_trace);
+                    load_and_attach(&mut ebpf, spec, &directory, functions, can_trace);
                 slowest = slowest.max((at.elapsed(), spec.name));
                 if let Some(link) = link.filter(|_| lookups::on_demand(spec.hook)) {
                     lookup_links.push((spec, link));
@@ -216,7 +223,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
         })
         .collect();
     let hooks = started.elapsed() - kallsyms - object;
-    if let Err(e) = load_walk(&mut ebpf, opts.btf) {
+    if let Err(e) = load_walk(&mut ebpf, &directory) {
         // Without the walk the lookups cannot know when to detach: they
         // stay attached (kernel::lookups), which costs, never blinds.
         tracing::warn!("{e:#}");
@@ -239,7 +246,8 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Watcher> {
     })
 }
 
-/// Loads the iter/task_vma program that walks every task's vmas.
+/// Loads the iter/task_vma program that walks every task's vmas. `btf`
+/// need only hold [`super::functions::TASK_VMA_ITER`].
 fn load_walk(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
     let walk: &mut Iter = ebpf
         .program_mut(names::EXISTING_VMAS)
@@ -254,7 +262,7 @@ fn load_and_attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     btf: &Btf,
-    functions: &facts::Functions<'_>,
+    functions: &Functions,
     can_trace: bool,
 ) -> (ProgramState, Option<Link>) {
     let Some(target) = spec.target_on(|f| functions.has(f)) else {

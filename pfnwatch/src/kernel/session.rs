@@ -98,10 +98,11 @@ impl Session {
     /// pfnwatch blind to something it must see.
     pub fn start(opts: &SessionOptions) -> Result<Session> {
         let at = std::time::Instant::now();
-        let (btf, _) = facts::load_btf(opts.btf.as_deref())?;
+        let facts::KernelBtf { btf, functions } = facts::load_btf(opts.btf.as_deref())?;
         tracing::info!(ms = at.elapsed().as_millis(), "kernel BTF read");
-        let mut watcher = loader::load(&LoadOptions {
-            btf: &btf,
+        let mut watcher = loader::load(LoadOptions {
+            btf,
+            functions: &functions,
             selection: opts.selection,
             rules: &opts.rules,
             ringbuf_bytes: opts.ringbuf_bytes,
