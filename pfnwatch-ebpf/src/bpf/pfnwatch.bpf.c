@@ -242,7 +242,11 @@ static __always_inline __u64 entry_pfn(__u64 entry, __u32 level)
 	if (geometry.invert_unless && entry && !(entry & geometry.invert_unless))
 		entry = ~entry;
 	low = entry & geometry.pfn_mask & ~(entry_size(level) - 1);
-	high = (entry & geometry.pfn_high_mask) << geometry.pfn_high_shift;
+	/* 64 KiB pages and LPA2 only: on the others the verifier, which knows
+	 * the geometry (frozen rodata), removes the branch. */
+	high = 0;
+	if (geometry.pfn_high_mask)
+		high = (entry & geometry.pfn_high_mask) << geometry.pfn_high_shift;
 	return ((low | high) & physical_mask) >> geometry.page_shift;
 }
 
@@ -497,7 +501,11 @@ static __always_inline int entry_seen(void *ctx, __u16 hook, struct vm_area_stru
 	c.vm_flags = vma_flags(vma);
 	if (!bad_map && !is_pfn_mapping(c.vm_flags))
 		return 0;
-	if (is_self())
+	/* pfnwatch's only pfn mappings are its ring buffers, which
+	 * vm_insert_page() makes VM_MIXEDMAP (remap_vmalloc_range): a
+	 * VM_PFNMAP lookup is never its own, and the fork of a device
+	 * mapping skips the helper call (about 10 % of the program's cost). */
+	if ((bad_map || (c.vm_flags & VM_MIXEDMAP)) && is_self())
 		return 0;
 	c.vma = vma;
 	c.hook = hook;
