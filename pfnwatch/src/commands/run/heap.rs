@@ -18,10 +18,12 @@ pub fn fix_thresholds() {
     }
 }
 
-/// Returns the heap that starting took (the object, the verifier's logs,
-/// the symbol table's growth) to the kernel: glibc keeps freed memory that
-/// lies below live allocations.
-pub fn give_back_startup_memory() {
+/// Returns the free parts of the heap to the kernel: what starting took
+/// (the object, the verifier's logs, the symbol table's growth) and, after
+/// each scrape and interval, what a burst of records took. glibc keeps
+/// freed memory that lies below live allocations; malloc_trim gives back
+/// every free page, wherever it lies.
+pub fn give_back_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas.
     unsafe {
