@@ -30,6 +30,22 @@ pub fn wanted() -> impl Iterator<Item = &'static str> {
         .chain([TASK_VMA_ITER])
 }
 
+/// [`wanted`] sorted, each name once, as [`func_ids`] takes them.
+fn wanted_sorted() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = wanted().collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The ids of `names` as aya finds them: a walk of every type per name.
+fn ids_by_name(btf: &Btf, names: &[&'static str]) -> HashMap<&'static str, u32> {
+    names
+        .iter()
+        .filter_map(|&n| Some((n, btf.id_by_type_name_kind(n, BtfKind::Func).ok()?)))
+        .collect()
+}
+
 /// Which of the wanted functions this kernel has, by BTF id.
 #[derive(Clone, Debug, Default)]
 pub struct Functions {
@@ -41,17 +57,12 @@ impl Functions {
     /// read it (a kind newer than this code), asks `btf` name by name as
     /// aya does, which is slower and as right.
     pub fn find(raw: &[u8], btf: &Btf) -> Functions {
-        let mut names: Vec<&'static str> = wanted().collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = wanted_sorted();
         let ids = match func_ids(raw, &names) {
             Ok(ids) => ids,
             Err(why) => {
                 tracing::debug!("kernel BTF walked name by name: {why}");
-                names
-                    .iter()
-                    .filter_map(|&n| Some((n, btf.id_by_type_name_kind(n, BtfKind::Func).ok()?)))
-                    .collect()
+                ids_by_name(btf, &names)
             }
         };
         Functions { ids }
@@ -245,22 +256,13 @@ mod tests {
         btf
     }
 
-    fn ids_by_aya(btf: &Btf, names: &[&'static str]) -> HashMap<&'static str, u32> {
-        names
-            .iter()
-            .filter_map(|&n| Some((n, btf.id_by_type_name_kind(n, BtfKind::Func).ok()?)))
-            .collect()
-    }
-
     #[test]
     fn the_walk_finds_what_aya_finds() {
         let btf = sample();
         let raw = btf.to_bytes();
-        let mut names: Vec<&'static str> = wanted().collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = wanted_sorted();
         let walked = func_ids(&raw, &names).unwrap();
-        assert_eq!(walked, ids_by_aya(&btf, &names));
+        assert_eq!(walked, ids_by_name(&btf, &names));
         assert_eq!(walked.len(), 3, "{walked:?}");
         let functions = Functions::find(&raw, &btf);
         assert!(functions.has("vm_normal_page") && functions.has(TASK_VMA_ITER));
@@ -296,11 +298,9 @@ mod tests {
             return;
         };
         let btf = Btf::parse(&raw, aya::Endianness::default()).unwrap();
-        let mut names: Vec<&'static str> = wanted().collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = wanted_sorted();
         let walked = func_ids(&raw, &names).unwrap();
-        assert_eq!(walked, ids_by_aya(&btf, &names));
+        assert_eq!(walked, ids_by_name(&btf, &names));
         assert!(walked.contains_key("vm_normal_page"), "{walked:?}");
     }
 
@@ -308,8 +308,7 @@ mod tests {
     fn a_damaged_btf_falls_back_to_asking_aya() {
         let btf = sample();
         let raw = btf.to_bytes();
-        let mut names: Vec<&'static str> = wanted().collect();
-        names.sort_unstable();
+        let names = wanted_sorted();
         let mut swapped = raw.clone();
         swapped.swap(0, 1);
         assert!(matches!(
