@@ -96,16 +96,14 @@ pub async fn trace(opts: TraceOptions) -> Result<Summary> {
             },
             None => session.wait(Some(&mut tick)).await?,
         };
-        // Fed as decoded, never collected: a burst is no heap peak.
-        let mut failed = Ok(());
-        session.drain(|r| {
-            if failed.is_ok() && !view.done() {
-                failed = pipeline
-                    .feed(r, None, &mut [&mut capture, &mut alerts_file, &mut view])
-                    .map(drop);
+        session.try_drain(|r| {
+            if view.done() {
+                return Ok(());
             }
-        });
-        failed?;
+            pipeline
+                .feed(r, None, &mut [&mut capture, &mut alerts_file, &mut view])
+                .map(drop)
+        })?;
         // A batch at a time: a recorder killed outright leaves every batch
         // before the last whole (a write per record could not keep up).
         if let Some(c) = &mut capture {

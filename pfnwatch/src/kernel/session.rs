@@ -244,6 +244,19 @@ impl Session {
         });
     }
 
+    /// [`Session::drain`] into `f` as each record is decoded, never
+    /// collected (a burst would be a heap peak). After `f` fails the rest
+    /// is drained unseen and the first error returned.
+    pub fn try_drain(&mut self, mut f: impl FnMut(Record) -> Result<()>) -> Result<()> {
+        let mut failed = Ok(());
+        self.drain(|r| {
+            if failed.is_ok() {
+                failed = f(r);
+            }
+        });
+        failed
+    }
+
     pub fn counts(&self) -> Result<Counts> {
         Counts::read(&self.watcher.ebpf)
     }

@@ -205,10 +205,6 @@ impl Daemon {
         self.stop(scrapes).await
     }
 
-    /// Each record goes through the pipeline as it is decoded: collected
-    /// first, a burst (the reader's queue holds up to 4 MiB of them) was a
-    /// heap peak whose freed space stayed resident (CI's soak: a one-time
-    /// step of 1.2-2.5 MiB in [heap]).
     fn drain(&mut self) -> Result<()> {
         let Daemon {
             session,
@@ -217,13 +213,7 @@ impl Daemon {
             ..
         } = self;
         let mut sinks = out.all();
-        let mut failed = Ok(());
-        session.drain(|r| {
-            if failed.is_ok() {
-                failed = pipeline.feed(r, None, &mut sinks).map(drop);
-            }
-        });
-        failed
+        session.try_drain(|r| pipeline.feed(r, None, &mut sinks).map(drop))
     }
 
     fn answer(&self, reply: Scrape) {
