@@ -161,8 +161,14 @@ pub const EVENT_FORK: u32 = 1 << 5;
 /// that the inventory missed), found by walking every task's vmas.
 pub const EVENT_EXISTING: u32 = 1 << 6;
 
+/// An inventory record of a vma gone whose free no program saw (the
+/// kernel skipped the call: `pfnwatch_program_misses_total`): two walks of
+/// every task's vmas in a row did not find it. Only its id and range are
+/// known.
+pub const EVENT_FREE_UNSEEN: u32 = 1 << 7;
+
 /// Named event flags, for the C header.
-pub const EVENT_FLAGS: [(&str, u32); 7] = [
+pub const EVENT_FLAGS: [(&str, u32); 8] = [
     ("PFN_KNOWN", EVENT_PFN_KNOWN),
     ("PGOFF_BEFORE", EVENT_PGOFF_BEFORE),
     ("FILE", EVENT_FILE),
@@ -170,6 +176,7 @@ pub const EVENT_FLAGS: [(&str, u32); 7] = [
     ("ZERO_PAGE", EVENT_ZERO_PAGE),
     ("FORK", EVENT_FORK),
     ("EXISTING", EVENT_EXISTING),
+    ("FREE_UNSEEN", EVENT_FREE_UNSEEN),
 ];
 
 /// Slots of the `drops` per-CPU array: what the kernel could not keep.
@@ -179,7 +186,10 @@ pub const LOSS_INVENTORY: u32 = 1;
 /// A record that may be a warning or critical hit found both ring
 /// buffers full.
 pub const LOSS_URGENT: u32 = 2;
-pub const LOSS_SLOTS: usize = 3;
+/// A tracked vma's free went unseen and a walk found it gone
+/// ([`EVENT_FREE_UNSEEN`]).
+pub const LOSS_FREE_UNSEEN: u32 = 3;
+pub const LOSS_SLOTS: usize = 4;
 /// Live pfn-mapping vmas the inventory tracks at most.
 pub const INVENTORY_SLOTS: usize = 65536;
 
@@ -191,7 +201,11 @@ pub const LOOKUPS_WATCHED: u32 = 0;
 /// Nonzero while user space has the lookup programs attached; while zero,
 /// the first watched vma sends a wake-up through `LOOKUP_WAKE`.
 pub const LOOKUPS_ATTACHED: u32 = 1;
-pub const LOOKUP_SLOTS: usize = 2;
+/// The number of the latest walk of every task's vmas (user space sets it
+/// before each): the inventory stamps each vma with the walk that last
+/// found it, and one missing from two walks in a row is gone.
+pub const LOOKUPS_WALK: u32 = 2;
+pub const LOOKUP_SLOTS: usize = 3;
 /// Size of the `lookup_wake` ring buffer: `bpf_ktime_get_ns()` of each
 /// watched vma created while the lookups were detached.
 pub const LOOKUP_WAKE_BYTES: u32 = 4096;

@@ -57,6 +57,7 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     writeln!(h, "#define PFNW_LOSS_RINGBUF {}", abi::LOSS_RINGBUF)?;
     writeln!(h, "#define PFNW_LOSS_INVENTORY {}", abi::LOSS_INVENTORY)?;
     writeln!(h, "#define PFNW_LOSS_URGENT {}", abi::LOSS_URGENT)?;
+    writeln!(h, "#define PFNW_LOSS_FREE_UNSEEN {}", abi::LOSS_FREE_UNSEEN)?;
     writeln!(
         h,
         "#define PFNW_URGENT_RINGBUF_BYTES {}",
@@ -66,6 +67,7 @@ fn write_header(h: &mut String) -> std::fmt::Result {
     writeln!(h, "#define PFNW_INVENTORY_SLOTS {}", abi::INVENTORY_SLOTS)?;
     writeln!(h, "#define PFNW_LOOKUPS_WATCHED {}", abi::LOOKUPS_WATCHED)?;
     writeln!(h, "#define PFNW_LOOKUPS_ATTACHED {}", abi::LOOKUPS_ATTACHED)?;
+    writeln!(h, "#define PFNW_LOOKUPS_WALK {}", abi::LOOKUPS_WALK)?;
     writeln!(h, "#define PFNW_LOOKUP_SLOTS {}", abi::LOOKUP_SLOTS)?;
     writeln!(
         h,

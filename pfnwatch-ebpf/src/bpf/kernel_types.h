@@ -75,12 +75,18 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 } __kc;
 
+/* The pid's namespace depth: 0 in the initial pid namespace. */
+struct pid {
+	unsigned int level;
+} __kc;
+
 struct task_struct {
 	struct mm_struct *mm;
 	int pid;
 	int tgid;
 	char comm[16];
 	struct css_set *cgroups;
+	struct pid *thread_pid;
 } __kc;
 
 /* An iter/task_vma program's context: one vma of one task per call. */

@@ -148,6 +148,11 @@ struct tracked {
 	__u64 end;
 	/* Counted in PFNW_LOOKUPS_WATCHED. */
 	__u64 watched;
+	/* The walk that last found it (PFNW_LOOKUPS_WALK; at creation, the
+	 * latest one): a vma two walks in a row did not find is gone. */
+	__u64 seen;
+	/* Its vm_flags when announced: a gone record's class. */
+	__u64 vm_flags;
 };
 
 struct {
@@ -387,19 +392,29 @@ static __always_inline void send(void *ctx, struct call *c)
 	e = reserve(c->hook, c->class, c->urgent);
 	if (!e)
 		return;
-	pid_tgid = call_pid_tgid(c);
 	e->ts_ns = bpf_ktime_get_ns();
-	if (c->task) {
-		struct task_struct *task = c->task;
+	/* Without a vma (a free found by a walk) no task is known either:
+	 * the walk runs in pfnwatch. */
+	if (!vma) {
+		pid_tgid = 0;
+		e->cgroup_id = 0;
+		e->vm_start = c->addr;
+		e->vm_end = c->addr + c->size;
+		e->vm_pgoff = 0;
+	} else {
+		pid_tgid = call_pid_tgid(c);
+		if (c->task) {
+			struct task_struct *task = c->task;
 
-		e->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+			e->cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+		} else {
+			e->cgroup_id = bpf_get_current_cgroup_id();
+		}
+		e->vm_start = BPF_CORE_READ(vma, vm_start);
+		e->vm_end = BPF_CORE_READ(vma, vm_end);
+		e->vm_pgoff = BPF_CORE_READ(vma, vm_pgoff);
 	}
-	else
-		e->cgroup_id = bpf_get_current_cgroup_id();
 	e->vm_flags = c->vm_flags;
-	e->vm_start = BPF_CORE_READ(vma, vm_start);
-	e->vm_end = BPF_CORE_READ(vma, vm_end);
-	e->vm_pgoff = BPF_CORE_READ(vma, vm_pgoff);
 	e->pgoff_before = c->pgoff_before;
 	e->addr = c->addr;
 	e->pfn = c->pfn;
@@ -425,22 +440,28 @@ static __always_inline void send(void *ctx, struct call *c)
 	e->hook = c->hook;
 	e->class = c->class;
 	e->flags = c->event_flags;
+	e->comm[0] = 0;
+	e->file[0] = 0;
+	e->parent[0] = 0;
+	e->module[0] = 0;
+	e->fault_fn = 0;
+	e->level = c->level;
+	e->page_shift = geometry.page_shift;
+	e->stack_bytes = 0;
+	if (!vma) {
+		bpf_ringbuf_submit(e, 0);
+		return;
+	}
 	if (c->task)
 		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), c->task->comm);
 	else
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->file[0] = 0;
-	e->parent[0] = 0;
-	e->module[0] = 0;
 	/* The fault handler names the driver even where no file does. */
 	ops = BPF_CORE_READ(vma, vm_ops);
 	e->fault_fn = (__u64)BPF_CORE_READ(ops, fault);
 	if (!e->fault_fn)
 		e->fault_fn = (__u64)BPF_CORE_READ(ops, huge_fault);
 	fill_file(e, BPF_CORE_READ(vma, vm_file));
-	e->level = c->level;
-	e->page_shift = geometry.page_shift;
-	e->stack_bytes = 0;
 	/* A walk's call path is pfnwatch's own read(): nothing to say. */
 	if (capture_stack && !c->task) {
 		long n = bpf_get_stack(ctx, e->stack, sizeof(e->stack), 0);
@@ -1042,6 +1063,13 @@ static __always_inline bool is_safe_file(struct vm_area_struct *vma)
 	return false;
 }
 
+static __always_inline __u64 lookups_slot(__u32 slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&lookups, &slot);
+
+	return v ? *v : 0;
+}
+
 static __always_inline void watched_add(__s64 n)
 {
 	__u32 slot = PFNW_LOOKUPS_WATCHED;
@@ -1080,12 +1108,17 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 	now.mm = (__u64)BPF_CORE_READ(vma, vm_mm);
 	now.start = BPF_CORE_READ(vma, vm_start);
 	now.end = BPF_CORE_READ(vma, vm_end);
-	/* mprotect announces the vma again, with a new range if it split it:
-	 * the same vma, so the range follows and nothing is reported. */
+	now.seen = lookups_slot(PFNW_LOOKUPS_WALK);
+	now.vm_flags = flags;
+	/* mprotect announces the vma again, with a new range if it split it,
+	 * and a walk finds it again: the same vma, so the range follows and
+	 * nothing is reported. */
 	known = bpf_map_lookup_elem(&inventory, &key);
 	if (known && known->mm == now.mm) {
 		known->start = now.start;
 		known->end = now.end;
+		known->seen = now.seen;
+		known->vm_flags = flags;
 		return 0;
 	}
 	/* A vma at a freed one's address whose free went unseen: that one's
@@ -1176,6 +1209,52 @@ int BPF_PROG(__vm_area_free_entry, struct vm_area_struct *vma)
 }
 
 /*
+ * A tracked vma two walks in a row did not find: its free went unseen.
+ * The kernel skips a program's call while that program is running on the
+ * CPU already (kernel/bpf/trampoline.c __bpf_prog_enter_recur); on a
+ * preemptible kernel (7.x's PREEMPT_LAZY) a task preempted inside
+ * vm_area_free_entry makes every other free on that CPU a miss. Such a vma
+ * would stay in the inventory, its count keep the lookups attached and its
+ * mapping live on the gauge. Two walks, not one: a task between exit_mm()
+ * and exit_files() hides its threads' vmas from one walk (task_iter.c
+ * skips threads sharing the leader's files).
+ */
+static long sweep_gone(void *map, __u64 *key, struct tracked *t, __u64 *walk)
+{
+	struct call c = {};
+
+	if (t->seen + 1 >= *walk)
+		return 0;
+	if (t->watched)
+		watched_add(-1);
+	c.vm_flags = t->vm_flags;
+	c.hook = PFNW_HOOK_VM_AREA_FREE;
+	c.addr = t->start;
+	c.size = t->end - t->start;
+	c.vma_id = t->id;
+	c.event_flags = PFNW_EVENT_FREE_UNSEEN;
+	c.class = vma_class(&c);
+	/* The callback may delete the element it was given (hashtab.c
+	 * bpf_for_each_hash_elem walks each bucket with the _safe iterator). */
+	bpf_map_delete_elem(map, key);
+	bump(&drops, PFNW_LOSS_FREE_UNSEEN);
+	if (wants_record(c.hook, c.class))
+		send(NULL, &c);
+	return 0;
+}
+
+/* The walk visits the tasks of the reader's pid namespace
+ * (task_iter.c, task_active_pid_ns(current)): every task only from the
+ * initial one. Run in a container without the host's pids, pfnwatch walks
+ * a part and must not call the rest gone. */
+static __always_inline bool walked_every_task(void)
+{
+	struct task_struct *me = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(me, thread_pid, level) == 0;
+}
+
+/*
  * Every task's vmas, walked by user space at start (the pfn mappings made
  * before pfnwatch, which no hook saw) and before it detaches the lookups
  * (a vma split off a tracked one by a partial munmap or mprotect is a pfn
@@ -1188,8 +1267,16 @@ int existing_vmas(struct bpf_iter__task_vma *ctx)
 	struct vm_area_struct *vma = ctx->vma;
 	struct task_struct *task = ctx->task;
 
-	if (!vma || !task)
+	if (!vma || !task) {
+		/* The end of the walk (bpf_seq_read calls the program once more
+		 * with neither, and only when every task was walked). */
+		if (!task && walked_every_task()) {
+			__u64 walk = lookups_slot(PFNW_LOOKUPS_WALK);
+
+			bpf_for_each_map_elem(&inventory, sweep_gone, &walk, 0);
+		}
 		return 0;
+	}
 	return vma_created(ctx, PFNW_HOOK_PERF_EVENT_MMAP, vma, vma_flags(vma),
 			   PFNW_EVENT_EXISTING, task);
 }

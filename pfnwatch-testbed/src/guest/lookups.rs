@@ -8,7 +8,7 @@ use super::Reporter;
 use super::daemon::{Scrape, scrape};
 use crate::scenario::PCI_BAR;
 use crate::sys::{self, Map};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
 const ATTACHED: &str = "pfnwatch_lookups_attached";
@@ -44,6 +44,11 @@ pub fn on_demand(rep: &mut Reporter, port: u16, pid: u32) -> Result<Option<Map>>
             standby.get("pfnwatch_hook_attached", &[("hook", "vm_normal_page")]),
         ),
     );
+    // A vma whose free pfnwatch missed, as a task preempted inside the
+    // free's program makes the kernel skip it: in the inventory, found by
+    // no walk. The walk before the detach below (the second since start)
+    // must sweep it.
+    let stale = stale_entry()?;
     let bar = sys::open_rw(PCI_BAR, 0)?;
     let first = Map::file(&bar, 0, 1, false)?;
     let attached = until(port, |s| s.get(ATTACHED, &[]) == Some(1.0));
@@ -68,6 +73,7 @@ pub fn on_demand(rep: &mut Reporter, port: u16, pid: u32) -> Result<Option<Map>>
                 .and_then(|s| s.get("pfnwatch_lookups_detaches_total", &[])),
         ),
     );
+    swept(rep, detached.as_ref(), &stale)?;
     unseen(rep, port, pid, &bar)?;
     let again = Map::file(&bar, 0, 1, false)?;
     let reattached = until(port, |s| {
@@ -83,6 +89,53 @@ pub fn on_demand(rep: &mut Reporter, port: u16, pid: u32) -> Result<Option<Map>>
         ),
     );
     Ok(reattached.map(|_| again))
+}
+
+/// The key of a vma pfnwatch's inventory holds (the map named
+/// `inventory` of highest id: the daemon's), never a kernel address.
+const STALE_KEY: u64 = 0x5741_4c45;
+
+/// pfnwatch's inventory map, opened by id (the daemon's: the newest).
+fn inventory() -> Result<aya::maps::HashMap<aya::maps::MapData, u64, [u64; 7]>> {
+    let mut newest = None;
+    for info in aya::maps::loaded_maps() {
+        let info = info.context("listing the kernel's BPF maps")?;
+        if info.name() == b"inventory" && newest.is_none_or(|id| info.id() > id) {
+            newest = Some(info.id());
+        }
+    }
+    let id = newest.context("no BPF map named inventory")?;
+    let data = aya::maps::MapData::from_id(id).context("opening the inventory map")?;
+    aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
+        .context("the inventory map as a hash of u64 to struct tracked")
+}
+
+/// Puts a vma in the inventory as if its free had been missed: id, mm,
+/// start, end, watched (no: it would keep the lookups attached), the walk
+/// that last found it (none), vm_flags (VM_PFNMAP).
+fn stale_entry() -> Result<u64> {
+    let mut map = inventory()?;
+    let tracked = [u64::MAX >> 1, 0, 0x7000_0000, 0x7000_1000, 0, 0, 0x400];
+    map.insert(STALE_KEY, tracked, 0)
+        .context("adding a stale vma to the inventory")?;
+    Ok(STALE_KEY)
+}
+
+/// The walk before the detach swept the stale vma: gone from the map and
+/// counted once.
+fn swept(rep: &mut Reporter, detached: Option<&Scrape>, key: &u64) -> Result<()> {
+    let map = inventory()?;
+    let still = map.get(key, 0).is_ok();
+    let unseen = detached.and_then(|s| s.get("pfnwatch_inventory_frees_unseen_total", &[]));
+    rep.check(
+        "lookups/sweep",
+        !still && unseen == Some(1.0),
+        &format!(
+            "a vma in the inventory no walk found: still there {still}, \
+             frees unseen {unseen:?} (want false, 1)"
+        ),
+    );
+    Ok(())
 }
 
 /// A mapping made and gone while the daemon is stopped, so it cannot

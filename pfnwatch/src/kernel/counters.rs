@@ -23,6 +23,9 @@ pub struct Counts {
     /// Pfn-mapping vmas the kernel's inventory had no room for.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub inventory_full: u64,
+    /// Tracked vmas whose free no program saw, found gone by a walk.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frees_unseen: u64,
 }
 
 impl Counts {
@@ -46,6 +49,7 @@ impl Counts {
                     counts.urgent_drops = total;
                 }
                 abi::LOSS_INVENTORY => counts.inventory_full = total,
+                abi::LOSS_FREE_UNSEEN => counts.frees_unseen = total,
                 _ => {}
             }
         }
@@ -98,6 +102,7 @@ impl Counts {
             drops: self.drops.saturating_sub(earlier.drops),
             urgent_drops: self.urgent_drops.saturating_sub(earlier.urgent_drops),
             inventory_full: self.inventory_full.saturating_sub(earlier.inventory_full),
+            frees_unseen: self.frees_unseen.saturating_sub(earlier.frees_unseen),
         }
     }
 }

@@ -74,6 +74,10 @@ pub struct Record {
     /// mapped before pfnwatch started, or missed by the inventory.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub existing: bool,
+    /// A gone record of a vma whose free no program saw: two walks of
+    /// every task's vmas did not find it. No task, file or handler.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub free_unseen: bool,
     /// Kernel return addresses, innermost first (empty unless captured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<u64>,
@@ -211,6 +215,7 @@ impl Record {
             zero_page: false,
             fork: false,
             existing: false,
+            free_unseen: false,
             stack: Vec::new(),
         }
     }
@@ -265,6 +270,7 @@ impl Record {
             zero_page: has(abi::EVENT_ZERO_PAGE),
             fork: has(abi::EVENT_FORK),
             existing: has(abi::EVENT_EXISTING),
+            free_unseen: has(abi::EVENT_FREE_UNSEEN),
         })
     }
 

@@ -16,7 +16,17 @@
 //! Between a device mapping's mmap and the attach, lookups in it are not
 //! seen; the mmap itself, its remaps and inserts are (those programs never
 //! detach). `pfnwatch_lookups_attach_delay_seconds` shows how long that was.
+//!
+//! The inventory heals: the kernel skips a program's call while that
+//! program runs on the CPU already, which on preemptible kernels happens
+//! whenever a task is preempted inside it (`kernel::bpf_stats`). A missed
+//! creation leaves a device mapping unwatched, a missed free a gone vma
+//! counted. When the inventory programs' misses grow, two walks follow
+//! (one now, one a second later): the first announces what the inventory
+//! lacks, and the second, at its end, drops what neither found
+//! (`sweep_gone` in the kernel program).
 
+use super::bpf_stats;
 use super::loader::{self, Link, ProgramState, Watcher};
 use super::programs::ProgramSpec;
 use anyhow::{Context, Result};
@@ -130,7 +140,64 @@ pub struct Lookups {
     wake: AsyncFd<RingBuf<MapData>>,
     check: Interval,
     idle_since: Option<Instant>,
+    /// The inventory's programs (creation and free), whose misses ask for
+    /// healing walks.
+    inventory_programs: Vec<String>,
+    /// The last walk's number (`abi::LOOKUPS_WALK`).
+    walk_number: u64,
+    heal: Heal,
     pub stats: LookupStats,
+}
+
+/// When the inventory's programs' misses ask for walks: two of them, one
+/// as soon as allowed and one [`Heal::SPACING`] later (a task hidden from
+/// one walk, between exit_mm and exit_files, is not hidden from the next),
+/// then none for [`Heal::COOLDOWN`]: on a busy preemptible host misses
+/// come every few seconds (the 7.2 soak: six in 30 s), and a walk visits
+/// every vma of every task. Misses in the meantime ask for the next pair.
+#[derive(Debug)]
+struct Heal {
+    misses: u64,
+    /// Missed since the last walk.
+    pending: u64,
+    walks_due: u8,
+    next: Instant,
+}
+
+impl Heal {
+    const SPACING: Duration = Duration::from_secs(1);
+    const COOLDOWN: Duration = Duration::from_secs(10);
+
+    fn new(misses: u64, now: Instant) -> Heal {
+        Heal {
+            misses,
+            pending: 0,
+            walks_due: 0,
+            next: now,
+        }
+    }
+
+    /// `misses`: as read now. When a walk is due now (it is then taken as
+    /// done), returns the calls missed since the last one.
+    fn check(&mut self, misses: u64, now: Instant) -> Option<u64> {
+        let new = misses.saturating_sub(self.misses);
+        self.misses = self.misses.max(misses);
+        if new > 0 {
+            self.pending += new;
+            self.walks_due = 2;
+        }
+        if self.walks_due == 0 || now < self.next {
+            return None;
+        }
+        self.walks_due -= 1;
+        self.next = now
+            + if self.walks_due > 0 {
+                Heal::SPACING
+            } else {
+                Heal::COOLDOWN
+            };
+        Some(std::mem::take(&mut self.pending))
+    }
 }
 
 impl Lookups {
@@ -154,6 +221,11 @@ impl Lookups {
             .map_err(|e| e.into_parts().1)
             .context("registering the lookup_wake ring buffer with tokio")?;
         let links = std::mem::take(&mut watcher.lookup_links);
+        let inventory_programs: Vec<String> = watcher
+            .attached()
+            .filter(|p| matches!(p.hook.family(), Family::VmaCreated | Family::VmaGone))
+            .map(|p| p.program.clone())
+            .collect();
         let mut lookups = Lookups {
             mode,
             grace,
@@ -167,10 +239,16 @@ impl Lookups {
             wake,
             check: check_interval(CHECK_ATTACHED),
             idle_since: None,
+            heal: Heal::new(
+                bpf_stats::misses(&watcher.ebpf, &inventory_programs),
+                Instant::now(),
+            ),
+            inventory_programs,
+            walk_number: 0,
         };
         lookups.set_attached(true)?;
-        match walk(&mut watcher.ebpf) {
-            Ok(()) => lookups.stats.walks += 1,
+        match lookups.walk(&mut watcher.ebpf) {
+            Ok(()) => {}
             Err(e) => {
                 if mode == LookupMode::OnDemand {
                     tracing::warn!(
@@ -206,7 +284,9 @@ impl Lookups {
     /// Waits for a wake-up from the kernel or the next check.
     pub async fn ready(&mut self) -> Result<Ready> {
         if self.mode == LookupMode::Always {
-            return std::future::pending().await;
+            // Nothing to attach or detach: the checks only heal.
+            self.check.tick().await;
+            return Ok(Ready::Check);
         }
         tokio::select! {
             guard = self.wake.readable_mut() => {
@@ -220,6 +300,10 @@ impl Lookups {
     /// Once [`Lookups::ready`] returned: attach while a watched vma lives,
     /// detach after the grace period without one.
     pub fn handle(&mut self, ebpf: &mut Ebpf, why: Ready) -> Result<()> {
+        self.heal(ebpf)?;
+        if self.mode == LookupMode::Always {
+            return Ok(());
+        }
         let mut first_ns = None;
         let ring = self.wake.get_mut();
         while let Some(item) = ring.next() {
@@ -252,8 +336,7 @@ impl Lookups {
         }
         // The counter only knows what the hooks announced: a vma split off
         // a watched one by a partial munmap or mprotect was not.
-        walk(ebpf).context("walking every task's vmas (iter/task_vma)")?;
-        self.stats.walks += 1;
+        self.walk(ebpf)?;
         self.stats.watched = self.watched()?;
         if self.stats.watched > 0 {
             self.idle_since = None;
@@ -268,6 +351,38 @@ impl Lookups {
             return Ok(());
         }
         self.detach(ebpf);
+        Ok(())
+    }
+
+    /// Schedules two walks when the inventory's programs missed calls, and
+    /// runs the one due. The walks' announcements wake the lookups like
+    /// any creation; what the second sweeps is counted by the kernel
+    /// (`pfnwatch_inventory_frees_unseen_total`).
+    fn heal(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        let misses = bpf_stats::misses(ebpf, &self.inventory_programs);
+        let Some(missed) = self.heal.check(misses, Instant::now()) else {
+            return Ok(());
+        };
+        if missed > 0 {
+            tracing::warn!(
+                missed,
+                "the kernel skipped calls of the inventory's programs (one was running on \
+                 that CPU already, as on preemptible kernels when a task is preempted in \
+                 it): walking every task's vmas to set the inventory right"
+            );
+        }
+        self.walk(ebpf)
+    }
+
+    /// Runs `existing_vmas` over every task's vmas, numbered for the
+    /// inventory's sweep.
+    fn walk(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        self.walk_number += 1;
+        self.state
+            .set(abi::LOOKUPS_WALK, self.walk_number, 0)
+            .context("writing the lookups map")?;
+        walk(ebpf).context("walking every task's vmas (iter/task_vma)")?;
+        self.stats.walks += 1;
         Ok(())
     }
 
@@ -393,6 +508,45 @@ fn monotonic_ns() -> u64 {
 mod tests {
     use super::*;
     use crate::kernel::programs::PROGRAMS;
+
+    #[test]
+    fn misses_ask_for_two_walks_a_second_apart_then_a_cooldown() {
+        let t0 = Instant::now();
+        // Misses from before start are no reason.
+        let mut heal = Heal::new(5, t0);
+        assert_eq!(heal.check(5, t0), None);
+        assert_eq!(heal.check(7, t0), Some(2), "a walk at once");
+        let soon = t0 + Duration::from_millis(500);
+        assert_eq!(heal.check(7, soon), None, "not before the spacing");
+        let t1 = t0 + Heal::SPACING;
+        assert_eq!(heal.check(7, t1), Some(0), "the second walk");
+        assert_eq!(
+            heal.check(7, t1 + Duration::from_secs(60)),
+            None,
+            "no third"
+        );
+        // Missed again: the pair after the cooldown.
+        let mut heal = Heal::new(0, t0);
+        assert_eq!(heal.check(1, t0), Some(1));
+        assert_eq!(heal.check(1, t1), Some(0));
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(heal.check(3, t2), None, "within the cooldown");
+        let t3 = t1 + Heal::COOLDOWN;
+        assert_eq!(heal.check(3, t3), Some(2), "the misses kept for it");
+        assert_eq!(heal.check(3, t3 + Heal::SPACING), Some(0));
+    }
+
+    #[test]
+    fn misses_between_the_two_walks_ask_for_two_more() {
+        let t0 = Instant::now();
+        let mut heal = Heal::new(0, t0);
+        assert_eq!(heal.check(1, t0), Some(1));
+        let t1 = t0 + Heal::SPACING;
+        assert_eq!(heal.check(3, t1), Some(2));
+        let t2 = t1 + Heal::SPACING;
+        assert_eq!(heal.check(3, t2), Some(0));
+        assert_eq!(heal.check(3, t2 + Heal::SPACING), None);
+    }
 
     #[test]
     fn the_on_demand_programs_are_the_lookups_and_the_walk() {

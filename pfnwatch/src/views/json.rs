@@ -94,6 +94,7 @@ impl RecordLines {
             ("zero_page", r.zero_page),
             ("fork", r.fork),
             ("existing", r.existing),
+            ("free_unseen", r.free_unseen),
         ] {
             if set {
                 obj.raw(name, b"true");
@@ -329,6 +330,7 @@ mod tests {
             zero_page: true,
             fork: true,
             existing: true,
+            free_unseen: true,
             pfn: None,
             ret: -22,
             ..remap()

@@ -283,6 +283,7 @@ fn result_into(s: &mut String, r: &Record) {
         Family::Insert if r.ret != 0 && r.hook.returns_vm_fault() => write!(s, "{:#x}", r.ret),
         Family::VmaCreated if r.fork => write!(s, "created (fork)"),
         Family::VmaCreated => write!(s, "created"),
+        Family::VmaGone if r.free_unseen => write!(s, "gone (free unseen)"),
         Family::VmaGone => write!(s, "gone"),
         Family::Remap | Family::Follow | Family::Insert | Family::BadMap => {
             write!(s, "{}", r.ret)
@@ -513,6 +514,8 @@ mod tests {
         assert_eq!(result(&r), "created (fork)");
         r.hook = Hook::VmAreaFree;
         assert_eq!(result(&r), "gone");
+        r.free_unseen = true;
+        assert_eq!(result(&r), "gone (free unseen)");
         r.hook = Hook::FollowPfnmapStart;
         r.ret = -22;
         assert_eq!(result(&r), "-22 (EINVAL)");

@@ -228,13 +228,14 @@ impl Daemon {
 
     fn render(&self) -> Result<String> {
         let counts = self.session.counts()?;
-        let runs = bpf_stats::enabled().then(|| bpf_stats::runs(&self.session.watcher));
+        let program_stats = bpf_stats::stats(&self.session.watcher);
         metrics::render(&Snapshot {
             kernel_release: &self.session.release,
             start_time: self.start_time,
             counts: &counts,
             programs: &self.session.watcher.programs,
-            program_runs: runs.as_deref(),
+            program_stats: &program_stats,
+            stats_enabled: bpf_stats::enabled(),
             tally: &self.out.tally,
             undecodable: self.session.undecodable,
             ringbuf_bytes: self.settings.ringbuf_kib * 1024,

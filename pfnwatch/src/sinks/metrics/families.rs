@@ -176,6 +176,11 @@ pub const INVENTORY_FULL: Spec = counter(
     "Pfn-mapping vmas the kernel could not track (its inventory map was full).",
     &[],
 );
+pub const FREES_UNSEEN: Spec = counter(
+    "pfnwatch_inventory_frees_unseen_total",
+    "Tracked pfn-mapping vmas whose free no program saw (the kernel skipped the call, see pfnwatch_program_misses_total), found gone by two walks of every task's vmas.",
+    &[],
+);
 pub const STATS_ENABLED: Spec = gauge(
     "pfnwatch_bpf_stats_enabled",
     "1 when kernel.bpf_stats_enabled is on and the programs' run counts and times are kept.",
@@ -189,6 +194,11 @@ pub const PROGRAM_RUNS: Spec = counter(
 pub const PROGRAM_RUN_TIME: Spec = counter(
     "pfnwatch_program_run_seconds_total",
     "Time spent in each kernel program while kernel.bpf_stats_enabled was on.",
+    &["program", "hook"],
+);
+pub const PROGRAM_MISSES: Spec = counter(
+    "pfnwatch_program_misses_total",
+    "Calls the kernel did not run a program for: it was running on that CPU already (an interrupt inside it, or on a preemptible kernel a task preempted inside it).",
     &["program", "hook"],
 );
 pub const RELOADS: Spec = counter(
@@ -239,6 +249,8 @@ pub const ALL: &[&Spec] = &[
     &STATS_ENABLED,
     &PROGRAM_RUNS,
     &PROGRAM_RUN_TIME,
+    &PROGRAM_MISSES,
+    &FREES_UNSEEN,
     &RELOADS,
     &LAST_RELOAD_OK,
     &RESTART_REQUIRED,

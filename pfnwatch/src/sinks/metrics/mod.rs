@@ -15,7 +15,7 @@ pub use labels::{
 };
 pub use tally::Tally;
 
-use crate::kernel::bpf_stats::ProgramRuns;
+use crate::kernel::bpf_stats::ProgramStats;
 use crate::kernel::counters::Counts;
 use crate::kernel::loader::{ProgramReport, ProgramState};
 use crate::kernel::lookups::LookupStats;
@@ -35,8 +35,9 @@ pub struct Snapshot<'a> {
     pub start_time: f64,
     pub counts: &'a Counts,
     pub programs: &'a [ProgramReport],
-    /// None when kernel.bpf_stats_enabled is off.
-    pub program_runs: Option<&'a [ProgramRuns]>,
+    pub program_stats: &'a [ProgramStats],
+    /// kernel.bpf_stats_enabled: whether `program_stats` has runs.
+    pub stats_enabled: bool,
     pub tally: &'a Tally,
     pub undecodable: u64,
     pub ringbuf_bytes: u32,
@@ -193,18 +194,23 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     f.counter(&INVENTORY_FULL)?
         .with_label_values(none)
         .inc_by(s.counts.inventory_full);
+    f.counter(&FREES_UNSEEN)?
+        .with_label_values(none)
+        .inc_by(s.counts.frees_unseen);
 
     f.gauge(&STATS_ENABLED)?
         .with_label_values(none)
-        .set(i64::from(s.program_runs.is_some()));
-    if let Some(runs) = s.program_runs {
-        let count = f.counter(&PROGRAM_RUNS)?;
-        let time = f.fcounter(&PROGRAM_RUN_TIME)?;
-        for p in runs {
-            let labels = [p.program.as_str(), p.hook.function()];
+        .set(i64::from(s.stats_enabled));
+    let count = f.counter(&PROGRAM_RUNS)?;
+    let time = f.fcounter(&PROGRAM_RUN_TIME)?;
+    let misses = f.counter(&PROGRAM_MISSES)?;
+    for p in s.program_stats {
+        let labels = [p.program.as_str(), p.hook.function()];
+        if s.stats_enabled {
             count.with_label_values(&labels).inc_by(p.runs);
             time.with_label_values(&labels).inc_by(p.run_seconds);
         }
+        misses.with_label_values(&labels).inc_by(p.misses);
     }
 
     let reloads = f.counter(&RELOADS)?;
@@ -390,18 +396,20 @@ mod tests {
         .unwrap();
         tally.alert(&alert).unwrap();
         let programs = programs();
-        let runs = [ProgramRuns {
+        let runs = [ProgramStats {
             program: "vm_normal_page_exit".into(),
             hook: Hook::VmNormalPage,
             runs: 1000,
             run_seconds: 0.25,
+            misses: 3,
         }];
         let text = render(&Snapshot {
             kernel_release: "6.12.117+deb13-amd64",
             start_time: 1.7e9,
             counts: &counts,
             programs: &programs,
-            program_runs: Some(&runs),
+            program_stats: &runs,
+            stats_enabled: true,
             tally: &tally,
             undecodable: 0,
             ringbuf_bytes: 262_144,
@@ -511,6 +519,12 @@ mod tests {
             ),
             0.25
         );
+        assert_eq!(
+            get(
+                r#"pfnwatch_program_misses_total{hook="vm_normal_page",program="vm_normal_page_exit"}"#
+            ),
+            3.0
+        );
         assert_eq!(get("pfnwatch_bpf_stats_enabled"), 1.0);
         assert_eq!(
             get(&format!(
@@ -548,14 +562,24 @@ mod tests {
     }
 
     #[test]
-    fn run_stats_are_left_out_when_the_kernel_keeps_none() {
+    fn run_stats_are_left_out_when_the_kernel_keeps_none_and_misses_are_not() {
         let tally = Tally::default();
+        // With the sysctl off the kernel leaves runs at zero but still
+        // counts misses.
+        let stats = [ProgramStats {
+            program: "vm_area_free_entry".into(),
+            hook: Hook::VmAreaFree,
+            runs: 0,
+            run_seconds: 0.0,
+            misses: 2,
+        }];
         let text = render(&Snapshot {
             kernel_release: "6.1.0-50-amd64",
             start_time: 0.0,
             counts: &Counts::default(),
             programs: &[],
-            program_runs: None,
+            program_stats: &stats,
+            stats_enabled: false,
             tally: &tally,
             undecodable: 0,
             ringbuf_bytes: 4096,
@@ -564,6 +588,12 @@ mod tests {
         .unwrap();
         assert!(text.contains("pfnwatch_bpf_stats_enabled 0\n"), "{text}");
         assert!(!text.contains("pfnwatch_program_runs_total{"), "{text}");
+        assert!(
+            text.contains(
+                "pfnwatch_program_misses_total{hook=\"vm_area_free\",program=\"vm_area_free_entry\"} 2\n"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("pfnwatch_config_last_reload_successful 1\n"),
             "{text}"

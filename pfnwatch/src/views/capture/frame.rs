@@ -93,7 +93,7 @@ pub struct WireRecord {
     pub level: u8,
     pub file: Option<WireFile>,
     pub vma_id: u64,
-    /// [`AT_ENTRY`], [`ZERO_PAGE`], [`FORK`], [`EXISTING`].
+    /// [`AT_ENTRY`], [`ZERO_PAGE`], [`FORK`], [`EXISTING`], [`FREE_UNSEEN`].
     pub flags: u8,
     pub cgroup: Option<u32>,
     pub container: Option<u32>,
@@ -106,6 +106,7 @@ pub const AT_ENTRY: u8 = 1;
 pub const ZERO_PAGE: u8 = 2;
 pub const FORK: u8 = 4;
 pub const EXISTING: u8 = 8;
+pub const FREE_UNSEEN: u8 = 16;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireFile {

@@ -4,7 +4,9 @@
 //! byte (and line, for version 1) where it was found, after every whole
 //! entry before it was handed out.
 
-use super::frame::{self, AT_ENTRY, EXISTING, FORK, Frame, Limits, WireRecord, ZERO_PAGE};
+use super::frame::{
+    self, AT_ENTRY, EXISTING, FORK, FREE_UNSEEN, Frame, Limits, WireRecord, ZERO_PAGE,
+};
 use super::input::{self, Input};
 use super::{Entry, FORMAT, Header, READS, VERSION, VERSION_JSON_LINES};
 use crate::enrich::Enrichment;
@@ -568,6 +570,7 @@ impl Tables {
         r.zero_page = w.flags & ZERO_PAGE != 0;
         r.fork = w.flags & FORK != 0;
         r.existing = w.flags & EXISTING != 0;
+        r.free_unseen = w.flags & FREE_UNSEEN != 0;
         r.stack.clear();
         host.stack = match w.call_path {
             None => Arc::default(),

@@ -498,6 +498,10 @@ fn every_record_flag_reads_back() {
             existing: true,
             ..record(4)
         },
+        Record {
+            free_unseen: true,
+            ..record(5)
+        },
     ];
     let mut w = Writer::new(Vec::new(), "memory".into());
     w.header(&header()).unwrap();

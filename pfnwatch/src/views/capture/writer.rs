@@ -1,7 +1,7 @@
 //! Writes version 2 (frame.rs): the JSON header line, then frames.
 
 use super::frame::{
-    self, AT_ENTRY, EXISTING, FORK, Frame, Limits, WireFile, WireRecord, ZERO_PAGE,
+    self, AT_ENTRY, EXISTING, FORK, FREE_UNSEEN, Frame, Limits, WireFile, WireRecord, ZERO_PAGE,
 };
 use super::{Entry, Header, MODE};
 use crate::enrich::Enrichment;
@@ -181,6 +181,7 @@ impl<W: Write> Writer<W> {
             (record.zero_page, ZERO_PAGE),
             (record.fork, FORK),
             (record.existing, EXISTING),
+            (record.free_unseen, FREE_UNSEEN),
         ]
         .iter()
         .filter(|(set, _)| *set)
