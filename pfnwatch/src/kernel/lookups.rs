@@ -335,8 +335,13 @@ impl Lookups {
             return Ok(());
         }
         // The counter only knows what the hooks announced: a vma split off
-        // a watched one by a partial munmap or mprotect was not.
-        self.walk(ebpf)?;
+        // a watched one by a partial munmap or mprotect was not. Without
+        // the walk the lookups stay attached, and try again a grace later.
+        if let Err(e) = self.walk(ebpf) {
+            tracing::warn!("the page-table lookups stay attached: {e:#}");
+            self.idle_since = None;
+            return Ok(());
+        }
         self.stats.watched = self.watched()?;
         if self.stats.watched > 0 {
             self.idle_since = None;
@@ -371,17 +376,23 @@ impl Lookups {
                  it): walking every task's vmas to set the inventory right"
             );
         }
-        self.walk(ebpf)
+        // A heal that cannot walk is tried again at the next misses.
+        if let Err(e) = self.walk(ebpf) {
+            tracing::warn!("healing the inventory: {e:#}");
+        }
+        Ok(())
     }
 
     /// Runs `existing_vmas` over every task's vmas, numbered for the
-    /// inventory's sweep.
+    /// inventory's sweep. A walk that did not finish keeps its number for
+    /// the next: the sweep counts on the last two walks having seen every
+    /// task.
     fn walk(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        self.walk_number += 1;
         self.state
-            .set(abi::LOOKUPS_WALK, self.walk_number, 0)
+            .set(abi::LOOKUPS_WALK, self.walk_number + 1, 0)
             .context("writing the lookups map")?;
         walk(ebpf).context("walking every task's vmas (iter/task_vma)")?;
+        self.walk_number += 1;
         self.stats.walks += 1;
         Ok(())
     }
