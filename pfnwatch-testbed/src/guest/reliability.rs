@@ -562,6 +562,8 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
     let mut warm_maps = None;
     let mut next = Instant::now() + every;
     let mut runs = 0u64;
+    // (frees unseen, frees the kernel skipped) at the end.
+    let mut heals = (f64::NAN, f64::NAN);
     let outcome: Result<()> = (|| {
         while Instant::now() < deadline {
             trigger(SOAK_MIX[runs as usize % SOAK_MIX.len()])?;
@@ -582,9 +584,16 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
         let warm_live = live.get((samples.len() + 1) / 3).copied();
         let settle = Instant::now() + SOAK_HEAL_BOUND;
         loop {
-            let now = live_mappings(&scrape(SOAK_PORT)?);
+            let s = scrape(SOAK_PORT)?;
+            let now = live_mappings(&s);
             if Some(now) == warm_live || Instant::now() >= settle {
                 live.push(now);
+                heals = (
+                    s.get("pfnwatch_inventory_frees_unseen_total", &[])
+                        .unwrap_or(f64::NAN),
+                    s.get("pfnwatch_program_misses_total", &[("hook", "vm_area_free")])
+                        .unwrap_or(0.0),
+                );
                 break;
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -609,8 +618,12 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
         live.get(warm).copied().unwrap_or(f64::NAN),
         live.last().copied().unwrap_or(f64::NAN),
     );
+    // A vma the sweep dropped is one whose free the kernel skipped: more
+    // would be live vmas a walk failed to find.
+    let (unseen, free_misses) = heals;
     let flat = grew <= SOAK_RSS_SLACK_KIB
         && live_end == live_warm
+        && unseen <= free_misses
         && later
             .iter()
             .all(|s| s.fds <= base.fds + SOAK_FD_SLACK && s.map_bytes == base.map_bytes);
@@ -625,6 +638,7 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
             "{soak_secs} s, {runs} scenario runs: RSS grew {grew} KiB after the warm-up (at most \
              {SOAK_RSS_SLACK_KIB}), fds at most {SOAK_FD_SLACK} above it; live pfn mappings \
              {live_warm} after the warm-up, {live_end} at the end (want the same), {:?} in all; \
+             frees found unseen {unseen} (at most the {free_misses} the kernel skipped); \
              samples (RSS/fds/map memory) {}; grew in {} after the warm-up, in {} from the start; \
              errors, symbol rereads and inventory heals logged {:?}",
             live,
