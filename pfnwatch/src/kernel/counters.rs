@@ -26,6 +26,11 @@ pub struct Counts {
     /// Tracked vmas whose free no program saw, found gone by a walk.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub frees_unseen: u64,
+    /// Calls the kernel skipped per hook: its program was running on that
+    /// CPU already (`kernel::bpf_stats`). Not in the maps: the session
+    /// adds them from the programs' info.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub misses: BTreeMap<Hook, u64>,
 }
 
 impl Counts {
@@ -103,6 +108,15 @@ impl Counts {
             urgent_drops: self.urgent_drops.saturating_sub(earlier.urgent_drops),
             inventory_full: self.inventory_full.saturating_sub(earlier.inventory_full),
             frees_unseen: self.frees_unseen.saturating_sub(earlier.frees_unseen),
+            misses: self
+                .misses
+                .iter()
+                .map(|(hook, n)| {
+                    let before = earlier.misses.get(hook).copied().unwrap_or(0);
+                    (*hook, n.saturating_sub(before))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 }
@@ -171,7 +185,16 @@ mod tests {
             (Hook::FolioWalkStart, 16, 2),
         ]);
         now.drops = 3;
+        let mut then = then;
+        then.misses.insert(Hook::VmAreaFree, 2);
+        now.misses.insert(Hook::VmAreaFree, 2);
+        now.misses.insert(Hook::VmNormalPage, 5);
         let d = now.since(&then);
+        assert_eq!(
+            d.misses,
+            BTreeMap::from([(Hook::VmNormalPage, 5)]),
+            "only the hooks that missed more"
+        );
         assert_eq!(d.get(Hook::VmNormalPage, Class(4)), 4);
         assert_eq!(d.get(Hook::RemapPfnRange, Class(0)), 0);
         assert!(!d.calls.contains_key(&Hook::RemapPfnRange));
@@ -193,6 +216,15 @@ mod tests {
             json.contains(r#""vm_normal_page":{"pfnmap+special+no_page":4}"#),
             "{json}"
         );
+        assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
+        assert!(
+            !json.contains("misses"),
+            "none: left out, as older captures have it"
+        );
+        let mut c = c;
+        c.misses.insert(Hook::VmNormalPage, 3);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""misses":{"vm_normal_page":3}"#), "{json}");
         assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
         // Errno keys survive a round trip, buffered (as in a tagged enum) or not.
         let mut c = c;

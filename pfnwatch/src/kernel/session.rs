@@ -1,6 +1,7 @@
 //! A running watch: the attached programs, the ring buffers' reader, and
 //! the signals that steer trace and run.
 
+use super::bpf_stats;
 use super::counters::Counts;
 use super::decode::Record;
 use super::facts;
@@ -258,7 +259,13 @@ impl Session {
     }
 
     pub fn counts(&self) -> Result<Counts> {
-        Counts::read(&self.watcher.ebpf)
+        let mut counts = Counts::read(&self.watcher.ebpf)?;
+        for p in bpf_stats::stats(&self.watcher) {
+            if p.misses > 0 {
+                *counts.misses.entry(p.hook).or_default() += p.misses;
+            }
+        }
+        Ok(counts)
     }
 }
 

@@ -313,6 +313,12 @@ fn counts_text(c: &Counts) -> String {
     if c.drops > 0 {
         let _ = write!(s, "\n  ring buffer full: {} records lost", c.drops);
     }
+    for (hook, n) in &c.misses {
+        let _ = write!(
+            s,
+            "\n  {hook}: {n} calls skipped by the kernel (the program was running on that CPU already)"
+        );
+    }
     if c.calls.is_empty() {
         s.push_str(" none");
     }
@@ -533,6 +539,14 @@ mod tests {
         );
         assert!(text.contains("remap_pfn_range: errno 22 x1"), "{text}");
         assert!(text.contains("2 records lost"), "{text}");
+        assert!(!text.contains("skipped"), "{text}");
+        let mut c = counts();
+        c.misses.insert(Hook::VmNormalPage, 3);
+        let text = counts_text(&c);
+        assert!(
+            text.contains("vm_normal_page: 3 calls skipped by the kernel"),
+            "{text}"
+        );
         assert_eq!(counts_text(&Counts::default()), "counts: none");
     }
 }
