@@ -227,7 +227,6 @@ mod tests {
         assert!(json.contains(r#""misses":{"vm_normal_page":3}"#), "{json}");
         assert_eq!(serde_json::from_str::<Counts>(&json).unwrap(), c);
         // Errno keys survive a round trip, buffered (as in a tagged enum) or not.
-        let mut c = c;
         c.errors
             .entry(Hook::RemapPfnRange)
             .or_default()
