@@ -1091,6 +1091,34 @@ static __always_inline void watched_add(__s64 n)
 	bpf_ringbuf_submit(ns, BPF_RB_FORCE_WAKEUP);
 }
 
+/*
+ * A tracked vma whose free went unseen: its count goes, and user space
+ * hears it is gone (only its id and range are known). The kernel skips a
+ * program's call while that program is running on the CPU already
+ * (kernel/bpf/trampoline.c __bpf_prog_enter_recur); on a preemptible
+ * kernel (7.x's PREEMPT_LAZY) a task preempted inside vm_area_free_entry
+ * makes every other free on that CPU a miss. Found two ways: a new vma at
+ * its address (the slab reuses a freed vma's at once), or two walks that
+ * did not find it (sweep_gone).
+ */
+static __always_inline void forget_unseen(struct tracked *t)
+{
+	struct call c = {};
+
+	if (t->watched)
+		watched_add(-1);
+	c.vm_flags = t->vm_flags;
+	c.hook = PFNW_HOOK_VM_AREA_FREE;
+	c.addr = t->start;
+	c.size = t->end - t->start;
+	c.vma_id = t->id;
+	c.event_flags = PFNW_EVENT_FREE_UNSEEN;
+	c.class = vma_class(&c);
+	bump(&drops, PFNW_LOSS_FREE_UNSEEN);
+	if (wants_record(c.hook, c.class))
+		send(NULL, &c);
+}
+
 /* A new pfn mapping (or one announced again) of `task` (NULL: current). */
 static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_struct *vma,
 				       __u64 flags, __u32 event_flags, struct task_struct *task)
@@ -1121,10 +1149,13 @@ static __always_inline int vma_created(void *ctx, __u16 hook, struct vm_area_str
 		known->vm_flags = flags;
 		return 0;
 	}
-	/* A vma at a freed one's address whose free went unseen: that one's
-	 * count goes with it. */
-	if (known && known->watched)
-		watched_add(-1);
+	/* A vma at a freed one's address whose free went unseen: that one
+	 * is gone, said before the new one is. */
+	if (known) {
+		struct tracked old = *known;
+
+		forget_unseen(&old);
+	}
 	now.watched = !is_safe_file(vma);
 	now.id = __sync_fetch_and_add(&inventory_ids, 1) + 1;
 	if (bpf_map_update_elem(&inventory, &key, &now, BPF_ANY) != 0) {
@@ -1210,36 +1241,18 @@ int BPF_PROG(__vm_area_free_entry, struct vm_area_struct *vma)
 
 /*
  * A tracked vma two walks in a row did not find: its free went unseen.
- * The kernel skips a program's call while that program is running on the
- * CPU already (kernel/bpf/trampoline.c __bpf_prog_enter_recur); on a
- * preemptible kernel (7.x's PREEMPT_LAZY) a task preempted inside
- * vm_area_free_entry makes every other free on that CPU a miss. Such a vma
- * would stay in the inventory, its count keep the lookups attached and its
- * mapping live on the gauge. Two walks, not one: a task between exit_mm()
- * and exit_files() hides its threads' vmas from one walk (task_iter.c
- * skips threads sharing the leader's files).
+ * Two walks, not one: a task between exit_mm() and exit_files() hides its
+ * threads' vmas from one walk (task_iter.c skips threads sharing the
+ * leader's files).
  */
 static long sweep_gone(void *map, __u64 *key, struct tracked *t, __u64 *walk)
 {
-	struct call c = {};
-
 	if (t->seen + 1 >= *walk)
 		return 0;
-	if (t->watched)
-		watched_add(-1);
-	c.vm_flags = t->vm_flags;
-	c.hook = PFNW_HOOK_VM_AREA_FREE;
-	c.addr = t->start;
-	c.size = t->end - t->start;
-	c.vma_id = t->id;
-	c.event_flags = PFNW_EVENT_FREE_UNSEEN;
-	c.class = vma_class(&c);
+	forget_unseen(t);
 	/* The callback may delete the element it was given (hashtab.c
 	 * bpf_for_each_hash_elem walks each bucket with the _safe iterator). */
 	bpf_map_delete_elem(map, key);
-	bump(&drops, PFNW_LOSS_FREE_UNSEEN);
-	if (wants_record(c.hook, c.class))
-		send(NULL, &c);
 	return 0;
 }
 

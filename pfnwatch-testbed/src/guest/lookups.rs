@@ -96,7 +96,7 @@ pub fn on_demand(rep: &mut Reporter, port: u16, pid: u32) -> Result<Option<Map>>
 const STALE_KEY: u64 = 0x5741_4c45;
 
 /// pfnwatch's inventory map, opened by id (the daemon's: the newest).
-fn inventory() -> Result<aya::maps::HashMap<aya::maps::MapData, u64, [u64; 7]>> {
+pub(super) fn inventory() -> Result<aya::maps::HashMap<aya::maps::MapData, u64, [u64; 7]>> {
     let mut newest = None;
     for info in aya::maps::loaded_maps() {
         let info = info.context("listing the kernel's BPF maps")?;

@@ -564,6 +564,8 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
     let mut runs = 0u64;
     // (frees unseen, frees the kernel skipped) at the end.
     let mut heals = (f64::NAN, f64::NAN);
+    // (records dropped, vmas in the kernel's inventory) at the end.
+    let mut kernel_side = (f64::NAN, 0usize);
     let outcome: Result<()> = (|| {
         while Instant::now() < deadline {
             trigger(SOAK_MIX[runs as usize % SOAK_MIX.len()])?;
@@ -593,6 +595,13 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
                         .unwrap_or(f64::NAN),
                     s.get("pfnwatch_program_misses_total", &[("hook", "vm_area_free")])
                         .unwrap_or(0.0),
+                );
+                kernel_side = (
+                    s.get("pfnwatch_ringbuf_records_dropped_total", &[])
+                        .unwrap_or(f64::NAN),
+                    super::lookups::inventory()
+                        .map(|m| m.keys().count())
+                        .unwrap_or(usize::MAX),
                 );
                 break;
             }
@@ -639,9 +648,12 @@ fn soak(rep: &mut Reporter, soak_secs: u64) -> Result<()> {
              {SOAK_RSS_SLACK_KIB}), fds at most {SOAK_FD_SLACK} above it; live pfn mappings \
              {live_warm} after the warm-up, {live_end} at the end (want the same), {:?} in all; \
              frees found unseen {unseen} (at most the {free_misses} the kernel skipped); \
+             records dropped {}, vmas in the kernel's inventory {}; \
              samples (RSS/fds/map memory) {}; grew in {} after the warm-up, in {} from the start; \
              errors, symbol rereads and inventory heals logged {:?}",
             live,
+            kernel_side.0,
+            kernel_side.1,
             shown.join(" "),
             grown(&warm_maps, &end_maps),
             grown(&start_maps, &end_maps),
