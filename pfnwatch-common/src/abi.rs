@@ -192,6 +192,9 @@ pub const LOSS_FREE_UNSEEN: u32 = 3;
 pub const LOSS_SLOTS: usize = 4;
 /// Live pfn-mapping vmas the inventory tracks at most.
 pub const INVENTORY_SLOTS: usize = 65536;
+/// u64s in an inventory value (`struct tracked`: id, mm, start, end,
+/// watched, seen, vm_flags); the id, the one user space reads, is first.
+pub const INVENTORY_VALUE_U64S: usize = 7;
 
 /// Slots of the `lookups` array (u64 each), the state of the page-table
 /// lookup programs when they attach on demand. Live watched vmas: pfn
@@ -269,6 +272,9 @@ pub mod names {
     pub const SAFE_FOPS: &str = "safe_fops";
     /// `u64[LOOKUP_SLOTS]` array: the on-demand lookups' state.
     pub const LOOKUPS: &str = "lookups";
+    /// Hash of the live pfn-mapping vmas, by kernel address, to
+    /// `u64[INVENTORY_VALUE_U64S]` (`struct tracked`, its id first).
+    pub const INVENTORY: &str = "inventory";
     /// Ring buffer of wake-ups for the on-demand lookups.
     pub const LOOKUP_WAKE: &str = "lookup_wake";
     /// The iter/task_vma program that walks every task's vmas.

@@ -258,6 +258,18 @@ impl Session {
         failed
     }
 
+    /// The ids of the vmas the kernel's inventory holds now (their
+    /// addresses stay here). None when a read failed part-way: an entry
+    /// gone between two reads of the walk is no reason to guess.
+    pub fn inventory_ids(&self) -> Option<BTreeSet<u64>> {
+        let map = self.watcher.ebpf.map(abi::names::INVENTORY)?;
+        let map =
+            aya::maps::HashMap::<_, u64, [u64; abi::INVENTORY_VALUE_U64S]>::try_from(map).ok()?;
+        map.iter()
+            .map(|entry| entry.ok().map(|(_, tracked)| tracked[0]))
+            .collect()
+    }
+
     pub fn counts(&self) -> Result<Counts> {
         let mut counts = Counts::read(&self.watcher.ebpf)?;
         for p in bpf_stats::stats(&self.watcher) {

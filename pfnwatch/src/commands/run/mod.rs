@@ -189,11 +189,13 @@ impl Daemon {
             self.drain()?;
             match event {
                 Event::Scrape(reply) => {
+                    self.reconcile();
                     self.answer(reply);
                     heap::give_back_free_memory();
                 }
                 Event::Wake(Wake::Records) => {}
                 Event::Wake(Wake::Tick | Wake::Snapshot) => {
+                    self.reconcile();
                     self.pipeline.expire(monotonic_ns(), &mut self.out.all())?;
                     self.last = log_counts(&self.session, &self.last)?;
                     heap::give_back_free_memory();
@@ -214,6 +216,22 @@ impl Daemon {
         } = self;
         let mut sinks = out.all();
         session.try_drain(|r| pipeline.feed(r, None, &mut sinks).map(drop))
+    }
+
+    /// The live mappings by the kernel's inventory, once the records are
+    /// in (`Tally::reconcile`).
+    fn reconcile(&mut self) {
+        let Some(ids) = self.session.inventory_ids() else {
+            return;
+        };
+        let lost = self.out.tally.reconcile(&ids, std::time::Instant::now());
+        if lost > 0 {
+            tracing::warn!(
+                mappings = lost,
+                "live pfn mappings the kernel's inventory no longer holds, their gone \
+                 records lost on the way: counted gone"
+            );
+        }
     }
 
     fn answer(&self, reply: Scrape) {

@@ -176,6 +176,11 @@ pub const INVENTORY_FULL: Spec = counter(
     "Pfn-mapping vmas the kernel could not track (its inventory map was full).",
     &[],
 );
+pub const MAPPINGS_RECONCILED: Spec = counter(
+    "pfnwatch_pfn_mappings_reconciled_total",
+    "Live pfn mappings counted gone because the kernel's inventory no longer held them at two looks in a row: their gone records were lost on the way.",
+    &[],
+);
 pub const FREES_UNSEEN: Spec = counter(
     "pfnwatch_inventory_frees_unseen_total",
     "Tracked pfn-mapping vmas whose free no program saw (the kernel skipped the call, see pfnwatch_program_misses_total), found gone by two walks of every task's vmas.",
@@ -251,6 +256,7 @@ pub const ALL: &[&Spec] = &[
     &PROGRAM_RUN_TIME,
     &PROGRAM_MISSES,
     &FREES_UNSEEN,
+    &MAPPINGS_RECONCILED,
     &RELOADS,
     &LAST_RELOAD_OK,
     &RESTART_REQUIRED,

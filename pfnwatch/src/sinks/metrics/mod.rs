@@ -197,6 +197,9 @@ pub fn render(s: &Snapshot<'_>) -> Result<String> {
     f.counter(&FREES_UNSEEN)?
         .with_label_values(none)
         .inc_by(s.counts.frees_unseen);
+    f.counter(&MAPPINGS_RECONCILED)?
+        .with_label_values(none)
+        .inc_by(s.tally.reconciled);
 
     f.gauge(&STATS_ENABLED)?
         .with_label_values(none)

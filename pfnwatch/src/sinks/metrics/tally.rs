@@ -8,7 +8,12 @@ use crate::rules::{RuleId, Severity};
 use anyhow::Result;
 use pfnwatch_common::Family;
 use pfnwatch_common::abi::INVENTORY_SLOTS;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Between two looks at the kernel's inventory: a gone record on its way
+/// through the rings is taken in long before.
+pub const RECONCILE_SPACING: Duration = Duration::from_secs(5);
 
 /// A pfn mapping's labels: kind of vma, driver, device.
 pub type Source = (&'static str, String, String);
@@ -37,6 +42,13 @@ pub struct Tally {
     /// full ring buffer would leave its vma here: past the bound the
     /// oldest is forgotten.
     live_ids: BTreeMap<u64, Live>,
+    /// Reconciliation with the kernel's inventory: the live ids it lacked
+    /// last time, those given up on (a late gone record for one is not
+    /// counted twice), when it was last done, and how many were.
+    suspects: BTreeSet<u64>,
+    forgotten: BTreeSet<u64>,
+    reconciled_at: Option<Instant>,
+    pub(super) reconciled: u64,
     pub(super) alerts_by_driver: BTreeMap<(RuleId, String), u64>,
     sources: Bounded<(String, String)>,
     drivers: Bounded<String>,
@@ -55,6 +67,10 @@ impl Default for Tally {
             removed: BTreeMap::new(),
             live: BTreeMap::new(),
             live_ids: BTreeMap::new(),
+            suspects: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
+            reconciled_at: None,
+            reconciled: 0,
             alerts_by_driver: BTreeMap::new(),
             sources: Bounded::new(MAX_SOURCES),
             drivers: Bounded::new(MAX_SOURCES),
@@ -67,6 +83,50 @@ impl Default for Tally {
 }
 
 impl Tally {
+    /// Sets the live mappings right by the kernel's inventory (`kernel`: the
+    /// ids it holds), at most every [`RECONCILE_SPACING`]: a mapping the
+    /// kernel no longer holds at two looks in a row is gone, its gone
+    /// record lost on the way. Returns how many were given up on.
+    pub fn reconcile(&mut self, kernel: &BTreeSet<u64>, now: Instant) -> u64 {
+        if self
+            .reconciled_at
+            .is_some_and(|at| now.duration_since(at) < RECONCILE_SPACING)
+        {
+            return 0;
+        }
+        self.reconciled_at = Some(now);
+        let absent: BTreeSet<u64> = self
+            .live_ids
+            .keys()
+            .filter(|id| !kernel.contains(id))
+            .copied()
+            .collect();
+        let lost: Vec<u64> = absent.intersection(&self.suspects).copied().collect();
+        let mut n = 0;
+        for id in lost {
+            if let Some(l) = self.live_ids.remove(&id) {
+                self.gone(l);
+                if self.forgotten.len() >= INVENTORY_SLOTS {
+                    self.forgotten.pop_first();
+                }
+                self.forgotten.insert(id);
+                n += 1;
+            }
+        }
+        self.suspects = absent.difference(&self.forgotten).copied().collect();
+        self.reconciled += n;
+        n
+    }
+
+    /// A live mapping gone.
+    fn gone(&mut self, l: Live) {
+        *self.removed.entry(l.source.clone()).or_default() += 1;
+        if let Some(live) = self.live.get_mut(&l.source) {
+            live.0 = live.0.saturating_sub(1);
+            live.1 = live.1.saturating_sub(l.bytes);
+        }
+    }
+
     /// A created mapping's labels, the driver named once by host context.
     fn source(&mut self, o: &Outcome) -> Source {
         let r = &o.record;
@@ -124,20 +184,20 @@ impl Sink for Tally {
             }
             Family::VmaGone => {
                 let known = self.live_ids.remove(&r.vma_id);
-                let source = known.as_ref().map_or_else(
-                    || {
-                        (
+                // Given up on by a reconciliation already: counted then.
+                if known.is_none() && self.forgotten.remove(&r.vma_id) {
+                    return Ok(());
+                }
+                match known {
+                    Some(l) => self.gone(l),
+                    None => {
+                        let source = (
                             vma_label(r.class),
                             "unknown".to_owned(),
                             "unknown".to_owned(),
-                        )
-                    },
-                    |l| l.source.clone(),
-                );
-                *self.removed.entry(source.clone()).or_default() += 1;
-                if let (Some(l), Some(live)) = (known, self.live.get_mut(&source)) {
-                    live.0 = live.0.saturating_sub(1);
-                    live.1 = live.1.saturating_sub(l.bytes);
+                        );
+                        *self.removed.entry(source).or_default() += 1;
+                    }
                 }
             }
             _ => {}
@@ -198,6 +258,55 @@ pub(super) mod tests {
 
     fn source(driver: &str, device: &str) -> Source {
         ("pfnmap", driver.to_owned(), device.to_owned())
+    }
+
+    #[test]
+    fn live_mappings_the_kernel_no_longer_holds_twice_are_gone_once() {
+        let mut tally = Tally::default();
+        let dev = DevNum { major: 1, minor: 1 };
+        for id in [7, 8] {
+            let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP);
+            created.vma_id = id;
+            tally.outcome(&outcome(created, Some("mem"))).unwrap();
+        }
+        let mem = ("pfnmap", "mem".to_owned(), "1:1".to_owned());
+        assert_eq!(tally.live[&mem].0, 2);
+        let t0 = Instant::now();
+        let kernel = BTreeSet::from([8]);
+        // 7's gone record lost: the first look only suspects it.
+        assert_eq!(tally.reconcile(&kernel, t0), 0);
+        assert_eq!(tally.live[&mem].0, 2);
+        // Too soon for a second look.
+        assert_eq!(tally.reconcile(&kernel, t0 + Duration::from_secs(1)), 0);
+        let t1 = t0 + RECONCILE_SPACING;
+        assert_eq!(tally.reconcile(&kernel, t1), 1);
+        assert_eq!(tally.live[&mem].0, 1, "8 stays live");
+        assert_eq!(tally.removed[&mem], 1);
+        assert_eq!(tally.reconciled, 1);
+        // Its gone record arriving after all is not counted again.
+        let mut gone = Record::new(Hook::VmAreaFree, Class(PFNMAP));
+        gone.vma_id = 7;
+        tally.outcome(&outcome(gone.clone(), None)).unwrap();
+        assert_eq!(tally.removed.len(), 1, "{:?}", tally.removed);
+        assert_eq!(tally.removed[&mem], 1);
+        // A mapping absent at one look and back at the next (its creation
+        // still in the rings) is no suspect any more.
+        let mut created = vma(Hook::PerfEventMmap, "/", dev, PFNMAP);
+        created.vma_id = 9;
+        tally.outcome(&outcome(created, Some("mem"))).unwrap();
+        let t2 = t1 + RECONCILE_SPACING;
+        assert_eq!(tally.reconcile(&kernel, t2), 0);
+        let t3 = t2 + RECONCILE_SPACING;
+        assert_eq!(tally.reconcile(&BTreeSet::from([8, 9]), t3), 0);
+        let t4 = t3 + RECONCILE_SPACING;
+        assert_eq!(tally.reconcile(&BTreeSet::from([8, 9]), t4), 0);
+        assert_eq!(tally.live[&mem].0, 2);
+        // A gone record that arrives normally leaves nothing to reconcile.
+        gone.vma_id = 9;
+        tally.outcome(&outcome(gone, None)).unwrap();
+        let t5 = t4 + RECONCILE_SPACING;
+        assert_eq!(tally.reconcile(&BTreeSet::from([8]), t5), 0);
+        assert_eq!(tally.live[&mem].0, 1);
     }
 
     #[test]
