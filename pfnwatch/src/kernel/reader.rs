@@ -84,13 +84,25 @@ impl Reader {
         let (tx, batches) = mpsc::unbounded_channel();
         let (stop_rx, stop) = std::io::pipe().context("a pipe to stop the ring buffer reader")?;
         let queued = Arc::new(AtomicUsize::new(0));
+        // A thread is born with its creator's capabilities: wait until it
+        // has dropped them, so no moment of the daemon's life has a thread
+        // holding more than the main one will (the scheduler may leave a
+        // new thread unrun for a while on a busy host).
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("pfnwatch-rings".into())
             .spawn({
                 let (rings, queued) = (rings.clone(), queued.clone());
-                move || read(&rings, &fds, &stop_rx, &tx, &queued, cap)
+                move || {
+                    drop_privileges();
+                    let _ = ready.send(());
+                    read(&rings, &fds, &stop_rx, &tx, &queued, cap)
+                }
             })
             .context("starting the ring buffer reader thread")?;
+        started
+            .recv()
+            .context("the ring buffer reader thread ended as it started")?;
         Ok(Reader {
             rings,
             direct_limit: cap / 4,
@@ -156,9 +168,6 @@ fn read(
     queued: &AtomicUsize,
     cap: usize,
 ) {
-    // It reads mapped memory and needs no privilege: none stays with it
-    // (capabilities are per thread, and `run` drops the main thread's).
-    drop_privileges();
     let stop = stop.as_fd().as_raw_fd();
     let mut fds = ring_fds.to_vec();
     fds.push(stop);
@@ -238,6 +247,8 @@ fn wait(fds: &[i32], timeout: Duration) -> Option<usize> {
     polls.iter().position(|p| p.revents != 0)
 }
 
+/// The thread reads mapped memory and needs no privilege: none stays with
+/// it (capabilities are per thread, and `run` drops the main thread's).
 fn drop_privileges() {
     use caps::{CapSet, CapsHashSet};
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
